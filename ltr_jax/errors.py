@@ -1,0 +1,21 @@
+"""Errors a user can cause. Each carries one message naming the file, line or config key at fault."""
+
+
+class LtrError(Exception):
+  """Base class: `main` prints the message and exits non-zero, without a traceback."""
+
+
+class DataError(LtrError):
+  """Bad or missing data: a list line, an image, a label, an empty class, an IDX header."""
+
+
+class ConfigError(LtrError):
+  """A config key that is unknown, missing or out of range."""
+
+
+class CheckpointError(LtrError):
+  """A checkpoint that is missing or belongs to another model / class count."""
+
+
+class TrainingError(LtrError):
+  """Training diverged (NaN loss)."""
