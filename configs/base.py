@@ -1,0 +1,62 @@
+"""Shared defaults of every experiment. An experiment file calls get_config() and overrides fields.
+
+Every key exists here, so a misspelt override (--config.train.lr_base=...) is an error, not a silent no-op.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="",
+      kind="fashion_mnist",  # 'fashion_mnist' | 'list' | 'tfds'
+      data_dir="",  # IDX directory, or the TFDS data_dir
+      num_classes=0,  # 0: taken from the training split
+      # kind = 'list': list files (`relative/path label` per line) relative to list_dir, images under image_root.
+      list_dir="", image_root="", train_list="", val_list="", test_list="",
+      # kind = 'tfds'
+      tfds_name="", train_split="train", val_split="", test_split="test",
+      # Long-tailed subset of the training split: n_i = int(n_max * IR^(-i/(C-1))); 0 = keep as is.
+      imbalance_ratio=0.0, n_max=0,
+      class_order_seed=ml_collections.FieldReference(None, field_type=int),  # None: class-id order
+      val_per_class=0,  # >0: hold a balanced validation split out of unused training images
+      many_threshold=100, few_threshold=20,  # Many > 100 >= Medium >= 20 > Few training images
+      image_size=224,
+      train_transform="random_resized_crop",  # | 'pad_crop_flip'
+      eval_transform="resize_center_crop",  # | 'identity'
+      resize=256, color_jitter=0.4,
+      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),  # in [0, 1] units, per channel
+      num_workers=0,  # grain worker processes per host
+  ))
+
+  c.model = ml_collections.ConfigDict(dict(name="resnext50_32x4d", dtype="float32"))  # dtype: | 'bfloat16'
+
+  c.train = ml_collections.ConfigDict(dict(
+      sampling="instance",  # 'instance' | 'class' | 'sqrt' | 'progressive'
+      loss="ce",
+      epochs=90,
+      batch_size=512,  # global, over all devices and hosts
+      base_lr=0.1,  # per 256 images: lr = base_lr * batch_size / 256
+      momentum=0.9, nesterov=False,
+      weight_decay=5e-4,
+      warmup_epochs=0.0,
+      eval_every_epochs=1,
+      checkpoint_every_epochs=1,
+      max_checkpoints=2,
+      log_every_steps=50,
+  ))
+
+  c.stage2 = ml_collections.ConfigDict(dict(
+      methods=("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"),
+      batch_size=512,  # feature extraction
+      ncm_metric="euclidean",  # 'euclidean' | 'cosine'
+      taus=tuple(i / 10 for i in range(21)),  # tau sweep for tau-norm and logit adjustment
+      crt=ml_collections.ConfigDict(dict(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4)),
+      lws=ml_collections.ConfigDict(dict(epochs=5, batch_size=512, lr=0.2, weight_decay=0.0)),
+  ))
+
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=1, process_id=0, auto=False, cpu_collectives=False))
+  return c

@@ -1,0 +1,109 @@
+"""Long-tailed subsets of a source: exponential profiles, list-file subsets, many/medium/few groups."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ltr_jax.data.sources import Source, read_list_file
+from ltr_jax.errors import DataError
+
+
+def exponential_profile(n_max: int, num_classes: int, imbalance_ratio: float) -> np.ndarray:
+  """Images per class rank, n_i = int(n_max * IR^(-i / (C - 1))): the CIFAR-LT protocol of LDAM.
+
+  Rank 0 gets n_max images, rank C-1 gets n_max / IR (truncated to an integer).
+  """
+  return np.array([int(n_max * imbalance_ratio ** (-i / (num_classes - 1))) for i in range(num_classes)],
+                  dtype=np.int64)
+
+
+def _pick_per_class(labels: np.ndarray, wanted: np.ndarray, allowed: np.ndarray, seed: int,
+                    what: str) -> np.ndarray:
+  """Sorted indices with wanted[c] records of class c drawn uniformly among the `allowed` ones."""
+  rng = np.random.default_rng(seed)
+  candidates = np.flatnonzero(allowed)
+  candidates = candidates[np.argsort(labels[candidates], kind="stable")]
+  starts = np.searchsorted(labels[candidates], np.arange(len(wanted) + 1))
+  picked = []
+  for c, n in enumerate(wanted):
+    pool = candidates[starts[c]:starts[c + 1]]
+    if n > len(pool):
+      raise DataError(f"class {c} has {len(pool)} {what} images, {n} were asked")
+    picked.append(rng.choice(pool, size=n, replace=False))
+  return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def longtail_indices(labels: np.ndarray, counts_per_rank: np.ndarray,
+                     class_order: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+  """Sorted indices of a long-tailed subset: counts_per_rank[r] images of class class_order[r].
+
+  `class_order` defaults to the class ids 0..C-1, so class 0 is the head, as in CIFAR-LT. Images of a
+  class are drawn uniformly without replacement; the result depends only on (labels, counts, order,
+  seed).
+  """
+  labels = np.asarray(labels)
+  counts_per_rank = np.asarray(counts_per_rank, dtype=np.int64)
+  order = np.arange(len(counts_per_rank)) if class_order is None else np.asarray(class_order)
+  if sorted(order.tolist()) != list(range(len(counts_per_rank))):
+    raise DataError(f"class_order must be a permutation of 0..{len(counts_per_rank) - 1}, got {order}")
+  wanted = np.zeros(len(counts_per_rank), dtype=np.int64)
+  wanted[order] = counts_per_rank
+  return _pick_per_class(labels, wanted, np.ones(len(labels), bool), seed, "available")
+
+
+def balanced_holdout(labels: np.ndarray, per_class: int, exclude: np.ndarray | None = None,
+                     seed: int = 0) -> np.ndarray:
+  """Sorted indices of per_class images of every class, none of them in `exclude`.
+
+  Holds a class-balanced validation split out of the training images left outside a long-tailed
+  subset. Classes are 0..max(labels).
+  """
+  labels = np.asarray(labels)
+  allowed = np.ones(len(labels), bool)
+  if exclude is not None:
+    allowed[np.asarray(exclude, dtype=np.int64)] = False
+  wanted = np.full(int(labels.max()) + 1, per_class, dtype=np.int64)
+  return _pick_per_class(labels, wanted, allowed, seed, "non-excluded")
+
+
+class Subset:
+  """The records `indices` of `source`, in that order; `num_classes` is the source's."""
+
+  def __init__(self, source: Source, indices: np.ndarray):
+    self.source = source
+    self.indices = np.asarray(indices, dtype=np.int64)
+    if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(source)):
+      raise IndexError(f"subset indices outside [0, {len(source)})")
+    self.labels = source.labels[self.indices]
+    self.num_classes = source.num_classes
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return self.source[self.indices[index]]
+
+
+def subset_from_list_file(source: Source, list_file: str) -> Subset:
+  """The records of `source` (a source with `.paths`, e.g. a `ListFileSource`) named by `list_file`.
+
+  This is how ImageNet-LT and Places-LT are defined: a list file over the full dataset. Records keep
+  the list file's order; each listed path must be in the source with the same label.
+  """
+  index_of = {path: i for i, path in enumerate(source.paths)}
+  indices = []
+  for number, path, label in read_list_file(list_file):
+    if path not in index_of:
+      raise DataError(f"{list_file}:{number}: {path!r} is not in the source")
+    i = index_of[path]
+    if source.labels[i] != label:
+      raise DataError(f"{list_file}:{number}: label {label}, the source has {source.labels[i]} for {path!r}")
+    indices.append(i)
+  return Subset(source, np.array(indices, dtype=np.int64))
+
+
+def group_of_classes(class_counts: np.ndarray, many_threshold: int = 100,
+                     few_threshold: int = 20) -> np.ndarray:
+  """'many' (n > many_threshold), 'few' (n < few_threshold) or 'medium' for each class count."""
+  counts = np.asarray(class_counts)
+  return np.where(counts > many_threshold, "many", np.where(counts < few_threshold, "few", "medium"))

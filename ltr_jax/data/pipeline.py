@@ -1,0 +1,99 @@
+"""grain input pipelines: sampler -> decode -> augment -> batch, sharded per host.
+
+The training stream is organised by global step: row r of global batch s is draw
+k = epoch * N + (s mod steps_per_epoch) * B + r of the sampler, with epoch = s // steps_per_epoch, and
+process p feeds rows [p * b, (p + 1) * b) of every global batch. Everything, augmentation randomness
+included, is a pure function of (seed, step, row), so the iterator state that goes into a checkpoint is
+the step number alone, and a run restarted at step s continues exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import grain
+import numpy as np
+from absl import flags
+
+from ltr_jax.data.sampling import IndexSampler, process_positions
+from ltr_jax.data.sources import Source
+from ltr_jax.data.transforms import Transform
+
+
+@dataclasses.dataclass
+class _TrainRecord:
+  """Local position j of one process -> (augmented image, label). Picklable for grain workers."""
+  source: Source
+  sampler: IndexSampler
+  transform: Transform
+  global_batch: int
+  steps_per_epoch: int
+  process_index: int
+  process_count: int
+  seed: int
+
+  def __call__(self, local_position: int) -> dict[str, np.ndarray]:
+    g = int(process_positions(np.array([local_position]), self.global_batch, self.process_index,
+                              self.process_count)[0])
+    step, row = divmod(g, self.global_batch)
+    epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+    index = self.sampler[epoch * len(self.sampler) + step_in_epoch * self.global_batch + row]
+    rng = np.random.Generator(np.random.Philox(key=[self.seed, g]))
+    image = self.transform(self.source[index], rng)
+    return {"image": np.ascontiguousarray(image), "label": np.int32(self.source.labels[index])}
+
+
+@dataclasses.dataclass
+class _EvalRecord:
+  """Local position j -> (image, label, mask); positions past the split are padding (mask 0)."""
+  source: Source
+  transform: Transform
+  global_batch: int
+  process_index: int
+  process_count: int
+
+  def __call__(self, local_position: int) -> dict[str, np.ndarray]:
+    g = int(process_positions(np.array([local_position]), self.global_batch, self.process_index,
+                              self.process_count)[0])
+    valid = g < len(self.source)
+    index = g if valid else 0
+    return {"image": np.ascontiguousarray(self.transform(self.source[index], None)),
+            "label": np.int32(self.source.labels[index]), "mask": np.bool_(valid)}
+
+
+def _iterate(dataset: grain.MapDataset, local_batch: int, num_workers: int) -> Iterator[dict]:
+  if not flags.FLAGS.is_parsed():  # grain reads absl flags; a library caller may not have parsed them
+    flags.FLAGS.mark_as_parsed()
+  batched = dataset.batch(local_batch, drop_remainder=True).to_iter_dataset(
+      grain.ReadOptions(num_threads=0 if num_workers else 4, prefetch_buffer_size=2 * local_batch))
+  if num_workers:
+    batched = batched.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                               per_worker_buffer_size=2))
+  for batch in batched:
+    yield {k: np.asarray(v) for k, v in batch.items()}
+
+
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+  """Steps of one epoch of N draws (the last partial batch is dropped, at least one step)."""
+  return max(1, num_samples // global_batch)
+
+
+def train_batches(source: Source, sampler: IndexSampler, transform: Transform, *, global_batch: int,
+                  start_step: int, num_steps: int, seed: int, process_index: int = 0,
+                  process_count: int = 1, num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Local batches of steps [start_step, num_steps): {'image': uint8 [b,H,W,C], 'label': int32 [b]}."""
+  local_batch = global_batch // process_count
+  record = _TrainRecord(source, sampler, transform, global_batch,
+                        steps_per_epoch(len(sampler), global_batch), process_index, process_count, seed)
+  dataset = grain.MapDataset.range(start_step * local_batch, num_steps * local_batch).map(record)
+  return _iterate(dataset, local_batch, num_workers)
+
+
+def eval_batches(source: Source, transform: Transform, *, global_batch: int, process_index: int = 0,
+                 process_count: int = 1, num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over `source` in order, padded to whole global batches; 'mask' marks real samples."""
+  local_batch = global_batch // process_count
+  num_batches = -(-len(source) // global_batch)
+  record = _EvalRecord(source, transform, global_batch, process_index, process_count)
+  dataset = grain.MapDataset.range(0, num_batches * local_batch).map(record)
+  return _iterate(dataset, local_batch, num_workers)

@@ -1,0 +1,124 @@
+"""Sampling strategies of the paper (Sec. 3) and the host-side weighted index sampler.
+
+p_j = n_j^q / sum_i n_i^q with q = 1 (instance-balanced), 0 (class-balanced), 1/2 (square-root);
+progressively-balanced interpolates from instance- to class-balanced over the epochs.
+A draw picks a class j with probability p_j, then an instance of j uniformly. Every epoch has N draws,
+and the k-th index of epoch e is a pure function of (seed, epoch, k): resuming from any step is exact,
+and every process can compute its own disjoint shard of the same global sequence.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ltr_jax.errors import DataError
+
+STRATEGIES = ("instance", "class", "sqrt", "progressive")
+_EXPONENT = {"instance": 1.0, "class": 0.0, "sqrt": 0.5}
+
+
+def class_probabilities(class_counts: np.ndarray, strategy: str, epoch: int = 0,
+                        num_epochs: int = 1) -> np.ndarray:
+  """p_j for `strategy` at `epoch` (0-based) of `num_epochs`.
+
+  Progressive uses lambda = epoch / (num_epochs - 1) (the reference's linspace(0, 1, T)[epoch]):
+  exactly instance-balanced at the first epoch and exactly class-balanced at the last.
+  """
+  counts = np.asarray(class_counts, dtype=np.float64)
+  if strategy not in STRATEGIES:
+    raise DataError(f"sampling strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+  empty = np.flatnonzero(counts <= 0)
+  if empty.size:
+    raise DataError(f"class {int(empty[0])} has no training images ({empty.size} empty classes in all: "
+                    f"{empty[:10].tolist()}{'...' if empty.size > 10 else ''}); a class-aware sampler "
+                    "cannot draw from it: remove it from the label space or add images")
+  if strategy == "progressive":
+    lam = epoch / (num_epochs - 1) if num_epochs > 1 else 1.0
+    return (1.0 - lam) * class_probabilities(counts, "instance") + lam * class_probabilities(counts, "class")
+  weights = counts ** _EXPONENT[strategy]
+  return weights / weights.sum()
+
+
+def alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Walker/Vose alias table: draw column i uniformly, keep i with prob accept[i], else alias[i].
+
+  O(1) per draw with two gathers, where inverse-CDF search costs a cache-missing binary search.
+  """
+  n = len(p)
+  scaled = np.asarray(p, dtype=np.float64) * n
+  accept = np.ones(n)
+  alias = np.arange(n)
+  small = list(np.flatnonzero(scaled < 1.0))
+  large = list(np.flatnonzero(scaled >= 1.0))
+  while small and large:
+    s, l = small.pop(), large.pop()
+    accept[s] = scaled[s]
+    alias[s] = l
+    scaled[l] -= 1.0 - scaled[s]
+    (small if scaled[l] < 1.0 else large).append(l)
+  return accept, alias
+
+
+class IndexSampler:
+  """Indices into a dataset with labels `labels`, drawn with the class probabilities of `strategy`.
+
+  An epoch is N = len(labels) i.i.d. draws (class with p_j, then an instance uniformly). The whole
+  epoch is drawn at once, vectorised, from a generator keyed by (seed, epoch).
+  """
+
+  def __init__(self, labels: np.ndarray, num_classes: int, strategy: str, seed: int = 0,
+               num_epochs: int = 1):
+    labels = np.asarray(labels, dtype=np.int64)
+    self.num_classes = num_classes
+    self.strategy = strategy
+    self.seed = seed
+    self.num_epochs = num_epochs
+    self.class_counts = np.bincount(labels, minlength=num_classes)
+    # Dataset indices grouped by class: class j owns by_class[starts[j]:starts[j] + counts[j]].
+    self._by_class = np.argsort(labels, kind="stable")
+    self._starts = np.concatenate([[0], np.cumsum(self.class_counts)[:-1]])
+    class_probabilities(self.class_counts, strategy, 0, num_epochs)  # validate early
+    self._cache: tuple[int, np.ndarray] | None = None
+
+  def __len__(self) -> int:
+    """Draws per epoch."""
+    return len(self._by_class)
+
+  def probabilities(self, epoch: int) -> np.ndarray:
+    return class_probabilities(self.class_counts, self.strategy, epoch, self.num_epochs)
+
+  def epoch_indices(self, epoch: int) -> np.ndarray:
+    """All N dataset indices of `epoch`, in draw order."""
+    if self._cache is not None and self._cache[0] == epoch:
+      return self._cache[1]
+    rng = np.random.Generator(np.random.Philox(key=[self.seed, epoch]))
+    if self.strategy == "instance":
+      # q = 1 is uniform over instances: skip the class step (same distribution, one draw).
+      indices = rng.integers(0, len(self), size=len(self))
+    else:
+      accept, alias = alias_table(self.probabilities(epoch))
+      columns = rng.integers(0, self.num_classes, size=len(self))
+      classes = np.where(rng.random(len(self)) < accept[columns], columns, alias[columns])
+      offsets = (rng.random(len(self)) * self.class_counts[classes]).astype(np.int64)
+      indices = self._by_class[self._starts[classes] + offsets]
+    self._cache = (epoch, indices)
+    return indices
+
+  def __getitem__(self, k: int) -> int:
+    """Dataset index of global draw k (epoch k // N, position k % N)."""
+    epoch, position = divmod(int(k), len(self))
+    return int(self.epoch_indices(epoch)[position])
+
+
+def process_positions(local_positions: np.ndarray, global_batch: int, process_index: int,
+                      process_count: int) -> np.ndarray:
+  """Global draw numbers of one process's local stream.
+
+  Global batch i holds draws [i * B, (i + 1) * B); process p feeds rows [p * b, (p + 1) * b) of it,
+  b = B / P. Shards of different processes are disjoint and together cover every global batch.
+  """
+  if global_batch % process_count:
+    raise DataError(f"global batch size {global_batch} is not divisible by the {process_count} processes")
+  local_batch = global_batch // process_count
+  local_positions = np.asarray(local_positions, dtype=np.int64)
+  return (local_positions // local_batch) * global_batch + process_index * local_batch + \
+      local_positions % local_batch

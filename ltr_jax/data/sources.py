@@ -1,0 +1,245 @@
+"""Record sources: random access to (image, label) records, labels known without decoding images.
+
+Three kinds of storage, one interface (`Source`):
+- `ListFileSource`: an image folder plus a list file of `relative/path label` lines (ImageNet-LT,
+  Places-LT, iNaturalist as distributed with OLTR / the reference code).
+- `IdxSource`: MNIST / Fashion-MNIST IDX files (the offline quickstart).
+- `TfdsSource`: a TFDS array_record dataset through `tfds.data_source` (TFDS catalog datasets and those
+  written by `ltr_jax.data.convert`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from ltr_jax.errors import DataError
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions.
+_IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension.
+
+
+class Source(Protocol):
+  """Random access to records; `labels` is available without decoding any image."""
+
+  labels: np.ndarray  # int64 [N]
+  num_classes: int
+
+  def __len__(self) -> int:
+    ...
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    """The uint8 image, H x W x C (C = 1 grayscale, 3 RGB)."""
+    ...
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Number of records of each class, int64 [num_classes]."""
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    bad = labels[(labels < 0) | (labels >= num_classes)][0]
+    raise DataError(f"label {bad} outside [0, {num_classes})")
+  return np.bincount(labels, minlength=num_classes).astype(np.int64)
+
+
+def decode_image(data: bytes, channels: int, what: str) -> np.ndarray:
+  """Decodes encoded image bytes with Pillow to uint8 H x W x `channels` (1 or 3).
+
+  `what` names the image in the error raised when the bytes do not decode.
+  """
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+  except Image.UnidentifiedImageError as e:
+    raise DataError(f"{what}: cannot decode image (not a format Pillow reads)") from e
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise DataError(f"{what}: cannot decode image ({e})") from e
+  return array[..., None] if array.ndim == 2 else array
+
+
+def read_list_file(list_file: str) -> list[tuple[int, str, int]]:
+  """Parses a `relative/path label` list file into (line number, path, label), blank lines skipped.
+
+  The label is the last whitespace-separated token; everything before it is the path, so paths may
+  contain spaces.
+  """
+  try:
+    with open(list_file, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except OSError as e:
+    raise DataError(f"{list_file}: cannot read list file ({e.strerror})") from e
+  except UnicodeDecodeError as e:
+    raise DataError(f"{list_file}: not a UTF-8 text file ({e})") from e
+  records = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    tokens = line.strip().rsplit(maxsplit=1)
+    try:
+      path, label = tokens[0], int(tokens[1])
+    except (IndexError, ValueError):
+      raise DataError(f"{list_file}:{number}: expected '<relative/path> <label>', got {line!r}") from None
+    records.append((number, path, label))
+  if not records:
+    raise DataError(f"{list_file}: no records")
+  return records
+
+
+class ListFileSource:
+  """Images listed as `relative/path label` lines, decoded lazily with Pillow to RGB.
+
+  `num_classes` defaults to the largest label + 1; when given, every label must lie in
+  [0, num_classes).
+  """
+
+  def __init__(self, list_file: str, image_root: str, num_classes: int | None = None):
+    self.list_file = list_file
+    self.image_root = image_root
+    records = read_list_file(list_file)
+    self._line_numbers = [number for number, _, _ in records]
+    self.paths = [path for _, path, _ in records]
+    self.labels = np.array([label for _, _, label in records], dtype=np.int64)
+    self.num_classes = int(self.labels.max()) + 1 if num_classes is None else num_classes
+    for number, _, label in records:
+      if not 0 <= label < self.num_classes:
+        raise DataError(f"{list_file}:{number}: label {label} outside [0, {self.num_classes})")
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def where(self, index: int) -> str:
+    """The list file and line that listed record `index`, as `file:line`."""
+    return f"{self.list_file}:{self._line_numbers[index]}"
+
+  def image_path(self, index: int) -> str:
+    """The image file of record `index`."""
+    return os.path.join(self.image_root, self.paths[index])
+
+  def read_bytes(self, index: int) -> bytes:
+    """The encoded image file of record `index`, as stored."""
+    path = self.image_path(index)
+    try:
+      with open(path, "rb") as f:
+        return f.read()
+    except OSError as e:
+      raise DataError(f"{path}: cannot read image ({e.strerror}; listed at {self.where(index)})") from e
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    what = f"{self.image_path(index)} (listed at {self.where(index)})"
+    return decode_image(self.read_bytes(index), 3, what)
+
+
+def _read_idx(path: str, magic: int) -> np.ndarray:
+  """Reads an IDX file of unsigned bytes (gzipped if the name ends in .gz), checking its header."""
+  try:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError) as e:
+    raise DataError(f"{path}: cannot read IDX file ({e})") from e
+  ndim = magic & 0xFF
+  header = 4 + 4 * ndim
+  if len(data) < header:
+    raise DataError(f"{path}: not an IDX file (only {len(data)} bytes)")
+  found = int.from_bytes(data[:4], "big")
+  if found != magic:
+    raise DataError(f"{path}: IDX magic number {found}, expected {magic}")
+  shape = tuple(int.from_bytes(data[4 + 4 * k:8 + 4 * k], "big") for k in range(ndim))
+  expected = header + int(np.prod(shape))
+  if len(data) != expected:
+    raise DataError(f"{path}: {len(data)} bytes, the header {shape} implies {expected}")
+  return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+class IdxSource:
+  """MNIST-format IDX image and label files, loaded into memory as uint8 [N, H, W, 1].
+
+  `num_classes` is a parameter (10 for MNIST and Fashion-MNIST) rather than the largest label + 1, so
+  that a file missing the last classes still gives the right number of classes.
+  """
+
+  def __init__(self, images_path: str, labels_path: str, num_classes: int = 10):
+    self.images = _read_idx(images_path, _IDX_IMAGES_MAGIC)[..., None]
+    self.labels = _read_idx(labels_path, _IDX_LABELS_MAGIC).astype(np.int64)
+    self.num_classes = num_classes
+    if len(self.images) != len(self.labels):
+      raise DataError(f"{labels_path}: {len(self.labels)} labels for {len(self.images)} images in {images_path}")
+    if self.labels.size and self.labels.max() >= num_classes:
+      raise DataError(f"{labels_path}: label {self.labels.max()} outside [0, {num_classes})")
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return self.images[index]
+
+
+class TfdsSource:
+  """A TFDS dataset read through `tfds.data_source` (array_record), without TensorFlow.
+
+  Images are read undecoded (`SkipDecoding`) and decoded here with Pillow when stored encoded.
+  Labels come from `<split>-labels.npy` next to the records when `ltr_jax.data.convert` wrote one,
+  otherwise from one pass over the records (images left encoded).
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None, image_key: str = "image",
+               label_key: str = "label"):
+    import tensorflow_datasets as tfds  # Slow to import: only where a TFDS source is used.
+    self.image_key = image_key
+    try:
+      self._ds = tfds.data_source(name, split=split, data_dir=data_dir,
+                                  decoders={image_key: tfds.decode.SkipDecoding()})
+    except Exception as e:  # TFDS raises many types (not found, no network, bad split, ...).
+      raise DataError(f"TFDS dataset {name!r} split {split!r} (data_dir={data_dir}): {e}") from e
+    info = self._ds.dataset_info
+    self._channels = info.features[image_key].shape[-1] or 3
+    cache = os.path.join(info.data_dir, f"{split}-labels.npy")
+    if split in info.splits and os.path.exists(cache):
+      self.labels = np.load(cache)
+      if len(self.labels) != len(self._ds):
+        raise DataError(f"{cache}: {len(self.labels)} labels for {len(self._ds)} records")
+    else:
+      self.labels = np.array([example[label_key] for example in self._ds], dtype=np.int64)
+    label_feature = info.features[label_key]
+    self.num_classes = getattr(label_feature, "num_classes", None) or int(self.labels.max()) + 1
+
+  def __len__(self) -> int:
+    return len(self._ds)
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    image = self._ds[index][self.image_key]
+    if isinstance(image, bytes):
+      return decode_image(image, self._channels, f"{self._ds.dataset_info.data_dir} record {index}")
+    image = np.asarray(image, dtype=np.uint8)
+    return image[..., None] if image.ndim == 2 else image
+
+
+def fashion_mnist(split: str, data_dir: str | None = None) -> Source:
+  """Fashion-MNIST 'train' (60000) or 'test' (10000) as an `IdxSource`, else from TFDS.
+
+  Looks for the IDX files (gzipped or not) in `data_dir`, then in /usr/share/datasets/fashion-mnist
+  (Debian's dataset-fashion-mnist); if neither has them, tries `tfds.data_source('fashion_mnist')`,
+  which downloads when there is network.
+  """
+  prefixes = {"train": "train", "test": "t10k"}
+  if split not in prefixes:
+    raise DataError(f"Fashion-MNIST split {split!r}: expected 'train' or 'test'")
+  folders = [folder for folder in (data_dir, FASHION_MNIST_DIR) if folder]
+  for folder in folders:
+    for suffix in (".gz", ""):
+      images, labels = (os.path.join(folder, f"{prefixes[split]}-{kind}-ubyte{suffix}")
+                        for kind in ("images-idx3", "labels-idx1"))
+      if os.path.exists(images) and os.path.exists(labels):
+        return IdxSource(images, labels)
+  try:
+    return TfdsSource("fashion_mnist", split, data_dir=data_dir)
+  except DataError as e:
+    raise DataError(
+        f"Fashion-MNIST {split} not found: no {prefixes[split]}-images-idx3-ubyte[.gz] in "
+        f"{', '.join(folders)}, and TFDS failed ({e}). Install it with "
+        f"`apt-get install dataset-fashion-mnist`, or pass data_dir=<folder with the IDX files>.") from e

@@ -1,0 +1,46 @@
+"""Command line: python -m ltr_jax.main --config=configs/quickstart.py --workdir=DIR [--mode=all].
+
+Modes: train (stage 1), decouple (stage 2 on the stage-1 checkpoint in the workdir), all (both),
+evaluate (any stage-1 or stage-2 checkpoint on the test split). Config fields are overridden with
+--config.a.b=value; the config is locked, so an unknown key is an error.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ltr_jax.errors import LtrError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, features and reports.")
+flags.DEFINE_enum("mode", "all", ["train", "decouple", "evaluate", "all"], "What to run.")
+flags.DEFINE_string("checkpoint", None, "--mode=evaluate: a checkpoint directory (default: the "
+                    "workdir's stage-2 checkpoint, else its stage-1 checkpoint).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Imported here so that --help answers without loading JAX.
+  from ltr_jax import decouple, evaluate, parallel, train
+  config = FLAGS.config
+  try:
+    parallel.initialize(config)
+    if FLAGS.mode in ("train", "all"):
+      train.train_and_evaluate(config, FLAGS.workdir)
+    if FLAGS.mode in ("decouple", "all"):
+      decouple.run(config, FLAGS.workdir)
+    if FLAGS.mode == "evaluate":
+      evaluate.run(config, FLAGS.workdir, FLAGS.checkpoint)
+  except LtrError as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,116 @@
+"""Stage-2 report: results.json, results.md (the paper's table) and PNG plots (Figures 2 and 3)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ltr_jax.data.sampling import STRATEGIES, class_probabilities  # noqa: E402
+
+LABELS = {"joint": "Joint", "ncm": "NCM", "crt": "cRT", "tau_norm": "τ-norm", "lws": "LWS",
+          "logit_adjust": "Logit adj."}
+GROUPS = ("many", "medium", "few", "all")
+
+
+def _cell(value: float | None) -> str:
+  return "–" if value is None else f"{value:.1f}"
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+  """Method | Many | Medium | Few | All (top-1 %, test split), one row per method."""
+  lines = [f"Top-1 accuracy (%) on the test split of {results['dataset']}", "",
+           "| Method | Many | Medium | Few | All |", "|---|---:|---:|---:|---:|"]
+  for method, r in results["methods"].items():
+    note = f" (τ = {r['tau']:g})" if r.get("tau") is not None else ""
+    lines.append(f"| {LABELS.get(method, method)}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) + " |")
+  return "\n".join(lines)
+
+
+def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for method, norms in results["weight_norms"].items():
+    ax.plot(np.asarray(norms)[order], marker=".", label=LABELS[method])
+  ax.set(xlabel="class index (sorted by training images, descending)", ylabel="‖w_j‖",
+         title="Classifier weight norms (Fig. 2 left)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot_tau_curves(results: dict, path: str) -> None:
+  curves = results["tau_curves"]
+  fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+  for ax, (method, curve) in zip(axes[0], curves.items()):
+    for group, color in zip(GROUPS, ("C0", "C1", "C2", "k")):
+      for split, style in (("test", "-"), ("val", ":")):
+        values = [np.nan if r[group] is None else r[group] for r in curve[split]]
+        ax.plot(curve["taus"], values, style, color=color,
+                label=f"{group} ({split})" if split == "test" else None)
+    chosen = results["methods"].get(method, {}).get("tau")
+    if chosen is not None:
+      ax.axvline(chosen, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="τ", ylabel="top-1 (%)", title=f"{LABELS[method]}: accuracy vs τ (dotted: validation)")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot_per_class(results: dict, counts: np.ndarray, path: str) -> None:
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for method, r in results["methods"].items():
+    ax.plot(counts, r["per_class"], "o", alpha=0.7, label=LABELS.get(method, method))
+  ax.set_xscale("log")
+  ax.set(xlabel="training images of the class", ylabel="test accuracy of the class",
+         title="Per-class accuracy vs class size")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _plot_sampling(counts: np.ndarray, order: np.ndarray, num_epochs: int, path: str) -> None:
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for strategy in STRATEGIES:
+    epoch = num_epochs // 2 if strategy == "progressive" else 0
+    p = class_probabilities(counts, strategy, epoch, num_epochs)[order]
+    ax.plot(p, label=strategy + (f" (epoch {epoch} of {num_epochs})" if strategy == "progressive" else ""))
+  ax.set_yscale("log")
+  ax.set(xlabel="class index (sorted by training images)", ylabel="sampling probability p_j",
+         title="Sampling weights (Fig. 3)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write(results: dict[str, Any], workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """Writes the report files into the workdir; returns their paths."""
+  counts = np.asarray(results["class_counts"])
+  order = np.argsort(-counts, kind="stable")
+  paths = {name: os.path.join(workdir, name) for name in
+           ("results.json", "results.md", "weight_norms.png", "tau_curves.png", "per_class_accuracy.png",
+            "sampling_weights.png")}
+  with open(paths["results.json"], "w") as f:
+    json.dump(results, f, indent=1)
+  with open(paths["results.md"], "w") as f:
+    f.write(markdown_table(results) + "\n")
+  written = [paths["results.json"], paths["results.md"]]
+  if results.get("weight_norms"):
+    _plot_weight_norms(results, order, paths["weight_norms.png"])
+    written.append(paths["weight_norms.png"])
+  if results.get("tau_curves"):
+    _plot_tau_curves(results, paths["tau_curves.png"])
+    written.append(paths["tau_curves.png"])
+  _plot_per_class(results, counts, paths["per_class_accuracy.png"])
+  _plot_sampling(counts, order, config.train.epochs, paths["sampling_weights.png"])
+  written += [paths["per_class_accuracy.png"], paths["sampling_weights.png"]]
+  return written

@@ -1,0 +1,242 @@
+"""Stage 1: learn the representation and the joint classifier with a sampling strategy.
+
+A jitted data-parallel step (batch sharded, state replicated and donated), SGD with momentum and a
+cosine schedule, periodic evaluation with Many/Medium/Few, and Orbax checkpoints that a rerun of the
+same command resumes from, bit-for-bit on the same machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
+
+from ltr_jax import checkpoints, losses, metrics, parallel
+from ltr_jax.data import datasets, pipeline, sampling, transforms
+from ltr_jax.errors import ConfigError, TrainingError
+from ltr_jax.models import LTRModel, create_model
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> LTRModel:
+  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  if config.model.dtype not in dtypes:
+    raise ConfigError(f"config key model.dtype: {config.model.dtype!r} is not one of {sorted(dtypes)}")
+  return create_model(config.model.name, num_classes, dtype=dtypes[config.model.dtype])
+
+
+def learning_rate_schedule(train: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+  """Linear warm-up to base_lr * batch / 256, then cosine to 0.
+
+  The cosine spans the remaining steps exactly, so it starts at the peak lr and reaches 0 when the
+  last step ends (the last update runs at a small positive lr, not at 0 for a whole epoch as in the
+  reference code).
+  """
+  peak = train.base_lr * train.batch_size / 256
+  total = train.epochs * steps_per_epoch
+  warmup = int(round(train.warmup_epochs * steps_per_epoch))
+  cosine = optax.cosine_decay_schedule(peak, max(1, total - warmup))
+  if not warmup:
+    return cosine
+  return optax.join_schedules([optax.linear_schedule(peak / warmup, peak, warmup), cosine], [warmup])
+
+
+def make_optimizer(train: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+  """SGD with momentum; weight decay on every parameter, as torch.optim.SGD in the reference."""
+  return optax.chain(optax.add_decayed_weights(train.weight_decay),
+                     optax.sgd(learning_rate_schedule(train, steps_per_epoch), train.momentum,
+                               nesterov=train.nesterov))
+
+
+def normalize(images: jax.Array, mean, std, dtype) -> jax.Array:
+  """uint8 NHWC -> (x / 255 - mean) / std in the compute dtype (done on the device)."""
+  mean = jnp.asarray(mean, jnp.float32) * 255
+  std = jnp.asarray(std, jnp.float32) * 255
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
+def create_train_state(model: LTRModel, tx: optax.GradientTransformation, image_shape: tuple[int, ...],
+                       seed: int) -> TrainState:
+  variables = jax.jit(lambda rng: model.init(rng, jnp.zeros((1, *image_shape), model.dtype), train=False))(
+      jax.random.key(seed))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+
+def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: losses.Loss,
+                    data: ml_collections.ConfigDict, mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The jitted step: state replicated and donated, batch sharded on the data axis."""
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    images = normalize(batch["image"], data.mean, data.std, model.dtype)
+
+    def loss_of(params):
+      (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+                                         train=True, mutable=["batch_stats"])
+      return loss_fn(logits, batch["label"]), (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              batch_stats=batch_stats, opt_state=opt_state)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return new_state, {"loss": loss, "accuracy": accuracy}
+
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(step, in_shardings=(rep, shard), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def make_predict(model: LTRModel, data: ml_collections.ConfigDict, mesh) -> Callable:
+  """Jitted inference: (params, batch_stats, uint8 images) -> (logits, features), BatchNorm frozen."""
+
+  def predict(params, batch_stats, images):
+    x = normalize(images, data.mean, data.std, model.dtype)
+    return model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(predict, in_shardings=(rep, rep, shard), out_shardings=(shard, shard))
+
+
+def run_inference(predict: Callable, params, batch_stats, source, config: ml_collections.ConfigDict,
+                  mesh, batch_size: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
+  """(logits [N, C], features [N, d]) of every sample of `source`, in order, on every host."""
+  transform = transforms.eval_transform(config.data.eval_transform, config.data.image_size,
+                                        config.data.resize)
+  batches = pipeline.eval_batches(source, transform, global_batch=batch_size,
+                                  process_index=jax.process_index(), process_count=jax.process_count(),
+                                  num_workers=config.data.num_workers)
+  logits, features = [], []
+  total = -(-len(source) // batch_size)
+  for batch in tqdm(batches, total=total, desc=desc, leave=False, disable=jax.process_index() != 0):
+    out = predict(params, batch_stats, parallel.global_batch({"image": batch["image"]}, mesh)["image"])
+    lg, ft = parallel.to_host(out)
+    logits.append(np.asarray(lg, np.float32))
+    features.append(np.asarray(ft, np.float32))
+  return np.concatenate(logits)[:len(source)], np.concatenate(features)[:len(source)]
+
+
+class MetricWriter:
+  """Metrics as JSON lines (metrics.jsonl) and TensorBoard events in the workdir; process 0 only."""
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    if self.enabled:
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, values: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    self._jsonl.flush()
+    for k, v in values.items():
+      if v is not None:
+        self._tb.add_scalar(k, v, step)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
+  """Fetches the metrics of the steps since the last check; stops at the first non-finite loss."""
+  values = jax.device_get([m for _, m in pending])
+  for (step, _), m in zip(pending, values):
+    if not np.isfinite(m["loss"]):
+      raise TrainingError(f"the loss is {m['loss']} at step {step}: training diverged; the last "
+                          "checkpoint before it is kept (lower config key train.base_lr?)")
+  return {k: float(np.mean([m[k] for m in values])) for k in values[-1]}
+
+
+def evaluate_split(model: LTRModel, state: TrainState, source, splits: datasets.Splits,
+                   config: ml_collections.ConfigDict, mesh, predict: Callable | None = None,
+                   desc: str = "eval") -> dict[str, float | None]:
+  """Top-1 All / Many / Medium / Few (percent) of the model's joint classifier on `source`."""
+  predict = predict or make_predict(model, config.data, mesh)
+  logits, _ = run_inference(predict, state.params, state.batch_stats, source, config, mesh,
+                            config.stage2.batch_size, desc)
+  per_class = metrics.per_class_accuracy(logits.argmax(-1), source.labels, splits.num_classes)
+  return metrics.group_accuracy(per_class, splits.groups)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Runs (or resumes) stage 1 in `workdir` and returns the final state."""
+  os.makedirs(workdir, exist_ok=True)
+  splits = datasets.build_splits(config.data, config.seed)
+  mesh = parallel.data_mesh()
+  parallel.check_batch_size(config.train.batch_size, "train.batch_size")
+  model = build_model(config, splits.num_classes)
+  sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, config.train.sampling,
+                                  config.seed, config.train.epochs)
+  steps_per_epoch = pipeline.steps_per_epoch(len(sampler), config.train.batch_size)
+  num_steps = config.train.epochs * steps_per_epoch
+  tx = make_optimizer(config.train, steps_per_epoch)
+  image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
+
+  manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"), config.train.max_checkpoints)
+  meta = checkpoints.model_meta(config, splits.num_classes)
+  state = create_train_state(model, tx, image_shape, config.seed)
+  state = jax.device_put(state, parallel.replicated(mesh))
+  state = manager.restore_latest(state, meta) or state
+  start_step = int(state.step)
+
+  train_step = make_train_step(model, tx, losses.get_loss(config.train.loss, splits.class_counts),
+                               config.data, mesh)
+  predict = make_predict(model, config.data, mesh)
+  batches = pipeline.train_batches(
+      splits.train, sampler, transforms.train_transform(config.data.train_transform, config.data.image_size,
+                                                        config.data.color_jitter),
+      global_batch=config.train.batch_size, start_step=start_step, num_steps=num_steps, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.data.num_workers)
+  writer = MetricWriter(workdir)
+  eval_every = config.train.eval_every_epochs * steps_per_epoch
+  ckpt_every = config.train.checkpoint_every_epochs * steps_per_epoch
+  pending: list[tuple[int, dict]] = []
+  bar = tqdm(total=num_steps, initial=start_step, desc="stage 1", unit="step",
+             disable=jax.process_index() != 0)
+  tick, tick_step = time.perf_counter(), start_step
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      state, step_metrics = train_step(state, parallel.global_batch(next(batches), mesh))
+      pending.append((step, step_metrics))
+      last = step == num_steps
+      if step % config.train.log_every_steps == 0 or step % ckpt_every == 0 or last:
+        summary = _check_finite(pending)
+        pending = []
+        now = time.perf_counter()
+        ips = (step - tick_step) * config.train.batch_size / (now - tick)
+        tick, tick_step = now, step
+        summary.update(epoch=step / steps_per_epoch, images_per_second=ips,
+                       lr=float(learning_rate_schedule(config.train, steps_per_epoch)(step - 1)))
+        writer.write(step, {f"train/{k}": v for k, v in summary.items()})
+        bar.set_postfix(loss=f"{summary['loss']:.3f}", img_s=f"{ips:.0f}")
+      if (step % eval_every == 0 or last) and splits.val is not None:
+        result = evaluate_split(model, state, splits.val, splits, config, mesh, predict, "validation")
+        writer.write(step, {f"val/{k}": v for k, v in result.items()})
+      if step % ckpt_every == 0 or last:
+        manager.save(step, state, meta)
+      bar.update(1)
+  finally:
+    bar.close()
+    writer.close()
+    manager.wait()
+  return state

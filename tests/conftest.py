@@ -1,0 +1,45 @@
+"""Shared fixtures: the real Fashion-MNIST files and a small list-file image folder."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltr_jax.data.sources import FASHION_MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> str:
+  """Debian's Fashion-MNIST IDX files; CI installs them, so their absence fails the tests."""
+  assert os.path.exists(os.path.join(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")), (
+      f"Fashion-MNIST missing from {FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist")
+  return FASHION_MNIST_DIR
+
+
+@pytest.fixture
+def list_file_dataset(tmp_path) -> dict:
+  """Five images in subfolders (PNG RGB, PNG grayscale, JPEG, a path with a space) and train.txt.
+
+  Returns the list file, the image root, the labels and the original pixel arrays.
+  """
+  rng = np.random.default_rng(0)
+  ramp = np.linspace(0, 255, 24, dtype=np.uint8)
+  images = {
+      "cats/a.png": (rng.integers(0, 256, (5, 7, 3), dtype=np.uint8), 0),
+      "cats/b.png": (rng.integers(0, 256, (6, 4), dtype=np.uint8), 0),  # Grayscale.
+      "dogs/c.jpg": (np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :16], 128), -1).astype(np.uint8), 1),
+      "dogs/d e.png": (rng.integers(0, 256, (3, 3, 3), dtype=np.uint8), 2),
+      "birds/f.jpeg": (np.full((8, 9, 3), (200, 30, 90), np.uint8), 2),
+  }
+  root = tmp_path / "images"
+  lines = []
+  for path, (pixels, label) in images.items():
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(root / path, quality=95)
+    lines.append(f"{path} {label}")
+  list_file = tmp_path / "train.txt"
+  list_file.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # A blank line at line 3.
+  return {"list_file": str(list_file), "root": str(root), "paths": list(images),
+          "labels": [label for _, label in images.values()],
+          "pixels": [pixels for pixels, _ in images.values()]}

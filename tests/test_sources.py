@@ -1,0 +1,153 @@
+"""Record sources on real files: list files + images, Fashion-MNIST IDX, TFDS array_record round trips."""
+
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ltr_jax.data import convert
+from ltr_jax.data.longtail import Subset
+from ltr_jax.data.sources import (IdxSource, ListFileSource, TfdsSource, class_counts, fashion_mnist)
+from ltr_jax.errors import DataError
+
+
+def test_list_file_source_decodes_png_and_jpeg_to_rgb(list_file_dataset):
+  d = list_file_dataset
+  source = ListFileSource(d["list_file"], d["root"])
+  assert source.paths == d["paths"]  # The blank line is skipped; "dogs/d e.png" keeps its space.
+  np.testing.assert_array_equal(source.labels, d["labels"])
+  assert source.labels.dtype == np.int64 and source.num_classes == 3 and len(source) == 5
+  np.testing.assert_array_equal(source[0], d["pixels"][0])  # PNG RGB: exact.
+  np.testing.assert_array_equal(source[1], np.repeat(d["pixels"][1][..., None], 3, -1))  # Grayscale -> RGB.
+  np.testing.assert_array_equal(source[3], d["pixels"][3])
+  for i in (2, 4):  # JPEG: shape exact, pixels within compression error.
+    assert source[i].shape == d["pixels"][i].shape and source[i].dtype == np.uint8
+    assert np.abs(source[i].astype(int) - d["pixels"][i]).mean() < 3
+  assert ListFileSource(d["list_file"], d["root"], num_classes=5).num_classes == 5
+
+
+@pytest.mark.parametrize("line", ["foo", "cats/a.png dog", "cats/a.png 1.5"])
+def test_list_line_that_does_not_parse(tmp_path, line):
+  list_file = tmp_path / "train.txt"
+  list_file.write_text(f"cats/a.png 0\n{line}\n")
+  with pytest.raises(DataError, match=rf"train\.txt:2: expected '<relative/path> <label>', got '{line}'"):
+    ListFileSource(str(list_file), str(tmp_path))
+
+
+@pytest.mark.parametrize("label", [3, -1])
+def test_label_out_of_range(tmp_path, label):
+  list_file = tmp_path / "train.txt"
+  list_file.write_text(f"a.png 0\n\nb.png {label}\n")
+  with pytest.raises(DataError, match=rf"train\.txt:3: label {label} outside \[0, 3\)"):
+    ListFileSource(str(list_file), str(tmp_path), num_classes=3)
+
+
+def test_missing_and_corrupt_images(list_file_dataset):
+  d = list_file_dataset
+  os.remove(os.path.join(d["root"], "cats/a.png"))
+  with open(os.path.join(d["root"], "dogs/c.jpg"), "r+b") as f:
+    f.truncate(40)  # A JPEG header without its data.
+  with open(os.path.join(d["root"], "birds/f.jpeg"), "wb") as f:
+    f.write(b"not an image")
+  source = ListFileSource(d["list_file"], d["root"])
+  with pytest.raises(DataError, match=r"cats/a\.png: cannot read image \(No such file.*train\.txt:1\)"):
+    source[0]
+  with pytest.raises(DataError, match=r"dogs/c\.jpg \(listed at .*train\.txt:4\): cannot decode image"):
+    source[2]
+  with pytest.raises(DataError, match=r"birds/f\.jpeg \(listed at .*train\.txt:6\): cannot decode image"):
+    source[4]
+
+
+def test_missing_list_file(tmp_path):
+  with pytest.raises(DataError, match=r"nope\.txt: cannot read list file"):
+    ListFileSource(str(tmp_path / "nope.txt"), str(tmp_path))
+
+
+def test_idx_wrong_magic_and_size(tmp_path, fashion_mnist_dir):
+  labels = os.path.join(fashion_mnist_dir, "t10k-labels-idx1-ubyte.gz")
+  with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: IDX magic number 2049, expected 2051"):
+    IdxSource(labels, labels)
+  truncated = tmp_path / "images-idx3-ubyte"
+  with gzip.open(os.path.join(fashion_mnist_dir, "t10k-images-idx3-ubyte.gz")) as f:
+    truncated.write_bytes(f.read()[:1000])
+  with pytest.raises(DataError, match=r"images-idx3-ubyte: 1000 bytes, the header \(10000, 28, 28\) implies 7840016"):
+    IdxSource(str(truncated), labels)
+
+
+def test_fashion_mnist_real_files(fashion_mnist_dir):
+  for split, n in (("train", 60000), ("test", 10000)):
+    source = fashion_mnist(split, data_dir=fashion_mnist_dir)
+    assert len(source) == n and source.num_classes == 10
+    assert source[n - 1].shape == (28, 28, 1) and source[0].dtype == np.uint8
+    assert source.labels.dtype == np.int64
+    np.testing.assert_array_equal(class_counts(source.labels, 10), np.full(10, n // 10))
+  with pytest.raises(DataError, match="expected 'train' or 'test'"):
+    fashion_mnist("val")
+
+
+def test_class_counts_rejects_out_of_range_labels():
+  np.testing.assert_array_equal(class_counts(np.array([0, 2, 2]), 4), [1, 0, 2, 0])
+  with pytest.raises(DataError, match=r"label 4 outside \[0, 4\)"):
+    class_counts(np.array([0, 4]), 4)
+
+
+def _assert_same_records(a, b):
+  assert len(a) == len(b) and a.num_classes == b.num_classes
+  np.testing.assert_array_equal(a.labels, b.labels)
+  for i in range(len(a)):
+    np.testing.assert_array_equal(a[i], b[i])
+
+
+def test_convert_idx_subset_round_trip(tmp_path, fashion_mnist_dir):
+  test = fashion_mnist("test", data_dir=fashion_mnist_dir)
+  sources = {"train": Subset(test, np.arange(0, 10000, 50)), "test": Subset(test, np.arange(7, 107))}
+  folder = convert.convert(sources, "fm_small", str(tmp_path))
+  assert os.path.exists(os.path.join(folder, "train-labels.npy"))
+  for split, source in sources.items():
+    _assert_same_records(TfdsSource("fm_small", split, data_dir=str(tmp_path)), source)
+  # A split expression has no labels cache: labels come from the records.
+  head = TfdsSource("fm_small", "train[:30]", data_dir=str(tmp_path))
+  np.testing.assert_array_equal(head.labels, sources["train"].labels[:30])
+  with pytest.raises(DataError, match="already exists"):
+    convert.convert(sources, "fm_small", str(tmp_path))
+
+
+def test_convert_cli_list_file_round_trip(tmp_path, list_file_dataset):
+  d = list_file_dataset
+  data_dir = str(tmp_path / "tfds")
+  convert.main(["--name", "tiny", "--data_dir", data_dir, "--split", "train", "--list_file", d["list_file"],
+                "--image_root", d["root"]])
+  _assert_same_records(TfdsSource("tiny", "train", data_dir=data_dir), ListFileSource(d["list_file"], d["root"]))
+
+
+def test_convert_cli_idx(tmp_path, fashion_mnist_dir, capsys):
+  images, labels = (os.path.join(fashion_mnist_dir, f"t10k-{k}-ubyte.gz") for k in ("images-idx3", "labels-idx1"))
+  small = tmp_path / "small"
+  small.mkdir()
+  # The first 20 records, uncompressed, with the count in the headers rewritten to 20.
+  with gzip.open(images) as f:
+    data = f.read()
+  (small / "images").write_bytes(data[:4] + (20).to_bytes(4, "big") + data[8:16 + 20 * 784])
+  with gzip.open(labels) as f:
+    data = f.read()
+  (small / "labels").write_bytes(data[:4] + (20).to_bytes(4, "big") + data[8:8 + 20])
+  data_dir = str(tmp_path / "tfds")
+  convert.main(["--name", "fm20", "--data_dir", data_dir, "--split", "test",
+                "--idx_images", str(small / "images"), "--idx_labels", str(small / "labels")])
+  assert capsys.readouterr().out.strip().endswith(os.path.join("fm20", "1.0.0"))
+  original = IdxSource(images, labels)
+  _assert_same_records(TfdsSource("fm20", "test", data_dir=data_dir), Subset(original, np.arange(20)))
+
+
+def test_convert_reports_corrupt_image(tmp_path, list_file_dataset):
+  d = list_file_dataset
+  shutil.copy(__file__, os.path.join(d["root"], "dogs/d e.png"))
+  with pytest.raises(DataError, match=r"d e\.png \(listed at .*train\.txt:5\): cannot decode image"):
+    convert.convert({"train": ListFileSource(d["list_file"], d["root"])}, "tiny", str(tmp_path / "tfds"))
+
+
+def test_tfds_source_unknown_dataset(tmp_path):
+  with pytest.raises(DataError, match="TFDS dataset 'no_such_dataset_ltr' split 'train'"):
+    TfdsSource("no_such_dataset_ltr", "train", data_dir=str(tmp_path))
