@@ -156,12 +156,14 @@ def main() -> None:
   labels = np.repeat(np.arange(NUM_CLASSES), counts)
   np.random.default_rng(args.seed).shuffle(labels)
   print(f"profile: {NUM_SAMPLES} samples, {NUM_CLASSES} classes, counts {counts.max()}..{counts.min()}, "
-        f"a = {a:.4f}, median count {int(np.median(counts))}")
+        f"a = {a:.4f}, median count {int(np.median(counts))}, {(counts == MIN_COUNT).sum()} classes at "
+        f"{MIN_COUNT}")
 
   seconds = {}
+  first = NUM_EPOCHS // 2 - (args.repeats + 1) // 2  # warm-up + repeats, centred on epoch 45
+  load_before = os.getloadavg()[0]
   for strategy in STRATEGIES:
     sampler = IndexSampler(labels, NUM_CLASSES, strategy, args.seed, NUM_EPOCHS)
-    first = NUM_EPOCHS // 2 - (args.repeats + 1) // 2  # warm-up + repeats, centred on epoch 45
     epochs = list(range(first, first + args.repeats + 1))
     out = sampler.epoch_indices(epochs[0])
     assert len(out) == NUM_SAMPLES and out.min() >= 0 and out.max() < NUM_SAMPLES
@@ -173,7 +175,8 @@ def main() -> None:
   seconds["python_loop"] = time_calls(lambda _: loop.epoch_indices(), list(range(args.repeats + 1)))
 
   base = seconds["python_loop"]
-  print(f"\none epoch of {NUM_SAMPLES} indices, median of {args.repeats} runs")
+  print(f"\none epoch of {NUM_SAMPLES} indices, median of {args.repeats} runs "
+        f"(1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} cores)")
   print("| strategy | s / epoch | M indices / s | speed-up vs python_loop | < 0.1 s |")
   print("|---|---:|---:|---:|:---:|")
   for name, s in seconds.items():
@@ -182,11 +185,13 @@ def main() -> None:
 
   result = {"seconds_per_epoch": seconds, "num_samples": NUM_SAMPLES, "num_classes": NUM_CLASSES,
             "machine": machine(), "repeats": args.repeats, "progressive_num_epochs": NUM_EPOCHS,
-            "progressive_epochs": f"{NUM_EPOCHS // 2 - (args.repeats + 1) // 2}.."
-                                  f"{NUM_EPOCHS // 2 - (args.repeats + 1) // 2 + args.repeats}",
+            "epochs_timed": f"{first + 1}..{first + args.repeats} (warm-up epoch {first})",
             "python_loop_num_samples_cls": args.num_samples_cls,
             "count_profile": {"formula": "floor(2 + 998 * (1 - j/(C-1))**a) + largest-remainder fix",
-                              "a": a, "max": int(counts.max()), "min": int(counts.min())}}
+                              "a": a, "max": int(counts.max()), "min": int(counts.min()),
+                              "median": float(np.median(counts)),
+                              "classes_at_min": int((counts == MIN_COUNT).sum())},
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
   if args.json:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

@@ -6,6 +6,7 @@ evaluate (any stage-1 or stage-2 checkpoint on the test split). Config fields ar
 """
 from __future__ import annotations
 
+import re
 import sys
 
 from absl import app, flags, logging
@@ -20,6 +21,21 @@ flags.DEFINE_enum("mode", "all", ["train", "decouple", "evaluate", "all"], "What
 flags.DEFINE_string("checkpoint", None, "--mode=evaluate: a checkpoint directory (default: the "
                     "workdir's stage-2 checkpoint, else its stage-1 checkpoint).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, where a config override naming no config key ends with one line, not a trace."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}\nPass --helpfull to see the flags.")
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config lacks
+    message = str(e).replace("\\n", " ").replace("\\'", "'")
+    key = (re.findall(r"'(\w+)'", message) or [message])[0]
+    hint = message[message.find("Did you mean"):].rstrip("\"'") if "Did you mean" in message else ""
+    culprits = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
+    sys.exit(f"error: {' '.join(culprits) or key}: no such config key (the config is locked; every key "
+             f"is in configs/base.py). {hint}".rstrip())
 
 
 def main(argv: list[str]) -> None:
@@ -43,4 +59,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

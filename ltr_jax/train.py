@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ltr_jax import checkpoints, losses, metrics, parallel
 from ltr_jax.data import datasets, pipeline, sampling, transforms
 from ltr_jax.errors import ConfigError, TrainingError
-from ltr_jax.models import LTRModel, create_model
+from ltr_jax.models.resnet import LTRModel, create_model
 
 
 @flax.struct.dataclass

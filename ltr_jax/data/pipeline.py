@@ -33,8 +33,7 @@ class _TrainRecord:
   seed: int
 
   def __call__(self, local_position: int) -> dict[str, np.ndarray]:
-    g = int(process_positions(np.array([local_position]), self.global_batch, self.process_index,
-                              self.process_count)[0])
+    g = process_positions(int(local_position), self.global_batch, self.process_index, self.process_count)
     step, row = divmod(g, self.global_batch)
     epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
     index = self.sampler[epoch * len(self.sampler) + step_in_epoch * self.global_batch + row]
@@ -53,8 +52,7 @@ class _EvalRecord:
   process_count: int
 
   def __call__(self, local_position: int) -> dict[str, np.ndarray]:
-    g = int(process_positions(np.array([local_position]), self.global_batch, self.process_index,
-                              self.process_count)[0])
+    g = process_positions(int(local_position), self.global_batch, self.process_index, self.process_count)
     valid = g < len(self.source)
     index = g if valid else 0
     return {"image": np.ascontiguousarray(self.transform(self.source[index], None)),
@@ -69,8 +67,13 @@ def _iterate(dataset: grain.MapDataset, local_batch: int, num_workers: int) -> I
   if num_workers:
     batched = batched.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
                                                                per_worker_buffer_size=2))
-  for batch in batched:
-    yield {k: np.asarray(v) for k, v in batch.items()}
+  iterator = iter(batched)
+  try:
+    for batch in iterator:
+      yield {k: np.asarray(v) for k, v in batch.items()}
+  finally:
+    if hasattr(iterator, "close"):  # stops grain's worker processes and frees their shared memory
+      iterator.close()
 
 
 def steps_per_epoch(num_samples: int, global_batch: int) -> int:

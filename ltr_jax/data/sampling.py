@@ -77,7 +77,8 @@ class IndexSampler:
     self._by_class = np.argsort(labels, kind="stable")
     self._starts = np.concatenate([[0], np.cumsum(self.class_counts)[:-1]])
     class_probabilities(self.class_counts, strategy, 0, num_epochs)  # validate early
-    self._cache: tuple[int, np.ndarray] | None = None
+    self._epochs: dict[int, np.ndarray] = {}  # the last two epochs: reads straddle a boundary
+    self._alias: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
   def __len__(self) -> int:
     """Draws per epoch."""
@@ -88,19 +89,23 @@ class IndexSampler:
 
   def epoch_indices(self, epoch: int) -> np.ndarray:
     """All N dataset indices of `epoch`, in draw order."""
-    if self._cache is not None and self._cache[0] == epoch:
-      return self._cache[1]
+    if epoch in self._epochs:
+      return self._epochs[epoch]
     rng = np.random.Generator(np.random.Philox(key=[self.seed, epoch]))
     if self.strategy == "instance":
       # q = 1 is uniform over instances: skip the class step (same distribution, one draw).
       indices = rng.integers(0, len(self), size=len(self))
     else:
-      accept, alias = alias_table(self.probabilities(epoch))
+      key = epoch if self.strategy == "progressive" else 0  # p_j changes per epoch only there
+      if key not in self._alias:
+        self._alias = {key: alias_table(self.probabilities(epoch))}
+      accept, alias = self._alias[key]
       columns = rng.integers(0, self.num_classes, size=len(self))
       classes = np.where(rng.random(len(self)) < accept[columns], columns, alias[columns])
       offsets = (rng.random(len(self)) * self.class_counts[classes]).astype(np.int64)
       indices = self._by_class[self._starts[classes] + offsets]
-    self._cache = (epoch, indices)
+    self._epochs = {e: v for e, v in self._epochs.items() if e == epoch - 1}
+    self._epochs[epoch] = indices
     return indices
 
   def __getitem__(self, k: int) -> int:
@@ -109,16 +114,15 @@ class IndexSampler:
     return int(self.epoch_indices(epoch)[position])
 
 
-def process_positions(local_positions: np.ndarray, global_batch: int, process_index: int,
-                      process_count: int) -> np.ndarray:
+def process_positions(local_positions, global_batch: int, process_index: int, process_count: int):
   """Global draw numbers of one process's local stream.
 
   Global batch i holds draws [i * B, (i + 1) * B); process p feeds rows [p * b, (p + 1) * b) of it,
   b = B / P. Shards of different processes are disjoint and together cover every global batch.
+  Takes an int or an integer array.
   """
   if global_batch % process_count:
     raise DataError(f"global batch size {global_batch} is not divisible by the {process_count} processes")
   local_batch = global_batch // process_count
-  local_positions = np.asarray(local_positions, dtype=np.int64)
   return (local_positions // local_batch) * global_batch + process_index * local_batch + \
       local_positions % local_batch

@@ -26,6 +26,9 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
   return out[..., None] if out.ndim == 2 else out
 
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 grey, as PIL and torchvision
+
+
 class PadCropFlip:
   """CIFAR-style augmentation: zero-pad by `pad`, random `size` crop, horizontal flip with p = 0.5."""
 
@@ -33,10 +36,13 @@ class PadCropFlip:
     self.size, self.pad = size, pad
 
   def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    p = self.pad
-    padded = np.pad(image, ((p, p), (p, p), (0, 0)))
-    y, x = rng.integers(0, padded.shape[0] - self.size + 1), rng.integers(0, padded.shape[1] - self.size + 1)
-    out = padded[y:y + self.size, x:x + self.size]
+    height, width, channels = image.shape
+    # Window origin in padded coordinates; copy the part of the image it overlaps (np.pad is slower).
+    y = int(rng.integers(0, height + 2 * self.pad - self.size + 1)) - self.pad
+    x = int(rng.integers(0, width + 2 * self.pad - self.size + 1)) - self.pad
+    out = np.zeros((self.size, self.size, channels), image.dtype)
+    y0, y1, x0, x1 = max(y, 0), min(y + self.size, height), max(x, 0), min(x + self.size, width)
+    out[y0 - y:y1 - y, x0 - x:x1 - x] = image[y0:y1, x0:x1]
     return out[:, ::-1] if rng.random() < 0.5 else out
 
 
@@ -72,17 +78,16 @@ class RandomResizedCropFlip:
 
   def _color_jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = image.astype(np.float32)
-    factors = rng.uniform(1 - self.jitter, 1 + self.jitter, size=3)
+    factors = rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32)
     for op in rng.permutation(3):
       if op == 0:  # brightness
-        out = out * factors[0]
+        out *= factors[0]
       elif op == 1:  # contrast: blend with the mean grey level
-        grey = out.mean(axis=-1, keepdims=True) if out.shape[-1] == 1 else out @ [0.299, 0.587, 0.114]
-        out = factors[1] * out + (1 - factors[1]) * grey.mean()
-      elif out.shape[-1] == 3:  # saturation: blend with the grey image
-        grey = (out @ np.float32([0.299, 0.587, 0.114]))[..., None]
-        out = factors[2] * out + (1 - factors[2]) * grey
-      out = np.clip(out, 0, 255)
+        grey = out.mean() if out.shape[-1] == 1 else (out @ _LUMA).mean()
+        out = factors[1] * out + (1 - factors[1]) * grey
+      elif out.shape[-1] == 3:  # saturation: blend with the grey image, as one 3x3 colour matrix
+        out = out @ (factors[2] * np.eye(3, dtype=np.float32) + (1 - factors[2]) * _LUMA[:, None])
+      np.clip(out, 0, 255, out=out)
     return out.round().astype(np.uint8)
 
   def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -119,6 +119,7 @@ class ResNet(nn.Module):
   bottleneck: bool = False
   stem: str = 'imagenet'  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'small': 3x3/1 conv
   stem_features: int = 64
+  stem_strides: int = 1  # of the 'small' stem
   shortcut: str = 'projection'
   groups: int = 1
   width_per_group: int = 64
@@ -146,7 +147,7 @@ class ResNet(nn.Module):
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == 'small':
-      x = conv(self.stem_features, (3, 3), 1, padding=1, name='stem_conv')(x)
+      x = conv(self.stem_features, (3, 3), self.stem_strides, padding=1, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
     else:
       raise ValueError(f'unknown stem {self.stem!r}')

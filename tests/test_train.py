@@ -1,0 +1,157 @@
+"""Stage 1: data parallelism is exact, multi-host equals single-host, a killed run resumes exactly,
+training learns, and user errors stop with one message while the checkpoints stay loadable."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ltr_jax import checkpoints, train
+from ltr_jax.errors import CheckpointError, TrainingError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "tests", "train_script.py")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from train_script import tiny_config  # noqa: E402
+
+STEPS = 24  # tiny_config: 2 epochs of 12 steps (Fashion-MNIST-LT 100 -> 10, batch 32)
+
+
+def _run_script(workdir, out, devices, *extra, wait=True):
+  cmd = [sys.executable, SCRIPT, str(workdir), str(out), str(devices), *map(str, extra)]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  if not wait:
+    return proc
+  output, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, output[-3000:]
+  return dict(np.load(out))
+
+
+def _assert_same_params(a, b, rtol=1e-5, atol=1e-6):
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def test_train_step_on_8_devices_equals_1_device():
+  code = f"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+sys.path.insert(0, {ROOT!r})
+import jax, numpy as np
+from ltr_jax import losses, parallel, train
+from ltr_jax.data import sources
+from configs import quickstart
+config = quickstart.get_config()
+data = sources.fashion_mnist("train")
+batch = {{"image": data.images[:64], "label": data.labels[:64].astype(np.int32)}}
+model = train.build_model(config, 10)
+tx = train.make_optimizer(config.train, 100)
+results = []
+for devices in (jax.devices()[:1], jax.devices()):
+  mesh = parallel.data_mesh(devices)
+  state = jax.device_put(train.create_train_state(model, tx, (28, 28, 1), 0), parallel.replicated(mesh))
+  step = train.make_train_step(model, tx, losses.cross_entropy, config.data, mesh)
+  for _ in range(2):
+    state, metrics = step(state, parallel.global_batch(batch, mesh))
+  results.append((float(metrics["loss"]), jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))))
+assert len(jax.devices()) == 8
+(loss1, leaves1), (loss8, leaves8) = results
+print("losses", loss1, loss8)
+np.testing.assert_allclose(loss1, loss8, rtol=1e-5)
+for a, b in zip(leaves1, leaves8):
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+print("EQUAL")
+"""
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert "EQUAL" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+  """2 processes x 2 devices (jax.distributed over gloo on localhost) == 1 process x 4 devices."""
+  single = _run_script(tmp_path / "single", tmp_path / "single.npz", 4)
+  port = 20000 + os.getpid() % 20000
+  procs = [_run_script(tmp_path / "multi", tmp_path / "multi.npz", 2, f"127.0.0.1:{port}", 2, p, wait=False)
+           for p in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+  _assert_same_params(single, dict(np.load(tmp_path / "multi.npz")))
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+  uninterrupted = _run_script(tmp_path / "a", tmp_path / "a.npz", 1)
+  workdir = tmp_path / "b"
+  proc = _run_script(workdir, tmp_path / "b.npz", 1, wait=False)
+  ckpt_dir = workdir / "checkpoints"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done = checkpoints.Manager(str(ckpt_dir), read_only=True).latest_step()
+  assert done is not None and done < STEPS, f"the kill came too late (latest checkpoint {done})"
+  resumed = _run_script(workdir, tmp_path / "b.npz", 1)
+  _assert_same_params(uninterrupted, resumed, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A short real training on Fashion-MNIST-LT (shared by the tests below)."""
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  config = tiny_config()
+  config.data.update(dict(n_max=400, imbalance_ratio=10.0, val_per_class=50))
+  config.train.update(dict(epochs=3, batch_size=64, base_lr=0.4))
+  state = train.train_and_evaluate(config, workdir)
+  return config, workdir, state
+
+
+def test_short_training_learns(trained):
+  import json
+  _, workdir, _ = trained
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  val = [l for l in lines if "val/all" in l][-1]
+  assert val["val/all"] > 50.0, val  # chance is 10%
+  assert val["val/many"] > val["val/few"] or val["val/few"] is None
+
+
+def test_checkpoint_of_another_model_or_class_count_is_refused(trained):
+  config, workdir, state = trained
+  other = tiny_config()
+  other.model.name = "resnet32"
+  with pytest.raises(CheckpointError, match="holds a checkpoint of model 'resnet_mini' with 10 classes"):
+    train.train_and_evaluate(other, workdir)
+  # The checkpoint is intact: it restores, equal to the trained state.
+  manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"), read_only=True)
+  restored = manager.restore(state)
+  np.testing.assert_array_equal(jax.tree.leaves(restored.params)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
+  config, workdir, _ = trained
+  import shutil
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  manager = checkpoints.Manager(os.path.join(copy, "checkpoints"), read_only=True)
+  before = manager.latest_step()
+  diverging = tiny_config()
+  diverging.data.update(config.data.to_dict())
+  diverging.train.update(dict(config.train.to_dict(), epochs=5, base_lr=1e12))
+  with pytest.raises(TrainingError, match=r"the loss is nan at step \d+"):
+    train.train_and_evaluate(diverging, copy)
+  manager = checkpoints.Manager(os.path.join(copy, "checkpoints"), read_only=True)
+  assert manager.latest_step() == before
+  assert manager.read_meta()["model"] == "resnet_mini"
+
+
+def test_unknown_config_key_is_an_error():
+  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py",
+                        "--workdir=/tmp/unused", "--config.train.lr_base=0.1"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert "lr_base" in out.stderr and "Traceback" not in out.stderr[-2000:], out.stderr[-2000:]
