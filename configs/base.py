@@ -58,5 +58,5 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   c.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="", num_processes=1, process_id=0, auto=False, cpu_collectives=False))
+      coordinator_address="", num_processes=1, process_id=0, auto=False))
   return c

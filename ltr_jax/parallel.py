@@ -33,8 +33,8 @@ def initialize(config: ml_collections.ConfigDict) -> None:
     if not dist.coordinator_address:
       raise ConfigError("config key distributed.coordinator_address must be set (host:port) when "
                         f"distributed.num_processes = {dist.num_processes}")
-    if jax.default_backend() == "cpu" or dist.cpu_collectives:
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Collectives between CPU devices of different processes (only the CPU backend reads this).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(dist.coordinator_address, dist.num_processes, dist.process_id)
   elif dist.auto or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()

@@ -6,9 +6,10 @@ usage: python tests/train_script.py WORKDIR OUT.npz DEVICES [COORDINATOR NUM_PRO
 import os
 import sys
 
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
-overrides = [a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--")]
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args[2]}"
+if __name__ == "__main__":  # before JAX starts: the device count of this process
+  args = [a for a in sys.argv[1:] if not a.startswith("--")]
+  overrides = [a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--")]
+  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args[2]}"
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jax  # noqa: E402
