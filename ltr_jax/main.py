@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS["verbosity"].present:  # Orbax logs every save step at INFO; -v 0 brings it back
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
   # Imported here so that --help answers without loading JAX.
   from ltr_jax import decouple, evaluate, parallel, train
   config = FLAGS.config
