@@ -7,7 +7,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0  # initialisation, sampling and augmentation (the data subset has its own: data.seed)
 
   c.data = ml_collections.ConfigDict(dict(
       name="",
@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
       # Long-tailed subset of the training split: n_i = int(n_max * IR^(-i/(C-1))); 0 = keep as is.
       imbalance_ratio=0.0, n_max=0,
       class_order_seed=ml_collections.FieldReference(None, field_type=int),  # None: class-id order
+      seed=0,  # which images form the long-tailed subset and the validation split
       val_per_class=0,  # >0: hold a balanced validation split out of unused training images
       many_threshold=100, few_threshold=20,  # Many > 100 >= Medium >= 20 > Few training images
       image_size=224,
@@ -35,7 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       sampling="instance",  # 'instance' | 'class' | 'sqrt' | 'progressive'
-      loss="ce",
+      loss="ce",  # | focal | cb_ce | cb_focal | ldam | ldam_drw | balanced_softmax | logit_adjusted
+      # Loss hyper-parameters (ltr_jax.losses.LossHyper): focal gamma, class-balanced beta, LDAM margin and
+      # scale, the epoch at which DRW switches to class-balanced weights, the logit-adjustment tau.
+      focal_gamma=2.0, cb_beta=0.9999, ldam_max_m=0.5, ldam_s=30.0, drw_epoch=160.0, logit_adjust_tau=1.0,
       epochs=90,
       batch_size=512,  # global, over all devices and hosts
       base_lr=0.1,  # per 256 images: lr = base_lr * batch_size / 256
@@ -55,6 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
       taus=tuple(i / 10 for i in range(21)),  # tau sweep for tau-norm and logit adjustment
       crt=ml_collections.ConfigDict(dict(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4)),
       lws=ml_collections.ConfigDict(dict(epochs=5, batch_size=512, lr=0.2, weight_decay=0.0)),
+      # Table 1 (fine-tuning through the backbone with class-balanced sampling and augmentation), each a
+      # name of ltr_jax.train.FINETUNE_VARIANTS: crt_augmented (the reference cRT recipe), classifier,
+      # last_block_classifier, backbone_classifier, backbone_classifier_0.1lr. base_lr is per 256 images.
+      finetune=ml_collections.ConfigDict(dict(variants=(), epochs=10, batch_size=512, base_lr=0.1,
+                                              weight_decay=5e-4)),
   ))
 
   c.distributed = ml_collections.ConfigDict(dict(

@@ -19,4 +19,5 @@ def get_config():
   c.stage2.update(dict(batch_size=1000))
   c.stage2.crt.update(dict(epochs=10, batch_size=128, lr=0.2, weight_decay=5e-4))
   c.stage2.lws.update(dict(epochs=5, batch_size=128, lr=0.2))
+  c.stage2.finetune.update(dict(epochs=5, batch_size=128, base_lr=0.2))
   return c

@@ -19,26 +19,10 @@ import numpy as np
 
 from ltr_jax import checkpoints, classifiers, metrics, parallel, rebalance, report, train
 from ltr_jax.data import datasets
-from ltr_jax.errors import CheckpointError, ConfigError, DataError
+from ltr_jax.errors import ConfigError, DataError
 
 METHODS = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
 TAU_METHODS = ("tau_norm", "logit_adjust")
-
-
-def restore_stage1(config: ml_collections.ConfigDict, workdir: str, splits: datasets.Splits):
-  """(model, state) of the latest stage-1 checkpoint in the workdir, checked against the config."""
-  model = train.build_model(config, splits.num_classes)
-  directory = os.path.join(workdir, "checkpoints")
-  manager = checkpoints.Manager(directory, read_only=True) if os.path.isdir(directory) else None
-  if manager is None or manager.latest_step() is None:
-    raise CheckpointError(f"no stage-1 checkpoint in {directory}: run --mode=train (or --mode=all) "
-                          "with this --workdir first")
-  tx = train.make_optimizer(config.train, 1)
-  image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
-  template = train.create_train_state(model, tx, image_shape, config.seed)
-  template = jax.device_put(template, parallel.replicated(parallel.data_mesh()))
-  state = manager.restore(template, expected_meta=checkpoints.model_meta(config, splits.num_classes))
-  return model, state
 
 
 def _fingerprint(state, config: ml_collections.ConfigDict, split: str, num_samples: int) -> str:
@@ -52,15 +36,15 @@ def _fingerprint(state, config: ml_collections.ConfigDict, split: str, num_sampl
 
 
 def extract_features(model, state, splits: datasets.Splits, config: ml_collections.ConfigDict,
-                     workdir: str) -> dict[str, np.ndarray]:
-  """{split: features [N, d]} for train / val / test, from the cache when the checkpoint is the same."""
+                     workdir: str, split_names: tuple[str, ...] = ("train", "val", "test")) -> dict[str, np.ndarray]:
+  """{split: features [N, d]} of the splits that exist, from the cache when the checkpoint is the same."""
   mesh = parallel.data_mesh()
   parallel.check_batch_size(config.stage2.batch_size, "stage2.batch_size")
   predict = train.make_predict(model, config.data, mesh)
   cache_dir = os.path.join(workdir, "features")
   os.makedirs(cache_dir, exist_ok=True)
   features = {}
-  for split in ("train", "val", "test"):
+  for split in split_names:
     source = getattr(splits, split)
     if source is None:
       continue
@@ -133,35 +117,44 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     raise ConfigError(f"config key stage2.methods: unknown method(s) {unknown} (expected some of {METHODS})")
-  splits = datasets.build_splits(config.data, config.seed)
-  model, state = restore_stage1(config, workdir, splits)
+  splits = datasets.build_splits(config.data)
+  image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
+  model, state = train.restore_stage1(config, workdir, splits.num_classes, image_shape)
   feats = extract_features(model, state, splits, config, workdir)
   W = np.asarray(state.params["head"]["kernel"], np.float32)
   b = np.asarray(state.params["head"]["bias"], np.float32)
   heads, curves = _linear_heads(methods, feats, splits, W, b, config)
 
-  results: dict[str, Any] = {"dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
-                             "groups": splits.groups.tolist()}
-  val_all = {}
+  # method -> (predictions on each evaluated split, extra report fields)
+  predictions: dict[str, tuple[dict[str, np.ndarray], dict]] = {}
+  evaluated = [split for split in ("val", "test") if split in feats]
   for method in methods:
     if method == "ncm":
       centroids, mean = classifiers.ncm_centroids(feats["train"], splits.train.labels, splits.num_classes)
-      def predict(z):
-        return np.asarray(classifiers.ncm_logits(z, centroids, mean, config.stage2.ncm_metric)).argmax(-1)
-      entry = {"metric": config.stage2.ncm_metric}
+      predictions[method] = ({split: np.asarray(classifiers.ncm_logits(
+          feats[split], centroids, mean, config.stage2.ncm_metric)).argmax(-1) for split in evaluated},
+                             {"metric": config.stage2.ncm_metric})
     else:
       kernel, bias = heads[method][:2]
-      def predict(z):
-        return (z @ kernel + bias).argmax(-1)
-      entry = {"tau": heads[method][2]} if len(heads[method]) > 2 else {}
-    test_pred = predict(feats["test"])
-    entry.update(_groups_of(test_pred, splits.test.labels, splits))
-    entry["per_class"] = metrics.per_class_accuracy(test_pred, splits.test.labels, splits.num_classes).tolist()
-    if splits.val is not None:
-      entry["val"] = _groups_of(predict(feats["val"]), splits.val.labels, splits)
-      if method != "ncm":
-        val_all[method] = entry["val"]["all"]
+      predictions[method] = ({split: (feats[split] @ kernel + bias).argmax(-1) for split in evaluated},
+                             {"tau": heads[method][2]} if len(heads[method]) > 2 else {})
+  for variant in config.stage2.finetune.variants:  # Table 1: fine-tuning through the backbone
+    tuned = train.train_and_evaluate(config, workdir, finetune=variant)
+    tuned_feats = extract_features(model, tuned, splits, config, os.path.join(workdir, "finetune", variant),
+                                   evaluated)
+    kernel, bias = (np.asarray(tuned.params["head"][k], np.float32) for k in ("kernel", "bias"))
+    predictions[f"finetune_{variant}"] = ({split: (tuned_feats[split] @ kernel + bias).argmax(-1)
+                                           for split in evaluated}, {})
+
+  results: dict[str, Any] = {"dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
+                             "groups": splits.groups.tolist()}
+  for method, (preds, extra) in predictions.items():
+    entry = {**extra, **_groups_of(preds["test"], splits.test.labels, splits)}
+    entry["per_class"] = metrics.per_class_accuracy(preds["test"], splits.test.labels, splits.num_classes).tolist()
+    if "val" in preds:
+      entry["val"] = _groups_of(preds["val"], splits.val.labels, splits)
     results["methods"][method] = entry
+  val_all = {m: results["methods"][m]["val"]["all"] for m in heads if "val" in results["methods"][m]}
   results["tau_curves"] = {m: {"taus": list(map(float, config.stage2.taus)), "val": v, "test": t}
                            for m, (v, t) in curves.items()}
   results["weight_norms"] = {m: np.linalg.norm(heads[m][0], axis=0).tolist()

@@ -23,7 +23,7 @@ def _default_checkpoint(workdir: str) -> str:
 
 def run(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None = None) -> dict:
   """Evaluates the checkpoint in `checkpoint` (default: the workdir's latest) and writes evaluate.json."""
-  splits = datasets.build_splits(config.data, config.seed)
+  splits = datasets.build_splits(config.data)
   directory = checkpoint or _default_checkpoint(workdir)
   if not os.path.isdir(directory):
     raise CheckpointError(f"--checkpoint={directory}: no such directory")

@@ -1,28 +1,160 @@
-"""Stage-1 losses: logits [B, C] float32, integer labels [B] -> scalar mean loss."""
+"""Stage-1 losses (appendix A and later long-tail baselines), selected by config key train.loss.
+
+A loss maps float logits [B, C], integer labels [B] and the global step (traced, int) to a scalar. Every loss
+takes the step so that deferred re-weighting can switch inside one jitted train step; the others ignore it.
+Constants that depend on the class counts are computed once, in float64 numpy.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltr_jax.errors import ConfigError
+from ltr_jax.errors import ConfigError, DataError
 
-Loss = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
-
-
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+Loss = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
-LOSSES: dict[str, Callable[..., Loss]] = {
-    "ce": lambda class_counts: cross_entropy,
+@dataclasses.dataclass(frozen=True)
+class LossHyper:
+  """Hyper-parameters of the losses, named as their config keys train.<field>; defaults from the papers."""
+  focal_gamma: float = 2.0  # Lin et al.
+  cb_beta: float = 0.9999  # Cui et al.; also the DRW weights (Cao et al.)
+  ldam_max_m: float = 0.5  # the largest LDAM margin, given to the rarest class
+  ldam_s: float = 30.0  # LDAM logit scale (Cao et al. apply it to cosine logits)
+  drw_epoch: float = 160.0  # DRW switches to class-balanced weights at this (0-based) epoch, of 200 on CIFAR
+  logit_adjust_tau: float = 1.0  # Menon et al.
+
+  def __post_init__(self):
+    checks = (("focal_gamma", self.focal_gamma >= 0, ">= 0"), ("cb_beta", 0 <= self.cb_beta < 1, "in [0, 1)"),
+              ("ldam_max_m", self.ldam_max_m >= 0, ">= 0"), ("ldam_s", self.ldam_s > 0, "> 0"),
+              ("drw_epoch", self.drw_epoch >= 0, ">= 0"),
+              ("logit_adjust_tau", math.isfinite(self.logit_adjust_tau), "finite"))
+    for key, ok, requirement in checks:
+      if not ok:
+        raise ConfigError(f"config key train.{key} must be {requirement}, got {getattr(self, key)}")
+
+
+def class_balanced_weights(class_counts: np.ndarray, beta: float) -> np.ndarray:
+  """Cui et al.'s w_j = (1 - beta) / (1 - beta^{n_j}) (inverse effective number), normalised to sum to C."""
+  w = (1.0 - beta) / (1.0 - np.power(beta, np.asarray(class_counts, np.float64)))
+  return w * (len(w) / w.sum())
+
+
+def ldam_margins(class_counts: np.ndarray, max_m: float) -> np.ndarray:
+  """Cao et al.'s Delta_j proportional to n_j^{-1/4}, scaled so the rarest class gets exactly max_m."""
+  m = np.asarray(class_counts, np.float64) ** -0.25
+  return m / m.max() * max_m
+
+
+def _per_example_ce(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def _focal_terms(logits: jnp.ndarray, labels: jnp.ndarray, gamma: float) -> jnp.ndarray:
+  """(1 - p_y)^gamma * CE per example (eq. 4).
+
+  1 - p_y = -expm1(-CE) stays accurate for confident examples; the floor at `tiny` keeps the gradient finite
+  for gamma < 1 when p_y rounds to 1 (it changes the value by at most tiny^gamma * CE = 0 there).
+  """
+  ce = _per_example_ce(logits, labels)
+  return jnp.maximum(-jnp.expm1(-ce), jnp.finfo(ce.dtype).tiny) ** gamma * ce
+
+
+def _weighted_mean(values: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
+  """sum(w l) / sum(w): the reduction of torch's F.cross_entropy(weight=w), as in the LDAM-DRW code."""
+  return jnp.sum(weights * values) / jnp.sum(weights)
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, step: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Mean softmax cross-entropy; `step` is ignored."""
+  del step
+  return _per_example_ce(logits, labels).mean()
+
+
+def _focal(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+  """Lin et al.: batch mean of (1 - p_y)^gamma * CE."""
+  return lambda logits, labels, step=None: _focal_terms(logits, labels, hp.focal_gamma).mean()
+
+
+def _class_balanced(focal: bool) -> Callable[[np.ndarray, int, LossHyper], Loss]:
+  """Cui et al.: batch mean of w_y * CE, or of w_y * focal term with `focal`."""
+
+  def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+    weights = jnp.asarray(class_balanced_weights(counts, hp.cb_beta), jnp.float32)
+    gamma = hp.focal_gamma if focal else 0.0
+    return lambda logits, labels, step=None: (weights[labels] * _focal_terms(logits, labels, gamma)).mean()
+
+  return build
+
+
+def _ldam_logits(logits: jnp.ndarray, labels: jnp.ndarray, margins: jnp.ndarray, s: float) -> jnp.ndarray:
+  """s * (logits - Delta_y on the true class) (eq. 5)."""
+  one_hot = jnp.asarray(labels[:, None] == jnp.arange(logits.shape[-1]), logits.dtype)
+  return s * (logits - one_hot * margins[labels][:, None])
+
+
+def _ldam(drw: bool) -> Callable[[np.ndarray, int, LossHyper], Loss]:
+  """LDAM; with `drw`, weighted as in Cao et al.'s code: weights 1 before the step of epoch drw_epoch,
+  class-balanced (beta = cb_beta) from then on, reduced as sum(w_y l) / sum(w_y)."""
+
+  def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+    margins = jnp.asarray(ldam_margins(counts, hp.ldam_max_m), jnp.float32)
+    weights = jnp.asarray(class_balanced_weights(counts, hp.cb_beta), jnp.float32)
+    drw_step = math.ceil(hp.drw_epoch * steps_per_epoch)
+
+    def loss(logits: jnp.ndarray, labels: jnp.ndarray, step: jnp.ndarray) -> jnp.ndarray:
+      ce = _per_example_ce(_ldam_logits(logits, labels, margins, hp.ldam_s), labels)
+      if not drw:
+        return ce.mean()
+      return _weighted_mean(ce, jnp.where(step >= drw_step, weights[labels], 1.0))
+
+    return loss
+
+  return build
+
+
+def _shifted_ce(shift: np.ndarray) -> Loss:
+  """CE on logits + a constant per-class shift."""
+  shift = jnp.asarray(shift, jnp.float32)
+  return lambda logits, labels, step=None: cross_entropy(logits + shift, labels)
+
+
+def _balanced_softmax(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+  """Ren et al. 2020: CE on logits + log n_j (= logit_adjusted with tau 1: the shifts differ by a constant)."""
+  return _shifted_ce(np.log(np.asarray(counts, np.float64)))
+
+
+def _logit_adjusted(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+  """Menon et al. 2021: CE on logits + tau * log prior, prior_j = n_j / n."""
+  counts = np.asarray(counts, np.float64)
+  return _shifted_ce(hp.logit_adjust_tau * np.log(counts / counts.sum()))
+
+
+LOSSES: dict[str, Callable[[np.ndarray, int, LossHyper], Loss]] = {
+    "ce": lambda counts, steps_per_epoch, hp: cross_entropy,
+    "focal": _focal,
+    "cb_ce": _class_balanced(focal=False),
+    "cb_focal": _class_balanced(focal=True),
+    "ldam": _ldam(drw=False),
+    "ldam_drw": _ldam(drw=True),
+    "balanced_softmax": _balanced_softmax,
+    "logit_adjusted": _logit_adjusted,
 }
+_COUNT_FREE = ("ce", "focal")
 
 
-def get_loss(name: str, class_counts: np.ndarray) -> Loss:
-  """The loss named by config key train.loss, built for the training class counts."""
+def get_loss(name: str, class_counts: np.ndarray, steps_per_epoch: int, **hyper: float) -> Loss:
+  """The loss named by config key train.loss, for the training class counts; `hyper`: LossHyper fields."""
   if name not in LOSSES:
     raise ConfigError(f"config key train.loss: unknown loss {name!r} (expected one of {sorted(LOSSES)})")
-  return LOSSES[name](class_counts)
+  hp = LossHyper(**hyper)
+  empty = np.flatnonzero(np.asarray(class_counts) <= 0)
+  if name not in _COUNT_FREE and empty.size:
+    raise DataError(f"class {int(empty[0])} has no training images ({empty.size} empty classes in all); "
+                    f"config key train.loss = {name!r} needs every class count > 0")
+  return LOSSES[name](class_counts, steps_per_epoch, hp)

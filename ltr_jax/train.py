@@ -6,6 +6,7 @@ same command resumes from, bit-for-bit on the same machine.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,8 +23,8 @@ from tqdm.auto import tqdm
 
 from ltr_jax import checkpoints, losses, metrics, parallel
 from ltr_jax.data import datasets, pipeline, sampling, transforms
-from ltr_jax.errors import ConfigError, TrainingError
-from ltr_jax.models.resnet import LTRModel, create_model
+from ltr_jax.errors import CheckpointError, ConfigError, TrainingError
+from ltr_jax.models.resnet import LTRModel, create_model, last_stage_name
 
 
 @flax.struct.dataclass
@@ -81,16 +82,30 @@ def create_train_state(model: LTRModel, tx: optax.GradientTransformation, image_
 
 
 def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: losses.Loss,
-                    data: ml_collections.ConfigDict, mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """The jitted step: state replicated and donated, batch sharded on the data axis."""
+                    data: ml_collections.ConfigDict, mesh, stats_mask: Any = True
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The jitted step: state replicated and donated, batch sharded on the data axis.
+
+  stats_mask: True (stage 1: BatchNorm in training mode, every running statistic updated), False
+  (frozen backbone: BatchNorm in inference mode), or a pytree of bools over batch_stats (fine-tuning
+  part of the backbone: training mode, and only the masked running statistics change).
+  """
+  bn_train = stats_mask is not False
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     images = normalize(batch["image"], data.mean, data.std, model.dtype)
 
     def loss_of(params):
-      (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
-                                         train=True, mutable=["batch_stats"])
-      return loss_fn(logits, batch["label"]), (logits, updates["batch_stats"])
+      variables = {"params": params, "batch_stats": state.batch_stats}
+      if bn_train:
+        (logits, _), updates = model.apply(variables, images, train=True, mutable=["batch_stats"])
+        stats = updates["batch_stats"] if stats_mask is True else jax.tree.map(
+            lambda keep_new, new, old: jnp.where(keep_new, new, old), stats_mask, updates["batch_stats"],
+            state.batch_stats)
+      else:
+        logits, _ = model.apply(variables, images, train=False)
+        stats = state.batch_stats
+      return loss_fn(logits, batch["label"], state.step), (logits, stats)
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -177,41 +192,109 @@ def evaluate_split(model: LTRModel, state: TrainState, source, splits: datasets.
   return metrics.group_accuracy(per_class, splits.groups)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Runs (or resumes) stage 1 in `workdir` and returns the final state."""
-  os.makedirs(workdir, exist_ok=True)
-  splits = datasets.build_splits(config.data, config.seed)
-  mesh = parallel.data_mesh()
-  parallel.check_batch_size(config.train.batch_size, "train.batch_size")
-  model = build_model(config, splits.num_classes)
-  sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, config.train.sampling,
-                                  config.seed, config.train.epochs)
-  steps_per_epoch = pipeline.steps_per_epoch(len(sampler), config.train.batch_size)
-  num_steps = config.train.epochs * steps_per_epoch
-  tx = make_optimizer(config.train, steps_per_epoch)
-  image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
+# Table 1 of the paper: class-balanced fine-tuning on top of stage 1 (config key stage2.finetune.variants).
+# variant: (trainable part of the backbone: 'none' | 'last' | 'all', re-initialise the head, lr multiplier)
+FINETUNE_VARIANTS = {
+    "crt_augmented": ("none", True, 1.0),  # the reference cRT recipe: images + stage-1 augmentation
+    "classifier": ("none", False, 1.0),  # "C" only: cRT without re-initialisation
+    "last_block_classifier": ("last", False, 1.0),
+    "backbone_classifier": ("all", False, 1.0),
+    "backbone_classifier_0.1lr": ("all", False, 0.1),
+}
 
-  manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"), config.train.max_checkpoints)
-  meta = checkpoints.model_meta(config, splits.num_classes)
-  state = create_train_state(model, tx, image_shape, config.seed)
-  state = jax.device_put(state, parallel.replicated(mesh))
+
+def restore_stage1(config: ml_collections.ConfigDict, workdir: str, num_classes: int,
+                   image_shape: tuple[int, ...]) -> tuple[LTRModel, TrainState]:
+  """(model, state) of the latest stage-1 checkpoint in the workdir, checked against the config."""
+  model = build_model(config, num_classes)
+  directory = os.path.join(workdir, "checkpoints")
+  manager = checkpoints.Manager(directory, read_only=True) if os.path.isdir(directory) else None
+  if manager is None or manager.latest_step() is None:
+    raise CheckpointError(f"no stage-1 checkpoint in {directory}: run --mode=train (or --mode=all) "
+                          "with this --workdir first")
+  template = create_train_state(model, make_optimizer(config.train, 1), image_shape, config.seed)
+  template = jax.device_put(template, parallel.replicated(parallel.data_mesh()))
+  return model, manager.restore(template, expected_meta=checkpoints.model_meta(config, num_classes))
+
+
+def _finetune_config(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+  """config.train for a Table-1 fine-tuning: class-balanced sampling, stage2.finetune's schedule."""
+  if variant not in FINETUNE_VARIANTS:
+    raise ConfigError(f"config key stage2.finetune.variants: unknown variant {variant!r} "
+                      f"(expected some of {sorted(FINETUNE_VARIANTS)})")
+  ft = config.stage2.finetune
+  train_config = config.train.copy_and_resolve_references()
+  train_config.update(dict(sampling="class", epochs=ft.epochs, batch_size=ft.batch_size,
+                           base_lr=ft.base_lr * FINETUNE_VARIANTS[variant][2], weight_decay=ft.weight_decay,
+                           warmup_epochs=0.0, loss="ce"))
+  return train_config
+
+
+def _finetune_masks(state: TrainState, part: str, model: LTRModel) -> tuple[Any, Any]:
+  """(trainable params, updated BN statistics) as bool pytrees; the head is always trainable."""
+  def backbone_mask(tree):
+    if part == "last":
+      last = last_stage_name(model)
+      return {k: jax.tree.map(lambda _: k == last, v) for k, v in tree.items()}
+    return jax.tree.map(lambda _: part == "all", tree)
+  params = {**state.params, "backbone": backbone_mask(state.params["backbone"]),
+            "head": jax.tree.map(lambda _: True, state.params["head"])}
+  stats = False if part == "none" else {"backbone": backbone_mask(state.batch_stats["backbone"])}
+  return params, stats
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, finetune: str = "") -> TrainState:
+  """Runs (or resumes) stage 1 in `workdir` and returns the final state.
+
+  With `finetune` (a FINETUNE_VARIANTS name), instead fine-tunes the workdir's stage-1 model with
+  class-balanced sampling in workdir/finetune/<variant>, training only the variant's parameters.
+  """
+  splits = datasets.build_splits(config.data)
+  train_config = _finetune_config(config, finetune) if finetune else config.train
+  run_dir = os.path.join(workdir, "finetune", finetune) if finetune else workdir
+  os.makedirs(run_dir, exist_ok=True)
+  mesh = parallel.data_mesh()
+  parallel.check_batch_size(train_config.batch_size, "stage2.finetune.batch_size" if finetune
+                            else "train.batch_size")
+  model = build_model(config, splits.num_classes)
+  sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, train_config.sampling,
+                                  config.seed, train_config.epochs)
+  steps_per_epoch = pipeline.steps_per_epoch(len(sampler), train_config.batch_size)
+  num_steps = train_config.epochs * steps_per_epoch
+  tx = make_optimizer(train_config, steps_per_epoch)
+  image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
+  fresh = create_train_state(model, tx, image_shape, config.seed)
+  stats_mask = True
+  if finetune:
+    part, reinit_head, _ = FINETUNE_VARIANTS[finetune]
+    _, stage1 = restore_stage1(config, workdir, splits.num_classes, image_shape)
+    params = {**stage1.params, "head": fresh.params["head"] if reinit_head else stage1.params["head"]}
+    trainable, stats_mask = _finetune_masks(stage1, part, model)
+    tx = optax.multi_transform({True: tx, False: optax.set_to_zero()}, trainable)
+    fresh = TrainState(step=fresh.step, params=params, batch_stats=stage1.batch_stats, opt_state=tx.init(params))
+
+  manager = checkpoints.Manager(os.path.join(run_dir, "checkpoints"), train_config.max_checkpoints)
+  meta = checkpoints.model_meta(config, splits.num_classes, f"finetune/{finetune}" if finetune else "stage1")
+  state = jax.device_put(fresh, parallel.replicated(mesh))
   state = manager.restore_latest(state, meta) or state
   start_step = int(state.step)
 
-  train_step = make_train_step(model, tx, losses.get_loss(config.train.loss, splits.class_counts),
-                               config.data, mesh)
+  loss_fn = losses.get_loss(train_config.loss, splits.class_counts, steps_per_epoch,
+                            **{f.name: train_config[f.name] for f in dataclasses.fields(losses.LossHyper)})
+  train_step = make_train_step(model, tx, loss_fn, config.data, mesh, stats_mask)
   predict = make_predict(model, config.data, mesh)
   batches = pipeline.train_batches(
       splits.train, sampler, transforms.train_transform(config.data.train_transform, config.data.image_size,
                                                         config.data.color_jitter),
-      global_batch=config.train.batch_size, start_step=start_step, num_steps=num_steps, seed=config.seed,
+      global_batch=train_config.batch_size, start_step=start_step, num_steps=num_steps, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       num_workers=config.data.num_workers)
-  writer = MetricWriter(workdir)
-  eval_every = config.train.eval_every_epochs * steps_per_epoch
-  ckpt_every = config.train.checkpoint_every_epochs * steps_per_epoch
+  writer = MetricWriter(run_dir)
+  eval_every = train_config.eval_every_epochs * steps_per_epoch
+  ckpt_every = train_config.checkpoint_every_epochs * steps_per_epoch
   pending: list[tuple[int, dict]] = []
-  bar = tqdm(total=num_steps, initial=start_step, desc="stage 1", unit="step",
+  bar = tqdm(total=num_steps, initial=start_step, unit="step",
+             desc=f"fine-tune {finetune}" if finetune else "stage 1",
              disable=jax.process_index() != 0)
   tick, tick_step = time.perf_counter(), start_step
   try:
@@ -219,14 +302,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state, step_metrics = train_step(state, parallel.global_batch(next(batches), mesh))
       pending.append((step, step_metrics))
       last = step == num_steps
-      if step % config.train.log_every_steps == 0 or step % ckpt_every == 0 or last:
+      if step % train_config.log_every_steps == 0 or step % ckpt_every == 0 or last:
         summary = _check_finite(pending)
         pending = []
         now = time.perf_counter()
-        ips = (step - tick_step) * config.train.batch_size / (now - tick)
+        ips = (step - tick_step) * train_config.batch_size / (now - tick)
         tick, tick_step = now, step
         summary.update(epoch=step / steps_per_epoch, images_per_second=ips,
-                       lr=float(learning_rate_schedule(config.train, steps_per_epoch)(step - 1)))
+                       lr=float(learning_rate_schedule(train_config, steps_per_epoch)(step - 1)))
         writer.write(step, {f"train/{k}": v for k, v in summary.items()})
         bar.set_postfix(loss=f"{summary['loss']:.3f}", img_s=f"{ips:.0f}")
       if (step % eval_every == 0 or last) and splits.val is not None:

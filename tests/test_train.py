@@ -122,7 +122,7 @@ def test_short_training_learns(trained):
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   val = [l for l in lines if "val/all" in l][-1]
   assert val["val/all"] > 50.0, val  # chance is 10%
-  assert val["val/many"] > val["val/few"] or val["val/few"] is None
+  assert val["val/many"] > val["val/medium"]  # long-tailed: the head classes are learned best
 
 
 def test_checkpoint_of_another_model_or_class_count_is_refused(trained):

@@ -56,8 +56,13 @@ def _raw_splits(data: ml_collections.ConfigDict):
                     "(expected 'fashion_mnist', 'list' or 'tfds')")
 
 
-def build_splits(data: ml_collections.ConfigDict, seed: int = 0) -> Splits:
-  """Reads config key `data` and returns the splits with their class counts and groups."""
+def build_splits(data: ml_collections.ConfigDict) -> Splits:
+  """Reads config key `data` and returns the splits with their class counts and groups.
+
+  data.seed fixes which images form the long-tailed subset and the held-out validation split; it is
+  separate from the run's seed, so runs with several seeds train on the same data.
+  """
+  seed = data.seed
   train, val, test = _raw_splits(data)
   num_classes = data.num_classes or train.num_classes
   if data.imbalance_ratio:

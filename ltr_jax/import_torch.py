@@ -1,0 +1,245 @@
+"""Import PyTorch weights: torchvision-layout state_dicts and classifier-balancing checkpoints.
+
+python -m ltr_jax.import_torch --config=configs/X.py --checkpoint=PATH --workdir=DIR
+    [--kind=reference|torchvision] [--no_head] [--allow_pickle]
+
+writes `DIR/checkpoints` as a stage-1 checkpoint (step 0, fresh optimizer state) that --mode=decouple and
+--mode=evaluate of ltr_jax.main then use. The key mapping is the one documented in models/resnet.py.
+- kind='reference': a final_model_checkpoint.pth of facebookresearch/classifier-balancing, a dict whose
+  'state_dict_best' (else 'state_dict') holds {'feat_model': ..., 'classifier': ...} with DataParallel's
+  'module.' prefixes; the backbone uses torchvision names, the DotProduct classifier is `fc`.
+- kind='torchvision': a plain state_dict (torchvision's downloads, torch.save(model.state_dict())).
+num_classes is the row count of fc.weight (checked against config key data.num_classes when that is
+non-zero); with head=False (e.g. an ImageNet backbone for Places-LT, the head stays freshly initialised)
+it is config key data.num_classes, which must then be set.
+torch is imported only here, inside functions: it stays an optional dependency.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ltr_jax import checkpoints, train
+from ltr_jax.errors import CheckpointError, ConfigError, LtrError
+from ltr_jax.models.resnet import LTRModel
+
+# (collection, Flax leaf name) -> torch tensor name.
+_LEAF_NAMES = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
+               ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+_FROM_TORCH = {4: (2, 3, 1, 0), 2: (1, 0), 1: (0,)}  # Flax axes as a transpose of the torch axes, by ndim
+_MODULE_NAMES = {"stem_conv": "conv1", "stem_bn": "bn1", "downsample_conv": "downsample.0",
+                 "downsample_bn": "downsample.1"}
+
+
+def _torch_module(path: tuple[str, ...]) -> str:
+  """('backbone', 'stage1', 'block0', 'conv1') -> 'layer1.0.conv1'; ('head',) -> 'fc'."""
+  if path[0] == "head":
+    return "fc"
+  return ".".join(_MODULE_NAMES.get(p, p.replace("stage", "layer").replace("block", "")) for p in path[1:])
+
+
+def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The torch shape of a Flax leaf of `shape`: kernel [kh, kw, I/g, O] -> [O, I/g, kh, kw], [d, C] -> [C, d]."""
+  return tuple(shape[a] for a in np.argsort(_FROM_TORCH[len(shape)]))
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+  if hasattr(value, "detach"):  # a torch.Tensor (possibly half precision)
+    value = value.detach().cpu().float().numpy()
+  return np.asarray(value, np.float32)
+
+
+def _describe(keys: list[str]) -> str:
+  shown = ", ".join(repr(k) for k in keys[:5])
+  return shown + (f" (and {len(keys) - 5} more)" if len(keys) > 5 else "")
+
+
+def torch_state_dict_to_variables(state_dict: Mapping[str, Any], model: LTRModel,
+                                  image_shape: tuple[int, int, int], head: bool = True) -> dict[str, Any]:
+  """{'params', 'batch_stats'} of `model` from a torchvision-layout state_dict.
+
+  Every Flax leaf takes exactly one tensor of the matching shape; a missing key, an unexpected key
+  (num_batches_tracked aside) or a wrong shape raises CheckpointError. With head=False the `fc` tensors
+  are ignored and params has no 'head' entry (merge it into a fresh init).
+  """
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                          jax.ShapeDtypeStruct((1, *image_shape), model.dtype))
+  expected: dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]] = {}
+  for collection, tree in shapes.items():
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      names = tuple(k.key for k in path)
+      if head or names[0] != "head":
+        key = f"{_torch_module(names[:-1])}.{_LEAF_NAMES[collection, names[-1]]}"
+        expected[key] = (collection, names, leaf.shape)
+  skipped = {k for k in state_dict if k.endswith("num_batches_tracked") or (not head and k.startswith("fc."))}
+  missing = sorted(set(expected) - set(state_dict))
+  unexpected = sorted(set(state_dict) - set(expected) - skipped)
+  if missing:
+    raise CheckpointError(f"missing key {_describe(missing)}, which the model needs")
+  if unexpected:
+    raise CheckpointError(f"unexpected key {_describe(unexpected)}, which the model has no variable for")
+  variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
+  for key, (collection, names, shape) in expected.items():
+    value = _to_numpy(state_dict[key])
+    if value.shape != _torch_shape(shape):
+      raise CheckpointError(f"key {key!r} has shape {value.shape}, but the model expects {_torch_shape(shape)}")
+    node = variables[collection]
+    for name in names[:-1]:
+      node = node.setdefault(name, {})
+    node[names[-1]] = jnp.asarray(value.transpose(_FROM_TORCH[value.ndim]))
+  return variables
+
+
+def _torch_load(path: str, allow_pickle: bool) -> Any:
+  """torch.load on the CPU; tensors and plain containers only unless `allow_pickle`."""
+  import torch
+  if not os.path.isfile(path):
+    raise CheckpointError(f"{path}: no such file")
+  try:
+    return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+  except pickle.UnpicklingError as e:
+    if allow_pickle:
+      raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from e
+    lines = str(e).splitlines()
+    detail = next((line.split("error: ", 1)[1].split(". Please")[0] for line in lines
+                   if "WeightsUnpickler error: " in line), lines[0])
+    raise CheckpointError(
+        f"{path}: holds Python objects besides tensors, which torch.load(weights_only=True) refuses "
+        f"({detail}); if you trust the file, rerun with --allow_pickle (it runs code stored in the file)") from e
+  except (RuntimeError, KeyError, EOFError, ValueError) as e:
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _strip_module(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """Drops nn.DataParallel's 'module.' prefix."""
+  return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def load_reference_checkpoint(path: str, allow_pickle: bool = False) -> dict[str, Any]:
+  """The torchvision-named state_dict (feat_model + classifier) of a classifier-balancing checkpoint."""
+  obj = _torch_load(path, allow_pickle)
+  entry = next((k for k in ("state_dict_best", "state_dict") if isinstance(obj, Mapping) and k in obj), None)
+  if entry is None:
+    found = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
+    raise CheckpointError(f"{path}: no 'state_dict_best' or 'state_dict' entry (found {found}), so not a "
+                          "classifier-balancing checkpoint; --kind=torchvision reads a plain state_dict")
+  networks = obj[entry]
+  state: dict[str, Any] = {}
+  for network in ("feat_model", "classifier"):
+    if not isinstance(networks, Mapping) or network not in networks:
+      raise CheckpointError(f"{path}: {entry!r} has no {network!r} state_dict")
+    for key, value in _strip_module(networks[network]).items():
+      if key in state:
+        raise CheckpointError(f"{path}: key {key!r} is in both 'feat_model' and 'classifier'")
+      state[key] = value
+  return state
+
+
+def load_torchvision_checkpoint(path: str, allow_pickle: bool = False) -> dict[str, Any]:
+  """A plain torchvision-layout state_dict file ('module.' prefixes dropped)."""
+  obj = _torch_load(path, allow_pickle)
+  if not isinstance(obj, Mapping) or not all(hasattr(v, "shape") for v in obj.values()):
+    raise CheckpointError(f"{path}: not a state_dict (a mapping of tensor names to tensors); "
+                          "--kind=reference reads classifier-balancing checkpoints")
+  return _strip_module(obj)
+
+
+LOADERS = {"reference": load_reference_checkpoint, "torchvision": load_torchvision_checkpoint}
+
+
+def _num_classes(state_dict: Mapping[str, Any], config: ml_collections.ConfigDict, path: str,
+                 head: bool) -> int:
+  """The class count of fc.weight, checked against config key data.num_classes when that is non-zero."""
+  configured = config.data.num_classes
+  if not head:
+    if not configured:
+      raise ConfigError("config key data.num_classes: set it (--config.data.num_classes=N) to import "
+                        "without the head, whose class count the checkpoint then cannot give")
+    return configured
+  if "fc.weight" not in state_dict:
+    raise CheckpointError(f"{path}: missing key 'fc.weight' (the classifier); pass --no_head to import "
+                          "only the backbone")
+  num_classes = int(state_dict["fc.weight"].shape[0])
+  if configured and configured != num_classes:
+    raise CheckpointError(f"{path}: key 'fc.weight' has {num_classes} classes, but config key "
+                          f"data.num_classes is {configured}")
+  return num_classes
+
+
+def import_checkpoint(path: str, config: ml_collections.ConfigDict, workdir: str, kind: str = "reference",
+                      head: bool = True, allow_pickle: bool = False) -> str:
+  """Writes the PyTorch checkpoint `path` as the stage-1 checkpoint of `workdir`; returns its directory.
+
+  The state is a fresh TrainState of `config` (step 0, fresh optimizer state, fresh head if not `head`)
+  holding the imported weights; an existing checkpoint there is never overwritten.
+  """
+  if kind not in LOADERS:
+    raise ConfigError(f"--kind={kind}: not one of {sorted(LOADERS)}")
+  directory = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(directory) and checkpoints.Manager(directory, read_only=True).latest_step() is not None:
+    raise CheckpointError(f"{directory} already holds a checkpoint: import into another --workdir")
+  state_dict = LOADERS[kind](path, allow_pickle)
+  num_classes = _num_classes(state_dict, config, path, head)
+  model = train.build_model(config, num_classes)
+  channels = int(state_dict["conv1.weight"].shape[1]) if "conv1.weight" in state_dict else 3
+  image_shape = (config.data.image_size, config.data.image_size, channels)
+  try:
+    variables = torch_state_dict_to_variables(state_dict, model, image_shape, head)
+  except CheckpointError as e:
+    raise CheckpointError(f"{path} as model {config.model.name!r}: {e}") from e
+  params = variables["params"]
+  if not head:  # a fresh head, initialised alone (no forward pass through the backbone)
+    z = jnp.zeros((1, model.backbone.num_features), jnp.float32)
+    params = {**params, **model.init(jax.random.key(config.seed), z, method=LTRModel.classify)["params"]}
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                           opt_state=train.make_optimizer(config.train, 1).init(params))
+  manager = checkpoints.Manager(directory, max_to_keep=config.train.max_checkpoints)
+  manager.save(0, state, {**checkpoints.model_meta(config, num_classes), "imported_from": os.path.abspath(path)})
+  manager.wait()
+  return directory
+
+
+def _define_flags() -> None:
+  from absl import flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+  flags.DEFINE_string("checkpoint", None, "The PyTorch checkpoint file.")
+  flags.DEFINE_string("workdir", None, "Workdir whose checkpoints/ directory receives the stage-1 checkpoint.")
+  flags.DEFINE_enum("kind", "reference", sorted(LOADERS), "reference: a classifier-balancing checkpoint; "
+                    "torchvision: a plain state_dict.")
+  flags.DEFINE_bool("no_head", False, "Import the backbone only; the head stays freshly initialised.")
+  flags.DEFINE_bool("allow_pickle", False, "torch.load(weights_only=False): only for files you trust.")
+  flags.mark_flags_as_required(["config", "checkpoint", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  from absl import app, flags, logging
+
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  FLAGS = flags.FLAGS
+  if not FLAGS["verbosity"].present:  # Orbax logs every save at INFO
+    logging.set_verbosity(logging.ERROR)
+  try:
+    directory = import_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.kind,
+                                  not FLAGS.no_head, FLAGS.allow_pickle)
+  except LtrError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"wrote {directory}; now run python -m ltr_jax.main --mode=decouple (or --mode=evaluate) with the "
+        f"same --config and --workdir={FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  _define_flags()
+  app.run(main)

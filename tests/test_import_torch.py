@@ -1,0 +1,174 @@
+"""PyTorch import: torchvision-layout weights give the PyTorch logits in Flax; a classifier-balancing
+checkpoint becomes an Orbax stage-1 checkpoint; bad keys and shapes stop with the key in the message."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from ltr_jax import checkpoints, import_torch, train
+from ltr_jax.errors import CheckpointError, ConfigError
+from ltr_jax.models import create_model
+
+torch = pytest.importorskip("torch")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from configs import quickstart  # noqa: E402
+
+# name -> (input side, input channels)
+INPUTS = {"resnet_mini": (28, 1), "resnet32": (32, 3)}
+
+
+def _build_torch_model(name: str, num_classes: int = 10):
+  """The PyTorch twin in eval mode, with random BatchNorm running statistics (so that they matter)."""
+  spec = importlib.util.spec_from_file_location("torch_models", os.path.join(ROOT, "benchmarks", "torch_models.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  torch.manual_seed(0)
+  net = module.build_torch_model(name, num_classes, in_channels=INPUTS[name][1])
+  with torch.no_grad():
+    for m in net.modules():
+      if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.normal_()
+        m.running_var.uniform_(0.5, 2.0)
+        m.weight.uniform_(0.5, 1.5)
+        m.bias.normal_(0, 0.1)
+  return net.eval()
+
+
+def _torch_logits(net, x: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+
+
+def _flax_logits(model, variables, x: np.ndarray) -> np.ndarray:
+  return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(variables, x))
+
+
+def _inputs(name: str) -> np.ndarray:
+  side, channels = INPUTS[name]
+  return np.random.default_rng(0).normal(size=(4, side, side, channels)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["resnet_mini", "resnet32"])
+def test_logits_match_pytorch(name):
+  net = _build_torch_model(name)
+  x = _inputs(name)
+  model = create_model(name, 10)
+  variables = import_torch.torch_state_dict_to_variables(net.state_dict(), model, x.shape[1:])
+  np.testing.assert_allclose(_flax_logits(model, variables, x), _torch_logits(net, x), atol=1e-4, rtol=1e-4)
+
+
+def test_without_head_skips_fc():
+  net = _build_torch_model("resnet_mini")
+  state = net.state_dict()
+  state["fc.weight"] = torch.zeros(1000, 64)  # another class count: ignored
+  variables = import_torch.torch_state_dict_to_variables(state, create_model("resnet_mini", 10), (28, 28, 1),
+                                                         head=False)
+  assert set(variables["params"]) == {"backbone"}
+
+
+def test_missing_key():
+  state = _build_torch_model("resnet_mini").state_dict()
+  del state["layer2.0.bn1.running_var"]
+  with pytest.raises(CheckpointError, match=r"missing key 'layer2\.0\.bn1\.running_var'"):
+    import_torch.torch_state_dict_to_variables(state, create_model("resnet_mini", 10), (28, 28, 1))
+
+
+def test_unexpected_key():
+  state = _build_torch_model("resnet_mini").state_dict()
+  state["layer4.0.conv1.weight"] = torch.zeros(64, 64, 3, 3)
+  with pytest.raises(CheckpointError, match=r"unexpected key 'layer4\.0\.conv1\.weight'"):
+    import_torch.torch_state_dict_to_variables(state, create_model("resnet_mini", 10), (28, 28, 1))
+
+
+def test_wrong_shape():
+  state = _build_torch_model("resnet_mini").state_dict()
+  state["layer1.0.conv2.weight"] = torch.zeros(16, 16, 5, 5)
+  with pytest.raises(CheckpointError, match=r"'layer1\.0\.conv2\.weight' has shape \(16, 16, 5, 5\), but the "
+                     r"model expects \(16, 16, 3, 3\)"):
+    import_torch.torch_state_dict_to_variables(state, create_model("resnet_mini", 10), (28, 28, 1))
+
+
+def _save_reference(net, path) -> None:
+  """The layout of classifier-balancing's final_model_checkpoint.pth (networks wrapped in DataParallel)."""
+  state = net.state_dict()
+  feat = {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+  classifier = {f"module.{k}": v for k, v in state.items() if k.startswith("fc.")}
+  torch.save({"epoch": 3, "best_epoch": 2, "best_acc": 0.5, "centroids": None,
+              "state_dict_best": {"feat_model": feat, "classifier": classifier}}, path)
+
+
+def test_reference_checkpoint_round_trip(tmp_path):
+  net = _build_torch_model("resnet_mini")
+  path = str(tmp_path / "final_model_checkpoint.pth")
+  _save_reference(net, path)
+  config = quickstart.get_config()
+  directory = import_torch.import_checkpoint(path, config, str(tmp_path / "work"))
+
+  model = train.build_model(config, 10)
+  template = jax.eval_shape(lambda: train.create_train_state(model, train.make_optimizer(config.train, 1),
+                                                             (28, 28, 1), config.seed))
+  manager = checkpoints.Manager(directory, read_only=True)
+  state = manager.restore(template, expected_meta=checkpoints.model_meta(config, 10))
+  assert manager.read_meta()["stage"] == "stage1" and int(state.step) == 0
+  x = _inputs("resnet_mini")
+  logits = _flax_logits(model, {"params": state.params, "batch_stats": state.batch_stats}, x)
+  np.testing.assert_allclose(logits, _torch_logits(net, x), atol=1e-4, rtol=1e-4)
+
+  with pytest.raises(CheckpointError, match="already holds a checkpoint"):  # never overwritten
+    import_torch.import_checkpoint(path, config, str(tmp_path / "work"))
+
+
+def test_reference_checkpoint_errors(tmp_path):
+  config = quickstart.get_config()
+  net = _build_torch_model("resnet32")  # 3 stages of 5 blocks: not resnet_mini
+  path = str(tmp_path / "resnet32.pth")
+  _save_reference(net, path)
+  with pytest.raises(CheckpointError, match=r"resnet32\.pth as model 'resnet_mini': missing key "
+                     r"'layer2\.0\.downsample\.0\.weight'"):
+    import_torch.import_checkpoint(path, config, str(tmp_path / "work"))
+  assert not os.path.exists(tmp_path / "work" / "checkpoints")
+
+  config.data.num_classes = 7
+  with pytest.raises(CheckpointError, match="'fc.weight' has 10 classes, but config key data.num_classes is 7"):
+    import_torch.import_checkpoint(path, config, str(tmp_path / "work"))
+
+  torch.save({"state_dict_best": {}, "best_acc": np.float64(0.5)}, tmp_path / "numpy.pth")
+  with pytest.raises(CheckpointError, match="numpy.pth: holds Python objects .* --allow_pickle"):
+    import_torch.import_checkpoint(str(tmp_path / "numpy.pth"), config, str(tmp_path / "work"))
+
+  torch.save(net.state_dict(), tmp_path / "plain.pth")
+  with pytest.raises(CheckpointError, match="no 'state_dict_best' or 'state_dict' entry"):
+    import_torch.import_checkpoint(str(tmp_path / "plain.pth"), config, str(tmp_path / "work"))
+
+
+def test_cli_torchvision_without_head(tmp_path):
+  """An ImageNet-style backbone (1000-way fc) under a 10-class config: the head stays freshly initialised."""
+  net = _build_torch_model("resnet_mini", num_classes=1000)
+  path = tmp_path / "backbone.pth"
+  torch.save(net.state_dict(), path)
+  config = quickstart.get_config()
+  with pytest.raises(ConfigError, match="config key data.num_classes"):
+    import_torch.import_checkpoint(str(path), config, str(tmp_path / "work"), "torchvision", head=False)
+
+  cmd = [sys.executable, "-m", "ltr_jax.import_torch", "--config=configs/quickstart.py", f"--checkpoint={path}",
+         f"--workdir={tmp_path / 'work'}", "--kind=torchvision", "--no_head", "--config.data.num_classes=10"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  model = train.build_model(config, 10)
+  template = jax.eval_shape(lambda: train.create_train_state(model, train.make_optimizer(config.train, 1),
+                                                             (28, 28, 1), config.seed))
+  config.data.num_classes = 10
+  state = checkpoints.Manager(str(tmp_path / "work" / "checkpoints"), read_only=True).restore(
+      template, expected_meta=checkpoints.model_meta(config, 10))
+  with torch.no_grad():
+    torch_features = net.features(torch.from_numpy(_inputs("resnet_mini").transpose(0, 3, 1, 2))).numpy()
+  features = model.apply({"params": state.params, "batch_stats": state.batch_stats}, _inputs("resnet_mini"),
+                         method="features")
+  np.testing.assert_allclose(features, torch_features, atol=1e-4, rtol=1e-4)
+  assert state.params["head"]["kernel"].shape == (64, 10)

@@ -1,0 +1,121 @@
+"""Each stage-1 loss against a float64 numpy computation of its formula."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ltr_jax import losses
+from ltr_jax.errors import ConfigError, DataError
+
+C, B, STEPS_PER_EPOCH = 7, 32, 10
+RNG = np.random.default_rng(0)
+LOGITS = RNG.normal(size=(B, C)).astype(np.float32)
+COSINES = np.tanh(LOGITS)  # LDAM's s = 30 is meant for cosine logits
+LABELS = RNG.integers(0, C, size=B).astype(np.int32)
+COUNTS = np.array([500, 300, 120, 60, 20, 7, 2])
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+  z = z.astype(np.float64)
+  z = z - z.max(-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def ce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+  return -log_softmax(z)[np.arange(len(y)), y]
+
+
+def focal(z: np.ndarray, y: np.ndarray, gamma: float) -> np.ndarray:
+  p = np.exp(log_softmax(z))[np.arange(len(y)), y]
+  return (1 - p) ** gamma * -np.log(p)
+
+
+def cb_weights(beta: float) -> np.ndarray:
+  w = (1 - beta) / (1 - beta ** COUNTS.astype(np.float64))
+  return w / w.sum() * C
+
+
+def ldam_logits(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+  delta = COUNTS.astype(np.float64) ** -0.25
+  delta *= 0.5 / delta.max()
+  z = z.astype(np.float64).copy()
+  z[np.arange(len(y)), y] -= delta[y]
+  return 30 * z
+
+
+def run(name: str, logits: np.ndarray = LOGITS, step: int = 0, **hyper) -> float:
+  loss = losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, **hyper)
+  return float(jax.jit(loss)(jnp.asarray(logits), jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)))
+
+
+@pytest.mark.parametrize("name, logits, expected", [
+    ("ce", LOGITS, ce(LOGITS, LABELS).mean()),
+    ("focal", LOGITS, focal(LOGITS, LABELS, 2.0).mean()),
+    ("cb_ce", LOGITS, (cb_weights(0.9999)[LABELS] * ce(LOGITS, LABELS)).mean()),
+    ("cb_focal", LOGITS, (cb_weights(0.9999)[LABELS] * focal(LOGITS, LABELS, 2.0)).mean()),
+    ("ldam", COSINES, ce(ldam_logits(COSINES, LABELS), LABELS).mean()),
+    ("balanced_softmax", LOGITS, ce(LOGITS + np.log(COUNTS), LABELS).mean()),
+    ("logit_adjusted", LOGITS, ce(LOGITS + np.log(COUNTS / COUNTS.sum()), LABELS).mean()),
+])
+def test_losses_match_their_formulas(name, logits, expected):
+  np.testing.assert_allclose(run(name, logits), expected, rtol=1e-5)
+
+
+def test_losses_hyper_parameters_reach_the_formulas():
+  np.testing.assert_allclose(run("focal", focal_gamma=0.5), focal(LOGITS, LABELS, 0.5).mean(), rtol=1e-5)
+  np.testing.assert_allclose(run("cb_ce", cb_beta=0.99), (cb_weights(0.99)[LABELS] * ce(LOGITS, LABELS)).mean(),
+                             rtol=1e-5)
+  np.testing.assert_allclose(run("logit_adjusted", logit_adjust_tau=0.5),
+                             ce(LOGITS + 0.5 * np.log(COUNTS / COUNTS.sum()), LABELS).mean(), rtol=1e-5)
+
+
+def test_losses_focal_with_gamma_0_is_ce_and_has_finite_gradients_when_certain():
+  assert run("focal", focal_gamma=0.0) == pytest.approx(run("ce"), rel=1e-6)
+  certain = jnp.asarray(np.eye(C, dtype=np.float32)[LABELS] * 200)  # p_y rounds to 1
+  grads = jax.jit(lambda z: [jax.grad(losses.get_loss("focal", COUNTS, STEPS_PER_EPOCH, focal_gamma=gamma))(
+      z, jnp.asarray(LABELS), 0) for gamma in (0.0, 0.5)])(certain)
+  assert all(np.isfinite(g).all() for g in grads)
+
+
+def test_losses_ldam_drw_switches_to_class_balanced_weights_at_the_drw_epoch():
+  per_example = ce(ldam_logits(COSINES, LABELS), LABELS)
+  w = cb_weights(0.9999)[LABELS]
+  reweighted = (w * per_example).sum() / w.sum()  # torch F.cross_entropy(weight=w)
+  for drw_epoch, switch in ((3, 3 * STEPS_PER_EPOCH), (None, 160 * STEPS_PER_EPOCH)):  # None: the default, 160
+    hyper = {} if drw_epoch is None else {"drw_epoch": drw_epoch}
+    loss = jax.jit(losses.get_loss("ldam_drw", COUNTS, STEPS_PER_EPOCH, **hyper))
+    for step, expected in ((0, per_example.mean()), (switch - 1, per_example.mean()), (switch, reweighted)):
+      np.testing.assert_allclose(loss(jnp.asarray(COSINES), jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)),
+                                 expected, rtol=1e-5)
+
+
+def test_losses_class_balanced_weights_by_hand():
+  beta = 0.9
+  raw = np.array([(1 - beta) / (1 - beta ** 1), (1 - beta) / (1 - beta ** 2), (1 - beta) / (1 - beta ** 4)])
+  np.testing.assert_allclose(raw, [1.0, 1 / 1.9, 0.1 / 0.3439])
+  w = losses.class_balanced_weights(np.array([1, 2, 4]), beta)
+  np.testing.assert_allclose(w, raw / raw.sum() * 3)
+  assert w.sum() == pytest.approx(3)
+  np.testing.assert_allclose(losses.class_balanced_weights(np.array([5, 50]), 0.0), [1.0, 1.0])
+
+
+def test_losses_ldam_margins_by_hand():
+  m = losses.ldam_margins(np.array([16, 81, 1]), 0.5)
+  np.testing.assert_allclose(m, [0.5 / 2, 0.5 / 3, 0.5])  # n^-1/4 = 1/2, 1/3, 1
+  m = losses.ldam_margins(COUNTS, 0.5)
+  assert m.argmax() == COUNTS.argmin() and m.max() == 0.5
+
+
+def test_losses_unknown_name_and_bad_hyper_parameters_are_config_errors():
+  with pytest.raises(ConfigError, match="train.loss.*'nope'"):
+    losses.get_loss("nope", COUNTS, STEPS_PER_EPOCH)
+  for key, value in (("focal_gamma", -1.0), ("cb_beta", 1.0), ("ldam_s", 0.0), ("drw_epoch", -1.0)):
+    with pytest.raises(ConfigError, match=f"train.{key}"):
+      losses.get_loss("ce", COUNTS, STEPS_PER_EPOCH, **{key: value})
+
+
+def test_losses_count_aware_loss_rejects_empty_classes():
+  counts = np.array([10, 0, 3])
+  assert losses.get_loss("ce", counts, STEPS_PER_EPOCH) is losses.cross_entropy
+  with pytest.raises(DataError, match="class 1 has no training images.*ldam"):
+    losses.get_loss("ldam", counts, STEPS_PER_EPOCH)
