@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
       momentum=0.9, nesterov=False,
       weight_decay=5e-4,
       warmup_epochs=0.0,
+      trainable="all",  # | 'last_block': train only the last stage of the backbone and the head (Places-LT)
+      init_from="",  # an Orbax checkpoint directory to start the backbone from (e.g. imported ImageNet weights)
       eval_every_epochs=1,
       checkpoint_every_epochs=1,
       max_checkpoints=2,

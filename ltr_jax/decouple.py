@@ -98,7 +98,7 @@ def _linear_heads(methods, feats, splits, W, b, config) -> dict[str, Any]:
     val_preds = np.asarray(classifiers.tau_sweep_predictions(feats["val"], W, taus))
     test_preds = np.asarray(classifiers.tau_sweep_predictions(feats["test"], W, taus))
     curves["tau_norm"] = (_tau_curve(val_preds, val.labels, splits), _tau_curve(test_preds, splits.test.labels, splits))
-    tau = float(taus[int(np.argmax([c["all"] for c in curves["tau_norm"][0]]))])
+    tau = float(s2.taus[int(np.argmax([c["all"] for c in curves["tau_norm"][0]]))])
     heads["tau_norm"] = (np.asarray(classifiers.tau_normalize(W, tau)), np.zeros_like(b), tau)
   if "logit_adjust" in methods:
     def sweep(z, labels):
@@ -106,7 +106,7 @@ def _linear_heads(methods, feats, splits, W, b, config) -> dict[str, Any]:
       return _tau_curve(np.stack([np.asarray(classifiers.logit_adjust(logits, prior, t)).argmax(-1)
                                   for t in taus]), labels, splits)
     curves["logit_adjust"] = (sweep(feats["val"], val.labels), sweep(feats["test"], splits.test.labels))
-    tau = float(taus[int(np.argmax([c["all"] for c in curves["logit_adjust"][0]]))])
+    tau = float(s2.taus[int(np.argmax([c["all"] for c in curves["logit_adjust"][0]]))])
     heads["logit_adjust"] = (W, b - tau * np.log(prior).astype(np.float32), tau)
   return heads, curves
 

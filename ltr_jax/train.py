@@ -230,17 +230,39 @@ def _finetune_config(config: ml_collections.ConfigDict, variant: str) -> ml_coll
   return train_config
 
 
-def _finetune_masks(state: TrainState, part: str, model: LTRModel) -> tuple[Any, Any]:
+_TRAINABLE = {"all": "all", "last_block": "last"}  # config key train.trainable -> part of the backbone
+
+
+def _trainable_masks(params: Any, batch_stats: Any, part: str, model: LTRModel) -> tuple[Any, Any]:
   """(trainable params, updated BN statistics) as bool pytrees; the head is always trainable."""
   def backbone_mask(tree):
     if part == "last":
       last = last_stage_name(model)
       return {k: jax.tree.map(lambda _: k == last, v) for k, v in tree.items()}
     return jax.tree.map(lambda _: part == "all", tree)
-  params = {**state.params, "backbone": backbone_mask(state.params["backbone"]),
-            "head": jax.tree.map(lambda _: True, state.params["head"])}
-  stats = False if part == "none" else {"backbone": backbone_mask(state.batch_stats["backbone"])}
-  return params, stats
+  trainable = {**params, "backbone": backbone_mask(params["backbone"]),
+               "head": jax.tree.map(lambda _: True, params["head"])}
+  stats = False if part == "none" else {"backbone": backbone_mask(batch_stats["backbone"])}
+  return trainable, stats
+
+
+def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape: tuple[int, ...]):
+  """(backbone params, BN statistics) of the checkpoint in `directory` (config key train.init_from).
+
+  E.g. ImageNet-pretrained weights imported with ltr_jax.import_torch, for Places-LT. The head is not
+  loaded: the checkpoint may have another class count.
+  """
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"config key train.init_from: {directory} is not a directory")
+  manager = checkpoints.Manager(directory, read_only=True)
+  meta = manager.read_meta()
+  if meta["model"] != config.model.name:
+    raise CheckpointError(f"config key train.init_from: {directory} holds model {meta['model']!r}, but "
+                          f"config key model.name is {config.model.name!r}")
+  model = build_model(config, meta["num_classes"])
+  template = create_train_state(model, make_optimizer(config.train, 1), image_shape, config.seed)
+  state = manager.restore(jax.device_put(template, parallel.replicated(parallel.data_mesh())))
+  return state.params["backbone"], state.batch_stats
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, finetune: str = "") -> TrainState:
@@ -264,14 +286,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, finetune
   tx = make_optimizer(train_config, steps_per_epoch)
   image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
   fresh = create_train_state(model, tx, image_shape, config.seed)
-  stats_mask = True
+  params, batch_stats = fresh.params, fresh.batch_stats
+  part = _TRAINABLE.get(config.train.trainable)
+  if part is None:
+    raise ConfigError(f"config key train.trainable: {config.train.trainable!r} is not one of {sorted(_TRAINABLE)}")
   if finetune:
     part, reinit_head, _ = FINETUNE_VARIANTS[finetune]
     _, stage1 = restore_stage1(config, workdir, splits.num_classes, image_shape)
     params = {**stage1.params, "head": fresh.params["head"] if reinit_head else stage1.params["head"]}
-    trainable, stats_mask = _finetune_masks(stage1, part, model)
+    batch_stats = stage1.batch_stats
+  elif config.train.init_from:
+    backbone, batch_stats = load_backbone(config, config.train.init_from, image_shape)
+    params = {**params, "backbone": backbone}
+  stats_mask = True
+  if part != "all":
+    trainable, stats_mask = _trainable_masks(params, batch_stats, part, model)
     tx = optax.multi_transform({True: tx, False: optax.set_to_zero()}, trainable)
-    fresh = TrainState(step=fresh.step, params=params, batch_stats=stage1.batch_stats, opt_state=tx.init(params))
+  fresh = TrainState(step=fresh.step, params=params, batch_stats=batch_stats, opt_state=tx.init(params))
 
   manager = checkpoints.Manager(os.path.join(run_dir, "checkpoints"), train_config.max_checkpoints)
   meta = checkpoints.model_meta(config, splits.num_classes, f"finetune/{finetune}" if finetune else "stage1")

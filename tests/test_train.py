@@ -146,7 +146,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
   before = manager.latest_step()
   diverging = tiny_config()
   diverging.data.update(config.data.to_dict())
-  diverging.train.update(dict(config.train.to_dict(), epochs=5, base_lr=1e12))
+  diverging.train.update(dict(config.train.to_dict(), epochs=config.train.epochs + 2, base_lr=1e12))
   with pytest.raises(TrainingError, match=r"the loss is nan at step \d+"):
     train.train_and_evaluate(diverging, copy)
   manager = checkpoints.Manager(os.path.join(copy, "checkpoints"), read_only=True)
