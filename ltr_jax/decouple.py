@@ -172,7 +172,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     manager.wait()
     results["exported_method"] = export
   if jax.process_index() == 0:
-    files = report.write(results, workdir, config)
-    print(report.markdown_table(results))
-    print("wrote:\n  " + "\n  ".join(files))
+    results["files"] = report.write(results, workdir, config)
   return results

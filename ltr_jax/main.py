@@ -44,14 +44,17 @@ def main(argv: list[str]) -> None:
   if not FLAGS["verbosity"].present:  # Orbax logs every save step at INFO; -v 0 brings it back
     logging.set_verbosity(logging.ERROR)
   # Imported here so that --help answers without loading JAX.
-  from ltr_jax import decouple, evaluate, parallel, train
+  from ltr_jax import decouple, evaluate, parallel, report, train
   config = FLAGS.config
   try:
     parallel.initialize(config)
     if FLAGS.mode in ("train", "all"):
       train.train_and_evaluate(config, FLAGS.workdir)
     if FLAGS.mode in ("decouple", "all"):
-      decouple.run(config, FLAGS.workdir)
+      results = decouple.run(config, FLAGS.workdir)
+      if "files" in results:
+        print(report.markdown_table(results))
+        print("wrote:\n  " + "\n  ".join(results["files"]))
     if FLAGS.mode == "evaluate":
       evaluate.run(config, FLAGS.workdir, FLAGS.checkpoint)
   except LtrError as e:

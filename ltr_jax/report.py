@@ -5,14 +5,11 @@ import json
 import os
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
+import ml_collections
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ltr_jax.data.sampling import STRATEGIES, class_probabilities  # noqa: E402
+from ltr_jax.data.sampling import STRATEGIES, class_probabilities
 
 LABELS = {"joint": "Joint", "ncm": "NCM", "crt": "cRT", "tau_norm": "τ-norm", "lws": "LWS",
           "logit_adjust": "Logit adj."}
@@ -34,7 +31,8 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for method, norms in results["weight_norms"].items():
     ax.plot(np.asarray(norms)[order], marker=".", label=LABELS[method])
   ax.set(xlabel="class index (sorted by training images, descending)", ylabel="‖w_j‖",
@@ -42,12 +40,12 @@ def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def _plot_tau_curves(results: dict, path: str) -> None:
   curves = results["tau_curves"]
-  fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4), squeeze=False)
+  fig = Figure(figsize=(6 * len(curves), 4))
+  axes = fig.subplots(1, len(curves), squeeze=False)
   for ax, (method, curve) in zip(axes[0], curves.items()):
     for group, color in zip(GROUPS, ("C0", "C1", "C2", "k")):
       for split, style in (("test", "-"), ("val", ":")):
@@ -61,11 +59,11 @@ def _plot_tau_curves(results: dict, path: str) -> None:
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def _plot_per_class(results: dict, counts: np.ndarray, path: str) -> None:
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for method, r in results["methods"].items():
     ax.plot(counts, r["per_class"], "o", alpha=0.7, label=LABELS.get(method, method))
   ax.set_xscale("log")
@@ -74,11 +72,11 @@ def _plot_per_class(results: dict, counts: np.ndarray, path: str) -> None:
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def _plot_sampling(counts: np.ndarray, order: np.ndarray, num_epochs: int, path: str) -> None:
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for strategy in STRATEGIES:
     epoch = num_epochs // 2 if strategy == "progressive" else 0
     p = class_probabilities(counts, strategy, epoch, num_epochs)[order]
@@ -89,7 +87,6 @@ def _plot_sampling(counts: np.ndarray, order: np.ndarray, num_epochs: int, path:
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def write(results: dict[str, Any], workdir: str, config: ml_collections.ConfigDict) -> list[str]:

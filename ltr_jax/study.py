@@ -14,16 +14,13 @@ import sys
 import time
 
 from absl import app, flags, logging
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
+from ml_collections import config_flags
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from ltr_jax.data.sampling import STRATEGIES  # noqa: E402
-from ltr_jax.errors import LtrError  # noqa: E402
-from ltr_jax.report import GROUPS, LABELS  # noqa: E402
+from ltr_jax.data.sampling import STRATEGIES
+from ltr_jax.errors import LtrError
+from ltr_jax.report import GROUPS, LABELS
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -59,7 +56,8 @@ def plot(table: dict, path: str) -> None:
   """One panel per classifier; bars: sampling strategies; groups: Many / Medium / Few / All."""
   strategies = list(table)
   methods = list(next(iter(table.values())))
-  fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3.4), sharey=True)
+  fig = Figure(figsize=(3.2 * len(methods), 3.4))
+  axes = fig.subplots(1, len(methods), sharey=True)
   width = 0.8 / len(strategies)
   for ax, method in zip(np.atleast_1d(axes), methods):
     for k, strategy in enumerate(strategies):
@@ -74,7 +72,6 @@ def plot(table: dict, path: str) -> None:
   np.atleast_1d(axes)[0].legend(fontsize=7, title="stage-1 sampling", title_fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def main(argv: list[str]) -> None:
