@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,21 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ltr_jax.data import pipeline, sources  # noqa: E402
 from ltr_jax.data.sampling import IndexSampler  # noqa: E402
 from ltr_jax.data.transforms import PadCropFlip, RandomResizedCropFlip  # noqa: E402
-
-
-def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  try:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-  except (ValueError, OSError):
-    mem = float("nan")
-  return (f"{cpu}, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, {platform.system()} "
-          f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}")
+from common import machine, write_json  # noqa: E402
 
 
 def write_jpegs(folder: str, num_images: int, num_classes: int, size: int = 256, seed: int = 0) -> str:
@@ -160,7 +144,7 @@ def main() -> None:
     first = ", ".join(f"{firsts[name][str(w)]:.2f}" for w in workers)
     print(f"| {name} | {b} x {n} | {serial[name]:.0f} | {cells} | {first} |")
 
-  result = {"images_per_second": rates, "machine": machine(),
+  result = {"images_per_second": rates, "machine": machine(f"numpy {np.__version__}"),
             "worker_startup": "excluded (max(1, workers) warm-up batches untimed; see first_batch_seconds)",
             "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
             "first_batch_seconds": firsts, "serial_images_per_second": serial,
@@ -169,10 +153,7 @@ def main() -> None:
             "jpeg": {"num_images": args.num_images, "size": 256, "quality": 90, "mean_kb": size_kb,
                      "transform": "RandomResizedCropFlip(224, jitter=0.4)"}}
   if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
-    print(f"\nwrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ Reported: the median over `--repeats` runs, after one untimed warm-up call.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -32,6 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ltr_jax.data.sampling import IndexSampler  # noqa: E402
+from common import machine, write_json  # noqa: E402
 
 NUM_SAMPLES = 437_513  # iNaturalist 2018 training images
 NUM_CLASSES = 8_142
@@ -118,21 +117,6 @@ class PythonClassAwareSampler:
                                       self.num_samples_cls))
 
 
-def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  try:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-  except (ValueError, OSError):
-    mem = float("nan")
-  return (f"{cpu}, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, {platform.system()} "
-          f"{platform.release()}, Python {platform.python_version()}, numpy {np.__version__}")
-
-
 def time_calls(fn, args_per_call) -> float:
   """Median wall seconds of fn(arg) over args_per_call (one untimed warm-up first)."""
   fn(args_per_call[0])
@@ -184,7 +168,7 @@ def main() -> None:
     print(f"| {name} | {s:.4f} | {NUM_SAMPLES / s / 1e6:.2f} | {base / s:.1f}x | {ok} |")
 
   result = {"seconds_per_epoch": seconds, "num_samples": NUM_SAMPLES, "num_classes": NUM_CLASSES,
-            "machine": machine(), "repeats": args.repeats, "progressive_num_epochs": NUM_EPOCHS,
+            "machine": machine(f"numpy {np.__version__}"), "repeats": args.repeats, "progressive_num_epochs": NUM_EPOCHS,
             "epochs_timed": f"{first + 1}..{first + args.repeats} (warm-up epoch {first})",
             "python_loop_num_samples_cls": args.num_samples_cls,
             "count_profile": {"formula": "floor(2 + 998 * (1 - j/(C-1))**a) + largest-remainder fix",
@@ -193,10 +177,7 @@ def main() -> None:
                               "classes_at_min": int((counts == MIN_COUNT).sum())},
             "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
   if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
-    print(f"\nwrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

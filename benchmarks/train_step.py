@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +44,12 @@ import torch  # noqa: E402
 from configs import base, quickstart  # noqa: E402
 from ltr_jax import losses, parallel, train  # noqa: E402
 from torch_models import build_torch_model  # noqa: E402
+from common import machine  # noqa: E402
+
+
+def machine_info() -> str:
+  return machine(f"jax {jax.__version__} ({jax.default_backend()}: {len(jax.devices())} x "
+                 f"{jax.devices()[0].device_kind})", f"torch {torch.__version__}")
 
 # model -> (JSON key, image size, channels, classes, batch, mean, std)
 MODELS = {
@@ -54,22 +59,6 @@ MODELS = {
 }
 MOMENTUM, WEIGHT_DECAY, LR = 0.9, 5e-4, 0.1
 WARMUP = 3
-
-
-def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  try:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-  except (ValueError, OSError):
-    mem = float("nan")
-  return (f"{cpu}, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}: "
-          f"{len(jax.devices())} x {jax.devices()[0].device_kind}), torch {torch.__version__}")
 
 
 def load_average() -> list[float]:
@@ -210,7 +199,7 @@ def main():
               f"({len(os.sched_getaffinity(0))}); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"),
   }
   load_before = load_average()
-  print(f"machine: {machine()}\nthreads: {threads}\nload average before: {load_before}", flush=True)
+  print(f"machine: {machine_info()}\nthreads: {threads}\nload average before: {load_before}", flush=True)
 
   results = [bench_model(m, args) for m in models]
   load_after = load_average()
@@ -218,7 +207,7 @@ def main():
   out = {
       "images_per_second": {},
       "compile_seconds": {r["key"]: r["compile_seconds"] for r in results},
-      "machine": machine(),
+      "machine": machine_info(),
       "load_average": {"before": load_before, "after": load_after,
                        "note": "1/5/15-min load averages; other jobs may share the CPUs"},
       "threads": threads,

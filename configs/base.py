@@ -11,11 +11,14 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       name="",
-      kind="fashion_mnist",  # 'fashion_mnist' | 'list' | 'tfds'
+      kind="fashion_mnist",  # 'fashion_mnist' | 'list' | 'inat_json' | 'tfds'
       data_dir="",  # IDX directory, or the TFDS data_dir
       num_classes=0,  # 0: taken from the training split
       # kind = 'list': list files (`relative/path label` per line) relative to list_dir, images under image_root.
       list_dir="", image_root="", train_list="", val_list="", test_list="",
+      # kind = 'inat_json': iNaturalist's official JSON files (train2018.json, ...) relative to list_dir,
+      # their file_name entries relative to image_root.
+      train_json="", val_json="", test_json="",
       # kind = 'tfds'
       tfds_name="", train_split="train", val_split="", test_split="test",
       # Long-tailed subset of the training split: n_i = int(n_max * IR^(-i/(C-1))); 0 = keep as is.
@@ -23,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
       class_order_seed=ml_collections.FieldReference(None, field_type=int),  # None: class-id order
       seed=0,  # which images form the long-tailed subset and the validation split
       val_per_class=0,  # >0: hold a balanced validation split out of unused training images
+      # Without imbalance_ratio, classes with fewer training images than this give none to validation.
+      val_min_class_size=0,
       many_threshold=100, few_threshold=20,  # Many > 100 >= Medium >= 20 > Few training images
       image_size=224,
       train_transform="random_resized_crop",  # | 'pad_crop_flip'

@@ -3,6 +3,7 @@
 Kinds (config key data.kind):
 - 'fashion_mnist': IDX files (Debian's dataset-fashion-mnist, a directory, or TFDS as a fallback);
 - 'list': ImageNet-LT / Places-LT / iNaturalist list files over an image root;
+- 'inat_json': iNaturalist's official JSON files (train2018.json, val2018.json) over an image root;
 - 'tfds': a dataset a user prepared with TFDS (array_record), read with tfds.data_source.
 With data.imbalance_ratio > 0 the training split is made long-tailed with the exponential profile
 (CIFAR-LT protocol), and where no validation split is given, a balanced one is held out of the
@@ -36,24 +37,25 @@ def _raw_splits(data: ml_collections.ConfigDict):
   if data.kind == "fashion_mnist":
     return (sources.fashion_mnist("train", data.data_dir or None), None,
             sources.fashion_mnist("test", data.data_dir or None))
-  if data.kind == "list":
-    def read(key):
-      path = data[key]
+  if data.kind in ("list", "inat_json"):
+    suffix, source = ("list", sources.ListFileSource) if data.kind == "list" else ("json", sources.INatJsonSource)
+    def read(split):
+      path = data[f"{split}_{suffix}"]
       if not path:
         return None
       if not os.path.isabs(path) and data.list_dir:
         path = os.path.join(data.list_dir, path)
-      return sources.ListFileSource(path, data.image_root, data.num_classes or None)
-    if not data.train_list or not data.test_list:
-      raise ConfigError("config keys data.train_list and data.test_list must name list files "
-                        "when data.kind = 'list'")
-    return read("train_list"), read("val_list"), read("test_list")
+      return source(path, data.image_root, data.num_classes or None)
+    if not data[f"train_{suffix}"] or not data[f"test_{suffix}"]:
+      raise ConfigError(f"config keys data.train_{suffix} and data.test_{suffix} must name {suffix} files "
+                        f"when data.kind = {data.kind!r}")
+    return read("train"), read("val"), read("test")
   if data.kind == "tfds":
     def read(split):
       return sources.TfdsSource(data.tfds_name, split, data.data_dir or None) if split else None
     return read(data.train_split), read(data.val_split), read(data.test_split)
   raise ConfigError(f"config key data.kind: unknown kind {data.kind!r} "
-                    "(expected 'fashion_mnist', 'list' or 'tfds')")
+                    "(expected 'fashion_mnist', 'list', 'inat_json' or 'tfds')")
 
 
 def build_splits(data: ml_collections.ConfigDict) -> Splits:
@@ -76,7 +78,11 @@ def build_splits(data: ml_collections.ConfigDict) -> Splits:
       val = longtail.Subset(train, longtail.balanced_holdout(train.labels, data.val_per_class, indices, seed))
     train = longtail.Subset(train, indices)
   elif val is None and data.val_per_class:
-    held = longtail.balanced_holdout(train.labels, data.val_per_class, None, seed)
+    # val_per_class images of every class with at least val_min_class_size images (iNaturalist: the
+    # classes of 2 images keep both for training).
+    full_counts = sources.class_counts(train.labels, num_classes)
+    wanted = np.where(full_counts >= data.val_min_class_size, data.val_per_class, 0)
+    held = longtail.longtail_indices(train.labels, wanted, seed=seed)
     val = longtail.Subset(train, held)
     train = longtail.Subset(train, np.setdiff1d(np.arange(len(train)), held))
   counts = sources.class_counts(train.labels, num_classes)

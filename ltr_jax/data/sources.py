@@ -1,8 +1,9 @@
 """Record sources: random access to (image, label) records, labels known without decoding images.
 
-Three kinds of storage, one interface (`Source`):
+Four kinds of storage, one interface (`Source`):
 - `ListFileSource`: an image folder plus a list file of `relative/path label` lines (ImageNet-LT,
   Places-LT, iNaturalist as distributed with OLTR / the reference code).
+- `INatJsonSource`: an image folder plus iNaturalist's official COCO-style JSON (train2018.json, ...).
 - `IdxSource`: MNIST / Fashion-MNIST IDX files (the offline quickstart).
 - `TfdsSource`: a TFDS array_record dataset through `tfds.data_source` (TFDS catalog datasets and those
   written by `ltr_jax.data.convert`).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 from typing import Protocol
 
@@ -133,6 +135,73 @@ class ListFileSource:
   def __getitem__(self, index: int) -> np.ndarray:
     what = f"{self.image_path(index)} (listed at {self.where(index)})"
     return decode_image(self.read_bytes(index), 3, what)
+
+
+def _json_entries(content, key: str, fields: tuple[str, ...], json_file: str) -> list[tuple]:
+  """The `fields` of every object in the top-level list content[key]; DataError names what is missing."""
+  if not isinstance(content, dict) or not isinstance(content.get(key), list):
+    raise DataError(f"{json_file}: no top-level list {key!r} (expected iNaturalist's COCO-style JSON)")
+  rows = []
+  for i, entry in enumerate(content[key]):
+    missing = [field for field in fields if not isinstance(entry, dict) or field not in entry]
+    if missing:
+      raise DataError(f"{json_file}: {key}[{i}] has no {' or '.join(map(repr, missing))}")
+    rows.append(tuple(entry[field] for field in fields))
+  return rows
+
+
+class INatJsonSource(ListFileSource):
+  """Images listed by iNaturalist's official JSON, decoded lazily with Pillow to RGB as by ListFileSource.
+
+  The COCO-style format of train2018.json / val2018.json: {"images": [{"id", "file_name", ...}],
+  "annotations": [{"image_id", "category_id", ...}], "categories": [...]}, file names relative to
+  `image_root`. Records follow the order of "images"; a label is the category_id of the image's annotation, read
+  without decoding any image. `num_classes` defaults to the number of "categories" (8142 in iNaturalist
+  2018), or the largest label + 1 where the file has none; every label must lie in [0, num_classes).
+  """
+
+  def __init__(self, json_file: str, image_root: str, num_classes: int | None = None):
+    # Sets what ListFileSource's __init__ sets, from the JSON instead of a list file.
+    self.list_file = json_file
+    self.image_root = image_root
+    try:
+      with open(json_file, encoding="utf-8") as f:
+        content = json.load(f)
+    except OSError as e:
+      raise DataError(f"{json_file}: cannot read JSON file ({e.strerror})") from e
+    except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError
+      raise DataError(f"{json_file}: not a JSON file ({e})") from e
+    images = _json_entries(content, "images", ("id", "file_name"), json_file)
+    annotations = _json_entries(content, "annotations", ("image_id", "category_id"), json_file)
+    if not images:
+      raise DataError(f"{json_file}: no images")
+    image_ids = {image_id for image_id, _ in images}
+    label_of = {}
+    for i, (image_id, category) in enumerate(annotations):
+      if image_id not in image_ids:
+        raise DataError(f"{json_file}: annotations[{i}] names image id {image_id!r}, which is not in 'images'")
+      if not isinstance(category, int) or isinstance(category, bool):
+        raise DataError(f"{json_file}: annotations[{i}] has category_id {category!r}, not an integer")
+      if label_of.setdefault(image_id, category) != category:
+        raise DataError(f"{json_file}: image id {image_id!r} is annotated with categories "
+                        f"{label_of[image_id]} and {category}")
+    unlabelled = [image_id for image_id, _ in images if image_id not in label_of]
+    if unlabelled:
+      raise DataError(f"{json_file}: {len(unlabelled)} image(s) without annotation, e.g. image id "
+                      f"{unlabelled[0]!r}")
+    self._image_ids = [image_id for image_id, _ in images]
+    self.paths = [file_name for _, file_name in images]
+    self.labels = np.array([label_of[image_id] for image_id in self._image_ids], dtype=np.int64)
+    categories = content.get("categories") or []
+    self.num_classes = num_classes or len(categories) or int(self.labels.max()) + 1
+    outside = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
+    if outside.size:
+      raise DataError(f"{json_file}: image id {self._image_ids[outside[0]]!r} has category_id "
+                      f"{self.labels[outside[0]]} outside [0, {self.num_classes})")
+
+  def where(self, index: int) -> str:
+    """The JSON file and image id of record `index`."""
+    return f"{self.list_file}, image id {self._image_ids[index]!r}"
 
 
 def _read_idx(path: str, magic: int) -> np.ndarray:

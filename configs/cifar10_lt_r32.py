@@ -1,0 +1,31 @@
+"""CIFAR-10-LT with ResNet-32 (the LDAM protocol of Cao et al. 2019; not in the paper, which reports none).
+
+Data: TFDS cifar10 (data.kind='tfds'; `tfds build cifar10` once, or ltr_jax.data.convert), made long-tailed
+with the exponential profile n_i = int(n_max * IR^(-i/9)), IR 100 (50 or 10 with
+--config.data.imbalance_ratio=50 / =10); the balanced 10,000-image test split for results.
+Validation (to choose tau; never the test split): 500 images per class held out of the training images the
+long-tailed subset leaves unused. The head class of the LDAM profile (n_max 5000) uses all 5000 of its
+images, so the profile here starts at n_max 4500: every class gives 10% of its images to validation, and
+the training set is 0.9x the LDAM one (4500..45 images per class at IR 100 instead of 5000..50).
+Stage 1: 200 epochs, 5 warm-up epochs, instance-balanced, batch 128, SGD momentum 0.9, lr 0.1 (0.2 per 256)
+cosine to 0 (LDAM: steps at epochs 160 and 180), weight decay 2e-4; pad 4 + random crop 32 + flip; the
+CIFAR mean/std of the LDAM code. Stage 2: cRT 10 epochs, lr 0.1, batch 128; LWS 5 epochs, lr 0.1.
+Losses of the LDAM paper as overrides: --config.train.loss=ldam_drw (DRW at epoch 160), =cb_focal, =focal.
+"""
+from configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.data.update(dict(
+      name="cifar10_lt", kind="tfds", tfds_name="cifar10", train_split="train", test_split="test",
+      imbalance_ratio=100.0, n_max=4500, val_per_class=500, image_size=32, train_transform="pad_crop_flip",
+      eval_transform="identity", color_jitter=0.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
+  c.model.name = "resnet32"
+  c.train.update(dict(sampling="instance", epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4,
+                      warmup_epochs=5.0, drw_epoch=160.0))
+  c.stage2.update(dict(batch_size=1000))
+  c.stage2.crt.update(dict(epochs=10, batch_size=128, lr=0.1, weight_decay=2e-4))
+  c.stage2.lws.update(dict(epochs=5, batch_size=128, lr=0.1))
+  c.stage2.finetune.update(dict(epochs=10, batch_size=128, base_lr=0.2, weight_decay=2e-4))
+  return c

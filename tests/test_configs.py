@@ -1,0 +1,237 @@
+"""Every experiment config runs end to end on a tiny dataset in its own format, and the iNaturalist JSON
+adapter reads the official format and rejects malformed files with one message.
+
+Each config in configs/ (except base.py) is built, pointed at a synthetic dataset written here in the format
+the config reads (OLTR list files + JPEGs for ImageNet-LT / Places-LT, iNaturalist JSON + JPEGs, a TFDS
+array_record dataset written by ltr_jax.data.convert for CIFAR, Debian's Fashion-MNIST for the quickstart),
+shrunk (32x32 images, 4 classes, batch 8, 2 stage-1 steps, 1 epoch of cRT / LWS), and run through stage 1
+and stage 2. Everything else (model family, transforms, sampling, stage-2 methods, trainable part,
+init_from) is the config's own. The models too, except those in SMALLER_MODEL: one real step of those takes
+too long on 2 CPU cores (XLA compile time, measured: see SMALLER_MODEL), so they run as the nearest
+architecture that does not.
+"""
+import glob
+import importlib
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltr_jax import checkpoints, decouple, train
+from ltr_jax.data import convert, datasets
+from ltr_jax.data.sources import INatJsonSource, ListFileSource
+from ltr_jax.errors import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if os.path.basename(path) not in ("__init__.py", "base.py"))
+
+# config -> model run here instead (stage 1 + stage 2 wall time with the real model, 2 CPU cores):
+SMALLER_MODEL = {}
+
+NUM_CLASSES = 4
+TRAIN_COUNTS = (8, 5, 3, 2)  # 18 images: 2 steps of batch 8 (an epoch drops its last partial batch)
+
+
+def _write_jpegs(root, names, seed, size=None):
+  """Random RGB JPEGs at root/name, size x size, or of varied sizes around 24 x 26."""
+  rng = np.random.default_rng(seed)
+  for i, name in enumerate(names):
+    os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
+    pixels = rng.integers(0, 256, (size or 20 + i % 7, size or 24 + i % 5, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(os.path.join(root, name), quality=90)
+
+
+def _split_files(split, counts):
+  """(relative image paths, labels) of a split with counts[c] images of class c."""
+  labels = [c for c, n in enumerate(counts) for _ in range(n)]
+  return [f"{split}/n{label:04d}/{split}_{i}.JPEG" for i, label in enumerate(labels)], labels
+
+
+def _list_dataset(tmp, names):
+  """OLTR list files (`relative/path label`) named `names` (train, val, test) over tiny JPEGs."""
+  for split, name, counts in zip(("train", "val", "test"), names, (TRAIN_COUNTS, (2,) * 4, (2,) * 4)):
+    paths, labels = _split_files(split, counts)
+    _write_jpegs(os.path.join(tmp, "images"), paths, seed=len(split))
+    with open(os.path.join(tmp, name), "w") as f:
+      f.writelines(f"{path} {label}\n" for path, label in zip(paths, labels))
+  return dict(list_dir=str(tmp), image_root=os.path.join(tmp, "images"))
+
+
+def _inat_json(path, paths, labels, num_classes=NUM_CLASSES):
+  """The official iNaturalist 2018 layout: images, annotations (ids unrelated to positions), categories."""
+  content = {
+      "info": {"year": 2018}, "licenses": [],
+      "images": [{"id": 1000 + 7 * i, "file_name": p, "width": 24, "height": 20, "license": 0}
+                 for i, p in enumerate(paths)],
+      "annotations": [{"id": i, "image_id": 1000 + 7 * i, "category_id": label}
+                      for i, label in reversed(list(enumerate(labels)))],
+      "categories": [{"id": c, "name": f"species {c}", "supercategory": "Plantae"} for c in range(num_classes)],
+  }
+  with open(path, "w") as f:
+    json.dump(content, f)
+
+
+def _inat_dataset(tmp):
+  """train2018.json / val2018.json over JPEGs under train_val2018/, as distributed."""
+  for name, counts in (("train2018.json", TRAIN_COUNTS), ("val2018.json", (2,) * NUM_CLASSES)):
+    paths, labels = _split_files("train_val2018/Plantae", counts)
+    paths = [p.replace(".JPEG", f"_{name[:-5]}.jpg") for p in paths]
+    _write_jpegs(os.path.join(tmp, "inat"), paths, seed=len(name))
+    _inat_json(os.path.join(tmp, name), paths, labels)
+  return dict(list_dir=str(tmp), image_root=os.path.join(tmp, "inat"))
+
+
+def _tfds_dataset(tmp, name):
+  """A TFDS array_record dataset `name` of 32 x 32 images (train: 12 per class, test: 2) written by convert."""
+  splits = {}
+  for split, counts in (("train", (12,) * NUM_CLASSES), ("test", (2,) * NUM_CLASSES)):
+    paths, labels = _split_files(split, counts)
+    _write_jpegs(os.path.join(tmp, "images"), paths, seed=len(split), size=32)
+    with open(os.path.join(tmp, f"{split}.txt"), "w") as f:
+      f.writelines(f"{path} {label}\n" for path, label in zip(paths, labels))
+    splits[split] = ListFileSource(os.path.join(tmp, f"{split}.txt"), os.path.join(tmp, "images"))
+  convert.convert(splits, name, os.path.join(tmp, "tfds"))
+  return dict(tfds_name=name, data_dir=os.path.join(tmp, "tfds"))
+
+
+def _tiny_data(config, tmp):
+  """Points config.data at a synthetic dataset in the config's format; keeps the rest of config.data."""
+  data = config.data
+  if data.kind == "list":
+    data.update(_list_dataset(tmp, (data.train_list, data.val_list, data.test_list)))
+    data.num_classes = NUM_CLASSES
+  elif data.kind == "inat_json":
+    data.update(_inat_dataset(tmp))
+    data.num_classes = NUM_CLASSES
+  elif data.kind == "tfds":
+    # Profile 8, 5, 3, 2 (IR 4) of the 12 images per class; validation from the 4 or more left unused.
+    data.update(_tfds_dataset(tmp, f"tiny_{data.tfds_name}"))
+    data.update(dict(n_max=8, imbalance_ratio=4.0, val_per_class=2))
+  else:  # the quickstart's real Fashion-MNIST, 18 training images: 4, 3, 2, 2, 2, 1, 1, 1, 1, 1
+    assert data.kind == "fashion_mnist"
+    data.update(dict(n_max=4, imbalance_ratio=4.0, val_per_class=2))
+  if data.kind != "fashion_mnist":  # 8 to 18 images per split; Fashion-MNIST's test split has 10,000
+    config.stage2.batch_size = 8
+
+
+def _shrink(config, name):
+  config.data.update(dict(image_size=min(config.data.image_size, 32), resize=36))
+  config.model.name = SMALLER_MODEL.get(name, config.model.name)
+  config.train.update(dict(epochs=1, batch_size=8, warmup_epochs=0.0, log_every_steps=1))
+  config.stage2.crt.update(dict(epochs=1, batch_size=8))
+  config.stage2.lws.update(dict(epochs=1, batch_size=8))
+
+
+def _init_checkpoint(config, directory):
+  """A backbone checkpoint as `import_torch --no_head` writes one (another class count: the head is new)."""
+  model = train.build_model(config, 7)
+  image_shape = (config.data.image_size, config.data.image_size, 3)
+  state = train.create_train_state(model, train.make_optimizer(config.train, 1), image_shape, seed=123)
+  manager = checkpoints.Manager(directory)
+  manager.save(0, state, checkpoints.model_meta(config, 7))
+  manager.wait()
+  return state
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_runs_both_stages(name, tmp_path):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  methods = tuple(config.stage2.methods)
+  _tiny_data(config, str(tmp_path / "data"))
+  _shrink(config, name)
+  init = None
+  if config.train.init_from:
+    config.train.init_from = str(tmp_path / "init")
+    init = _init_checkpoint(config, config.train.init_from)
+  workdir = str(tmp_path / "workdir")
+
+  state = train.train_and_evaluate(config, workdir)
+  results = decouple.run(config, workdir)
+
+  with open(os.path.join(workdir, "results.json")) as f:
+    on_disk = json.load(f)
+  assert set(on_disk["methods"]) == set(methods) == set(results["methods"])
+  assert int(state.step) == sum(on_disk["class_counts"]) // 8 >= 1  # one epoch
+  present = set(on_disk["groups"])
+  for method, entry in on_disk["methods"].items():
+    for group in ("all", "many", "medium", "few"):
+      if group == "all" or group in present:
+        assert 0.0 <= entry[group] <= 100.0, (method, group, entry[group])
+  if init is not None:  # train.trainable = 'last_block': only stage4 (and the new head) moved
+    assert config.train.trainable == "last_block"
+    last = f"stage{max(int(k[5:]) for k in state.params['backbone'] if k.startswith('stage'))}"
+    for tree in ("params", "batch_stats"):
+      trained, initial = getattr(state, tree)["backbone"], getattr(init, tree)["backbone"]
+      assert trained.keys() == initial.keys()
+      for part in trained:
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained[part]),
+                                                        jax.tree.leaves(initial[part])))
+        assert same == (part != last), (tree, part)
+
+
+def test_inat_validation_skips_the_smallest_classes(tmp_path):
+  """data.val_min_class_size=3: the class of 2 images keeps both for training and has no validation image."""
+  config = importlib.import_module("configs.inat_r50").get_config()
+  config.data.update(dict(_inat_dataset(str(tmp_path)), num_classes=NUM_CLASSES))
+  splits = datasets.build_splits(config.data)
+  np.testing.assert_array_equal(splits.class_counts, np.array(TRAIN_COUNTS) - [1, 1, 1, 0])
+  np.testing.assert_array_equal(np.bincount(splits.val.labels, minlength=NUM_CLASSES), [1, 1, 1, 0])
+  assert len(splits.test) == 2 * NUM_CLASSES
+  config.data.val_min_class_size = 0  # every class then gives one: the class of 2 keeps 1
+  np.testing.assert_array_equal(datasets.build_splits(config.data).class_counts, np.array(TRAIN_COUNTS) - 1)
+
+
+def test_inat_json_source_reads_the_official_format(tmp_path):
+  root = str(tmp_path / "images")
+  paths, labels = ["a/x.jpg", "b/y z.jpg", "a/w.jpg"], [2, 0, 2]
+  _write_jpegs(root, paths, seed=0)
+  _inat_json(str(tmp_path / "train2018.json"), paths, labels, num_classes=5)
+  source = INatJsonSource(str(tmp_path / "train2018.json"), root)
+  assert source.paths == paths and len(source) == 3 and source.num_classes == 5
+  np.testing.assert_array_equal(source.labels, labels)
+  reference = np.asarray(Image.open(os.path.join(root, paths[1])).convert("RGB"))
+  np.testing.assert_array_equal(source[1], reference)
+  assert INatJsonSource(str(tmp_path / "train2018.json"), root, num_classes=3).num_classes == 3
+  os.remove(os.path.join(root, paths[2]))
+  with pytest.raises(DataError, match=r"a/w\.jpg: cannot read image .*train2018\.json, image id 1014"):
+    source[2]
+
+
+def _malformed(tmp_path, content):
+  path = tmp_path / "bad.json"
+  path.write_text(content if isinstance(content, str) else json.dumps(content))
+  return str(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", r"bad\.json: not a JSON file"),
+    ({"images": []}, r"bad\.json: no top-level list 'annotations'"),
+    ({"images": [{"id": 1}], "annotations": []}, r"bad\.json: images\[0\] has no 'file_name'"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1}]},
+     r"bad\.json: annotations\[0\] has no 'category_id'"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+      "annotations": [{"image_id": 1, "category_id": 0}]},
+     r"bad\.json: 1 image\(s\) without annotation, e\.g\. image id 2"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 9, "category_id": 0}]},
+     r"bad\.json: annotations\[0\] names image id 9, which is not in 'images'"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": "0"}]},
+     r"bad\.json: annotations\[0\] has category_id '0', not an integer"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 0},
+                                                                  {"image_id": 1, "category_id": 1}]},
+     r"bad\.json: image id 1 is annotated with categories 0 and 1"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 3}],
+      "categories": [{"id": 0}, {"id": 1}]},
+     r"bad\.json: image id 1 has category_id 3 outside \[0, 2\)"),
+])
+def test_malformed_inat_json(tmp_path, content, message):
+  with pytest.raises(DataError, match=message):
+    INatJsonSource(_malformed(tmp_path, content), str(tmp_path))
+
+
+def test_missing_inat_json(tmp_path):
+  with pytest.raises(DataError, match=r"train2018\.json: cannot read JSON file"):
+    INatJsonSource(str(tmp_path / "train2018.json"), str(tmp_path))
