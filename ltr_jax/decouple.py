@@ -119,7 +119,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise ConfigError(f"config key stage2.methods: unknown method(s) {unknown} (expected some of {METHODS})")
   splits = datasets.build_splits(config.data)
   image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
-  model, state = train.restore_stage1(config, workdir, splits.num_classes, image_shape)
+  model, state = train.restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes,
+                                      image_shape)
   feats = extract_features(model, state, splits, config, workdir)
   W = np.asarray(state.params["head"]["kernel"], np.float32)
   b = np.asarray(state.params["head"]["bias"], np.float32)

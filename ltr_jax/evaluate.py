@@ -29,15 +29,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None 
     raise CheckpointError(f"--checkpoint={directory}: no such directory")
   manager = checkpoints.Manager(directory, read_only=True)
   meta = manager.check_meta(checkpoints.model_meta(config, splits.num_classes))
-  model = train.build_model(config, splits.num_classes)
   image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
-  full = train.create_train_state(model, train.make_optimizer(config.train, 1), image_shape, config.seed)
   mesh = parallel.data_mesh()
-  template = full if meta["stage"] == "stage1" else {"params": full.params, "batch_stats": full.batch_stats}
-  state = manager.restore(jax.device_put(template, parallel.replicated(mesh)))
-  params, batch_stats = (state.params, state.batch_stats) if meta["stage"] == "stage1" else \
-      (state["params"], state["batch_stats"])
-  evaluated = train.TrainState(step=full.step, params=params, batch_stats=batch_stats, opt_state=None)
+  if meta["stage"] == "stage1":
+    model, evaluated = train.restore_stage1(config, directory, splits.num_classes, image_shape)
+  elif meta["stage"] == "stage2":
+    model = train.build_model(config, splits.num_classes)
+    full = train.create_train_state(model, train.make_optimizer(config.train, 1), image_shape, config.seed)
+    template = {"params": full.params, "batch_stats": full.batch_stats}
+    state = manager.restore(jax.device_put(template, parallel.replicated(mesh)))
+    evaluated = full.replace(params=state["params"], batch_stats=state["batch_stats"])
+  else:
+    raise CheckpointError(f"{directory} holds a {meta['stage']} checkpoint: --mode=decouple reports it; "
+                          "--mode=evaluate takes stage-1 (workdir/checkpoints) or stage-2 (workdir/stage2) ones")
   name = meta.get("method", "joint")
   result = {"checkpoint": directory, "stage": meta["stage"], "method": name,
             "test": train.evaluate_split(model, evaluated, splits.test, splits, config, mesh, desc="test")}

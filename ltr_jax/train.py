@@ -203,17 +203,19 @@ FINETUNE_VARIANTS = {
 }
 
 
-def restore_stage1(config: ml_collections.ConfigDict, workdir: str, num_classes: int,
+def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classes: int,
                    image_shape: tuple[int, ...]) -> tuple[LTRModel, TrainState]:
-  """(model, state) of the latest stage-1 checkpoint in the workdir, checked against the config."""
+  """(model, state) of the latest stage-1 checkpoint in `directory`, checked against the config."""
   model = build_model(config, num_classes)
-  directory = os.path.join(workdir, "checkpoints")
   manager = checkpoints.Manager(directory, read_only=True) if os.path.isdir(directory) else None
   if manager is None or manager.latest_step() is None:
     raise CheckpointError(f"no stage-1 checkpoint in {directory}: run --mode=train (or --mode=all) "
                           "with this --workdir first")
   template = create_train_state(model, make_optimizer(config.train, 1), image_shape, config.seed)
-  template = jax.device_put(template, parallel.replicated(parallel.data_mesh()))
+  tx, _ = _restrict(make_optimizer(config.train, 1), template.params, template.batch_stats,
+                    _trainable_part(config), model)
+  template = jax.device_put(template.replace(opt_state=tx.init(template.params)),
+                            parallel.replicated(parallel.data_mesh()))
   return model, manager.restore(template, expected_meta=checkpoints.model_meta(config, num_classes))
 
 
@@ -244,6 +246,21 @@ def _trainable_masks(params: Any, batch_stats: Any, part: str, model: LTRModel) 
                "head": jax.tree.map(lambda _: True, params["head"])}
   stats = False if part == "none" else {"backbone": backbone_mask(batch_stats["backbone"])}
   return trainable, stats
+
+
+def _trainable_part(config: ml_collections.ConfigDict) -> str:
+  if config.train.trainable not in _TRAINABLE:
+    raise ConfigError(f"config key train.trainable: {config.train.trainable!r} is not one of {sorted(_TRAINABLE)}")
+  return _TRAINABLE[config.train.trainable]
+
+
+def _restrict(tx: optax.GradientTransformation, params: Any, batch_stats: Any, part: str,
+              model: LTRModel) -> tuple[optax.GradientTransformation, Any]:
+  """(tx updating only the trainable part, stats_mask for make_train_step)."""
+  if part == "all":
+    return tx, True
+  trainable, stats_mask = _trainable_masks(params, batch_stats, part, model)
+  return optax.multi_transform({True: tx, False: optax.set_to_zero()}, trainable), stats_mask
 
 
 def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape: tuple[int, ...]):
@@ -287,21 +304,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, finetune
   image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
   fresh = create_train_state(model, tx, image_shape, config.seed)
   params, batch_stats = fresh.params, fresh.batch_stats
-  part = _TRAINABLE.get(config.train.trainable)
-  if part is None:
-    raise ConfigError(f"config key train.trainable: {config.train.trainable!r} is not one of {sorted(_TRAINABLE)}")
+  part = _trainable_part(config)
   if finetune:
     part, reinit_head, _ = FINETUNE_VARIANTS[finetune]
-    _, stage1 = restore_stage1(config, workdir, splits.num_classes, image_shape)
+    _, stage1 = restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes, image_shape)
     params = {**stage1.params, "head": fresh.params["head"] if reinit_head else stage1.params["head"]}
     batch_stats = stage1.batch_stats
   elif config.train.init_from:
     backbone, batch_stats = load_backbone(config, config.train.init_from, image_shape)
     params = {**params, "backbone": backbone}
-  stats_mask = True
-  if part != "all":
-    trainable, stats_mask = _trainable_masks(params, batch_stats, part, model)
-    tx = optax.multi_transform({True: tx, False: optax.set_to_zero()}, trainable)
+  tx, stats_mask = _restrict(tx, params, batch_stats, part, model)
   fresh = TrainState(step=fresh.step, params=params, batch_stats=batch_stats, opt_state=tx.init(params))
 
   manager = checkpoints.Manager(os.path.join(run_dir, "checkpoints"), train_config.max_checkpoints)

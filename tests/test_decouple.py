@@ -64,7 +64,7 @@ def test_features_are_cached_per_checkpoint(stage2):
   config, workdir, _ = stage2
   splits = datasets.build_splits(config.data)
   image_shape = (28, 28, 1)
-  model, state = train.restore_stage1(config, workdir, splits.num_classes, image_shape)
+  model, state = train.restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes, image_shape)
   path = os.path.join(workdir, "features", "test.npy")
   before = os.stat(path).st_mtime_ns
   cached = decouple.extract_features(model, state, splits, config, workdir, ("test",))
@@ -90,7 +90,7 @@ def test_exported_stage2_checkpoint_evaluates_to_the_reported_accuracy(stage2):
 def test_finetune_variants_train_only_their_part(stage2):
   config, workdir, _ = stage2
   splits = datasets.build_splits(config.data)
-  _, stage1 = train.restore_stage1(config, workdir, splits.num_classes, (28, 28, 1))
+  _, stage1 = train.restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes, (28, 28, 1))
   last = train.train_and_evaluate(config, workdir, finetune="last_block_classifier")
   for stage in ("stem_conv", "stem_bn", "stage1", "stage2"):
     frozen = lambda s: (s.params["backbone"].get(stage), s.batch_stats["backbone"].get(stage))  # noqa: E731
