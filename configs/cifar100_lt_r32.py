@@ -11,20 +11,10 @@ Stage 1 and 2 as configs/cifar10_lt_r32.py: 200 epochs, 5 warm-up epochs, batch 
 cosine, weight decay 2e-4, pad-crop 32 + flip, the LDAM code's mean/std (it uses CIFAR-10's for both);
 cRT 10 epochs, lr 0.1, batch 128; LWS 5 epochs, lr 0.1. Losses: --config.train.loss=ldam_drw etc.
 """
-from configs import base
+from configs import cifar10_lt_r32
 
 
 def get_config():
-  c = base.get_config()
-  c.data.update(dict(
-      name="cifar100_lt", kind="tfds", tfds_name="cifar100", train_split="train", test_split="test",
-      imbalance_ratio=100.0, n_max=450, val_per_class=50, image_size=32, train_transform="pad_crop_flip",
-      eval_transform="identity", color_jitter=0.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
-  c.model.name = "resnet32"
-  c.train.update(dict(sampling="instance", epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4,
-                      warmup_epochs=5.0, drw_epoch=160.0))
-  c.stage2.update(dict(batch_size=1000))
-  c.stage2.crt.update(dict(epochs=10, batch_size=128, lr=0.1, weight_decay=2e-4))
-  c.stage2.lws.update(dict(epochs=5, batch_size=128, lr=0.1))
-  c.stage2.finetune.update(dict(epochs=10, batch_size=128, base_lr=0.2, weight_decay=2e-4))
+  c = cifar10_lt_r32.get_config()
+  c.data.update(dict(name="cifar100_lt", tfds_name="cifar100", n_max=450, val_per_class=50))
   return c
