@@ -25,11 +25,17 @@ METHODS = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
 TAU_METHODS = ("tau_norm", "logit_adjust")
 
 
-def _fingerprint(state, config: ml_collections.ConfigDict, split: str, num_samples: int) -> str:
-  """Identifies a feature cache: the exact backbone weights and BN statistics, the data and transform."""
+def _backbone_digest(state):
+  """A hash of the exact backbone weights and BN statistics (computed once per extraction)."""
   digest = hashlib.sha1()
   for leaf in jax.tree.leaves((state.params["backbone"], state.batch_stats)):
     digest.update(np.asarray(leaf).tobytes())
+  return digest
+
+
+def _fingerprint(backbone, config: ml_collections.ConfigDict, split: str, num_samples: int) -> str:
+  """Identifies a feature cache: the backbone digest, the data and transform, the split."""
+  digest = backbone.copy()
   digest.update(json.dumps([split, num_samples, config.data.to_dict()], sort_keys=True,
                            default=str).encode())
   return digest.hexdigest()
@@ -44,12 +50,13 @@ def extract_features(model, state, splits: datasets.Splits, config: ml_collectio
   cache_dir = os.path.join(workdir, "features")
   os.makedirs(cache_dir, exist_ok=True)
   features = {}
+  backbone = _backbone_digest(state)
   for split in split_names:
     source = getattr(splits, split)
     if source is None:
       continue
     path = os.path.join(cache_dir, f"{split}.npy")
-    key = _fingerprint(state, config, split, len(source))
+    key = _fingerprint(backbone, config, split, len(source))
     key_path = path + ".fingerprint"
     if os.path.exists(path) and os.path.exists(key_path) and open(key_path).read() == key:
       features[split] = np.load(path)
