@@ -5,6 +5,13 @@ Every key exists here, so a misspelt override (--config.train.lr_base=...) is an
 import ml_collections
 
 
+def _recipe(label: str, frozen: tuple[str, ...], reinit_head: bool = False,
+            lr_scale: float = 1.0) -> ml_collections.ConfigDict:
+  """A stage-2 recipe through the backbone (ltr_jax.finetune): its report label, frozen patterns, whether the
+  stage-1 head is replaced by a new one, and its learning rate as a multiple of stage2.finetune.base_lr."""
+  return ml_collections.ConfigDict(dict(label=label, frozen=frozen, reinit_head=reinit_head, lr_scale=lr_scale))
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # initialisation, sampling and augmentation (the data subset has its own: data.seed)
@@ -51,7 +58,13 @@ def get_config() -> ml_collections.ConfigDict:
       momentum=0.9, nesterov=False,
       weight_decay=5e-4,
       warmup_epochs=0.0,
-      trainable="all",  # | 'last_block': train only the last stage of the backbone and the head (Places-LT)
+      # Parameter-path patterns (regular expressions over paths like 'backbone/stage1/block0/conv1/kernel', see
+      # ltr_jax.masks): `frozen` parameters and BatchNorm statistics stay as initialised, and their BatchNorm
+      # layers run in inference mode; lr_mults: (pattern, multiplier) pairs, the first match sets a
+      # parameter's learning rate to multiplier x the schedule. '{last_stage}' is the backbone's last stage.
+      # E.g. the last block and the head only: frozen=("backbone/(?!{last_stage}/).*",).
+      frozen=(),
+      lr_mults=(),
       init_from="",  # an Orbax checkpoint directory to start the backbone from (e.g. imported ImageNet weights)
       eval_every_epochs=1,
       checkpoint_every_epochs=1,
@@ -60,17 +73,28 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   c.stage2 = ml_collections.ConfigDict(dict(
+      # Names of ltr_jax.decouple.METHODS (on cached features) and of stage2.finetune.recipes (through the
+      # frozen backbone, on augmented images).
       methods=("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"),
       batch_size=512,  # feature extraction
       ncm_metric="euclidean",  # 'euclidean' | 'cosine'
       taus=tuple(i / 10 for i in range(21)),  # tau sweep for tau-norm and logit adjustment
       crt=ml_collections.ConfigDict(dict(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4)),
       lws=ml_collections.ConfigDict(dict(epochs=5, batch_size=512, lr=0.2, weight_decay=0.0)),
-      # Table 1 (fine-tuning through the backbone with class-balanced sampling and augmentation), each a
-      # name of ltr_jax.train.FINETUNE_VARIANTS: crt_augmented (the reference cRT recipe), classifier,
-      # last_block_classifier, backbone_classifier, backbone_classifier_0.1lr. base_lr is per 256 images.
-      finetune=ml_collections.ConfigDict(dict(variants=(), epochs=10, batch_size=512, base_lr=0.1,
-                                              weight_decay=5e-4)),
+      # Training through the backbone on augmented images with class-balanced sampling (ltr_jax.finetune):
+      # a shared schedule (base_lr per 256 images) and the recipes, each a method name for stage2.methods.
+      finetune=ml_collections.ConfigDict(dict(
+          epochs=10, batch_size=512, base_lr=0.1, weight_decay=5e-4,
+          recipes=ml_collections.ConfigDict(dict(
+              # The reference cRT recipe: a new head on the frozen backbone, stage-1 augmentation.
+              crt_augmented=_recipe("cRT (reference recipe)", ("backbone/.*",), reinit_head=True),
+              # Table 1 of the paper: fine-tune the stage-1 model, with the part named frozen.
+              classifier=_recipe("C", ("backbone/.*",)),
+              last_block_classifier=_recipe("LB+C", ("backbone/(?!{last_stage}/).*",)),
+              backbone_classifier=_recipe("B+C", ()),
+              backbone_classifier_tenth_lr=_recipe("B+C (0.1× lr)", (), lr_scale=0.1),
+          )),
+      )),
   ))
 
   c.distributed = ml_collections.ConfigDict(dict(

@@ -12,7 +12,7 @@ Paper (top-1 %, Many / Medium / Few / All):
   tau-norm 59.1 / 46.9 / 30.7 / 49.4; LWS 60.2 / 47.2 / 30.3 / 49.9.
 Joint with another stage-1 sampling (Table 5, All): --config.train.sampling=class 45.1, =sqrt 46.8,
 =progressive 47.2.
-Table 1 (All): --config.stage2.finetune.variants="('backbone_classifier','backbone_classifier_0.1lr',
+Table 1 (All): --config.stage2.methods="('backbone_classifier','backbone_classifier_tenth_lr',
 'last_block_classifier','classifier')" gives B+C 46.3, B+C (0.1x lr) 48.8, LB+C 48.9, C 49.5.
 """
 from configs import base

@@ -28,7 +28,7 @@ def get_config():
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
   c.model.name = "resnet152"
   c.train.update(dict(sampling="instance", epochs=30, batch_size=256, base_lr=0.1, weight_decay=5e-4,
-                      trainable="last_block", init_from="pretrained/resnet152_imagenet/checkpoints"))
+                      frozen=("backbone/(?!{last_stage}/).*",), init_from="pretrained/resnet152_imagenet/checkpoints"))
   c.stage2.update(dict(batch_size=256))
   c.stage2.crt.update(dict(epochs=10, batch_size=256, lr=0.1, weight_decay=5e-4))
   c.stage2.lws.update(dict(epochs=5, batch_size=256, lr=0.1))

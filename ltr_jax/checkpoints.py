@@ -1,10 +1,15 @@
-"""Orbax checkpoints: one step directory holds the state pytree and a JSON 'meta' item.
+"""Orbax checkpoints with three items, and loading a model out of them.
 
-meta = {model, num_classes, stage, step, data_position, config}: enough to refuse a checkpoint of
-another architecture or class count before touching the arrays, and to rebuild the model for
-evaluation. The data-iterator position is the global step (the pipeline is a pure function of it).
-Saves are atomic (Orbax writes a temporary directory and renames it), so a crash mid-save never
-corrupts the checkpoints already there.
+A step directory holds the items
+- `model`: {params, batch_stats}, everything needed to run the network;
+- `opt_state`: the optimizer state (absent from imported and stage-2 checkpoints);
+- `meta`: JSON {model, num_classes, stage, step, data_position, config, ...}: enough to refuse a checkpoint of
+  another architecture or class count before touching the arrays. The data-iterator position is the global step
+  (the pipeline is a pure function of it).
+Readers that only run the network (stage 2, --mode=evaluate, train.init_from) restore `model` alone, from
+abstract shapes (jax.eval_shape: no initialisation runs, no optimizer is built); resuming restores all three.
+Saves are atomic (Orbax writes a temporary directory and renames it), so a crash mid-save never corrupts the
+checkpoints already there.
 """
 from __future__ import annotations
 
@@ -14,13 +19,31 @@ from typing import Any
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
+from ltr_jax import models, parallel
 from ltr_jax.errors import CheckpointError
+from ltr_jax.models import LTRModel
+
+Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 
 
 def model_meta(config: ml_collections.ConfigDict, num_classes: int, stage: str = "stage1") -> dict[str, Any]:
   return {"model": config.model.name, "num_classes": int(num_classes), "stage": stage,
           "config": config.to_json()}
+
+
+def abstract_variables(model: LTRModel, image_shape: tuple[int, ...], mesh: Mesh) -> Variables:
+  """Shapes, dtypes and (replicated) shardings of the model's variables, without initialising anything."""
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                          jax.ShapeDtypeStruct((1, *image_shape), model.dtype))
+  return replicated_like({"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}, mesh)
+
+
+def replicated_like(abstract: Any, mesh: Mesh) -> Any:
+  """`abstract` (a pytree of shapes) with every leaf replicated over `mesh`: the target of a restore."""
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
 
 
 class Manager:
@@ -35,14 +58,25 @@ class Manager:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def read_meta(self, step: int | None = None) -> dict[str, Any]:
+  def _step(self, step: int | None) -> int:
+    """`step` (default: the latest), checked to be a checkpoint in this format."""
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
+    where = os.path.join(self.directory, str(step))
+    if not os.path.isdir(os.path.join(where, "model")):
+      if os.path.isdir(os.path.join(where, "state")):
+        raise CheckpointError(f"{where} is a single-item checkpoint of an older ltr_jax (one 'state' item, no "
+                              "'model' item), which this version does not read: rerun its stage or re-import it")
+      raise CheckpointError(f"{where} has no 'model' item: not an ltr_jax checkpoint")
+    return step
+
+  def read_meta(self, step: int | None = None) -> dict[str, Any]:
+    step = self._step(step)
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def check_meta(self, expected: dict[str, Any], step: int | None = None) -> dict[str, Any]:
-    """Raises CheckpointError unless the checkpoint's model and class count are `expected`'s."""
+    """The meta; CheckpointError unless its model and class count are `expected`'s."""
     found = self.read_meta(step)
     for key in ("model", "num_classes"):
       if found.get(key) != expected[key]:
@@ -53,28 +87,78 @@ class Manager:
             "--workdir, or the config that made this checkpoint")
     return found
 
-  def restore(self, template: Any, step: int | None = None, expected_meta: dict | None = None) -> Any:
-    """The state at `step` (default latest), with the shardings and structure of `template`."""
-    step = self._manager.latest_step() if step is None else step
-    if expected_meta is not None:
-      self.check_meta(expected_meta, step)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  def has_opt_state(self, step: int | None = None) -> bool:
+    return os.path.isdir(os.path.join(self.directory, str(self._step(step)), "opt_state"))
+
+  def _restore(self, step: int, **items: Any) -> dict[str, Any]:
     try:
-      return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+      return self._manager.restore(step, args=ocp.args.Composite(
+          **{name: ocp.args.StandardRestore(abstract) for name, abstract in items.items()}))
     except (ValueError, KeyError) as e:
       raise CheckpointError(f"the checkpoint at {self.directory}/{step} does not match this model's "
                             f"parameters: {str(e).splitlines()[0]}") from e
 
-  def restore_latest(self, template: Any, expected_meta: dict) -> Any | None:
-    """Resumes from the latest checkpoint if there is one; None in an empty directory."""
+  def restore_model(self, abstract: Variables, step: int | None = None,
+                    expected_meta: dict | None = None) -> Variables:
+    """The `model` item at `step` (default latest), with the shapes and shardings of `abstract`."""
+    step = self._step(step)
+    if expected_meta is not None:
+      self.check_meta(expected_meta, step)
+    return self._restore(step, model=abstract)["model"]
+
+  def restore_training(self, abstract: Variables, abstract_opt_state: Any, expected_meta: dict
+                       ) -> tuple[Variables, Any, dict[str, Any]] | None:
+    """(model, opt_state, meta) of the latest checkpoint, to resume; None in an empty directory.
+
+    A checkpoint without optimizer state (imported weights) gives opt_state None: training starts from it.
+    """
     if self._manager.latest_step() is None:
       return None
-    return self.restore(template, None, expected_meta)
+    step = self._step(None)
+    meta = self.check_meta(expected_meta, step)
+    if not self.has_opt_state(step):
+      return self._restore(step, model=abstract)["model"], None, meta
+    restored = self._restore(step, model=abstract, opt_state=abstract_opt_state)
+    return restored["model"], restored["opt_state"], meta
 
-  def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({**meta, "step": step,
-                                                                    "data_position": step})))
+  def save(self, step: int, variables: Variables, meta: dict[str, Any], opt_state: Any = None) -> None:
+    items = {"model": ocp.args.StandardSave(variables),
+             "meta": ocp.args.JsonSave({**meta, "step": step, "data_position": step})}
+    if opt_state is not None:
+      items["opt_state"] = ocp.args.StandardSave(opt_state)
+    self._manager.save(step, args=ocp.args.Composite(**items))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+
+
+def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classes: int,
+                   image_shape: tuple[int, ...], mesh: Mesh) -> tuple[LTRModel, Variables]:
+  """(model, variables) of the latest stage-1 checkpoint in `directory`, checked against the config."""
+  if not os.path.isdir(directory) or Manager(directory, read_only=True).latest_step() is None:
+    raise CheckpointError(f"no stage-1 checkpoint in {directory}: run --mode=train (or --mode=all) "
+                          "with this --workdir first")
+  model = models.from_config(config.model, num_classes)
+  variables = Manager(directory, read_only=True).restore_model(
+      abstract_variables(model, image_shape, mesh), expected_meta=model_meta(config, num_classes))
+  return model, variables
+
+
+def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape: tuple[int, ...],
+                  mesh: Mesh) -> Variables:
+  """{params: {backbone}, batch_stats} of the checkpoint in `directory` (config key train.init_from).
+
+  E.g. ImageNet-pretrained weights imported with ltr_jax.import_torch, for Places-LT. The head is not
+  loaded: the checkpoint may have another class count.
+  """
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"config key train.init_from: {directory} is not a directory")
+  manager = Manager(directory, read_only=True)
+  meta = manager.read_meta()
+  if meta["model"] != config.model.name:
+    raise CheckpointError(f"config key train.init_from: {directory} holds model {meta['model']!r}, but "
+                          f"config key model.name is {config.model.name!r}")
+  model = models.from_config(config.model, meta["num_classes"])
+  variables = manager.restore_model(abstract_variables(model, image_shape, mesh))
+  return {"params": {"backbone": variables["params"]["backbone"]}, "batch_stats": variables["batch_stats"]}
+

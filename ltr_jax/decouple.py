@@ -1,34 +1,75 @@
 """Stage 2: freeze the representation, re-balance the classifier, evaluate every method side by side.
 
 Features of the train / validation / test splits are extracted once (BatchNorm in inference mode, no
-augmentation) and cached in the workdir; NCM, cRT, tau-normalisation, LWS and post-hoc logit
-adjustment then run on the cache. Every choice (tau) is made on the validation split; the test split
-is evaluated once per method. The best linear classifier on validation is exported with the backbone
-as a stage-2 checkpoint that --mode=evaluate and the notebooks load.
+augmentation) and cached in the workdir. Each method of `METHODS` is one function from those features and the
+stage-1 (joint) head to a `Head`; the recipes of stage2.finetune train through the backbone instead
+(ltr_jax.finetune). Every choice (tau) is made on the validation split; the test split is evaluated once per
+method. The best linear classifier on validation is exported with the backbone as a stage-2 checkpoint that
+--mode=evaluate and the notebooks load.
+
+Adding a classifier: write `def my_method(features: Features, joint: Head, config) -> Head`, add one line to
+`METHODS` (its name and report label), and test it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
-from ltr_jax import checkpoints, classifiers, metrics, parallel, rebalance, report, train
+from ltr_jax import checkpoints, classifiers, evaluate, finetune, metrics, parallel, rebalance, report
+from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
-from ltr_jax.errors import ConfigError, DataError
-
-METHODS = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
-TAU_METHODS = ("tau_norm", "logit_adjust")
+from ltr_jax.errors import DataError
+from ltr_jax.models import LTRModel
 
 
-def _backbone_digest(state):
+@dataclasses.dataclass(frozen=True)
+class Head:
+  """A classifier over features z: logits = t(z) @ kernel + bias.
+
+  t(z) = z, or, with `center` set (NCM's feature transform), (z - center) / ||z - center||. `extras` holds what
+  the method chose (e.g. tau and its validation / test curves), reported beside its accuracy.
+  """
+  kernel: np.ndarray  # [d, C]
+  bias: np.ndarray  # [C]
+  center: np.ndarray | None = None  # [d]
+  extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def logits(self, z: np.ndarray) -> np.ndarray:
+    if self.center is not None:
+      z = np.asarray(classifiers._normalize_rows(z, self.center))  # TODO public
+    return z @ self.kernel + self.bias
+
+  def predict(self, z: np.ndarray) -> np.ndarray:
+    return self.logits(z).argmax(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+  """What every method sees: the cached features of each split, with the splits' labels and class counts."""
+  splits: datasets.Splits
+  train: np.ndarray
+  val: np.ndarray | None
+  test: np.ndarray
+
+  def labels(self, split: str) -> np.ndarray:
+    return getattr(self.splits, split).labels
+
+
+Method = Callable[[Features, Head, ml_collections.ConfigDict], Head]
+
+
+def _backbone_digest(variables: Variables):
   """A hash of the exact backbone weights and BN statistics (computed once per extraction)."""
   digest = hashlib.sha1()
-  for leaf in jax.tree.leaves((state.params["backbone"], state.batch_stats)):
+  for leaf in jax.tree.leaves((variables["params"]["backbone"], variables["batch_stats"])):
     digest.update(np.asarray(leaf).tobytes())
   return digest
 
@@ -41,16 +82,15 @@ def _fingerprint(backbone, config: ml_collections.ConfigDict, split: str, num_sa
   return digest.hexdigest()
 
 
-def extract_features(model, state, splits: datasets.Splits, config: ml_collections.ConfigDict,
-                     workdir: str, split_names: tuple[str, ...] = ("train", "val", "test")) -> dict[str, np.ndarray]:
-  """{split: features [N, d]} of the splits that exist, from the cache when the checkpoint is the same."""
-  mesh = parallel.data_mesh()
-  parallel.check_batch_size(config.stage2.batch_size, "stage2.batch_size")
-  predict = train.make_predict(model, config.data, mesh)
-  cache_dir = os.path.join(workdir, "features")
+def extract_features(model: LTRModel, variables: Variables, splits: datasets.Splits, config: ml_collections.ConfigDict,
+                     run_dir: str, mesh: Mesh, split_names: tuple[str, ...] = ("train", "val", "test")
+                     ) -> dict[str, np.ndarray]:
+  """{split: features [N, d]} of the splits that exist, from run_dir/features when the backbone is the same."""
+  predict = evaluate.make_predict(model, config.data, mesh)
+  cache_dir = os.path.join(run_dir, "features")
   os.makedirs(cache_dir, exist_ok=True)
   features = {}
-  backbone = _backbone_digest(state)
+  backbone = _backbone_digest(variables)
   for split in split_names:
     source = getattr(splits, split)
     if source is None:
@@ -61,8 +101,7 @@ def extract_features(model, state, splits: datasets.Splits, config: ml_collectio
     if os.path.exists(path) and os.path.exists(key_path) and open(key_path).read() == key:
       features[split] = np.load(path)
       continue
-    _, features[split] = train.run_inference(predict, state.params, state.batch_stats, source, config,
-                                             mesh, config.stage2.batch_size, f"features {split}")
+    _, features[split] = evaluate.run_inference(predict, variables, source, config, mesh, f"features {split}")
     if jax.process_index() == 0:
       np.save(path, features[split])
       with open(key_path, "w") as f:
@@ -75,109 +114,154 @@ def _groups_of(predictions: np.ndarray, labels: np.ndarray, splits: datasets.Spl
   return metrics.group_accuracy(per_class, splits.groups)
 
 
-def _tau_curve(predictions_per_tau: np.ndarray, labels: np.ndarray, splits: datasets.Splits) -> list[dict]:
-  return [_groups_of(p, labels, splits) for p in predictions_per_tau]
+def select_tau(features: Features, sweep: Callable[[np.ndarray], np.ndarray],
+               config: ml_collections.ConfigDict) -> tuple[float, dict[str, Any]]:
+  """The tau of config key stage2.taus with the best validation All (first on ties), never chosen on test.
+
+  sweep(z) gives the predictions [T, N] of every tau for features z. Returns (tau, extras for the Head: the
+  chosen tau and the whole validation and test curves).
+  """
+  if features.val is None:
+    raise DataError("tau is selected on the validation split, and this dataset has none: set config key "
+                    "data.val_list / data.val_split / data.val_per_class, or drop the tau methods from "
+                    "stage2.methods")
+  curves = {split: [_groups_of(p, features.labels(split), features.splits) for p in np.asarray(sweep(z))]
+            for split, z in (("val", features.val), ("test", features.test))}
+  tau = float(config.stage2.taus[int(np.argmax([c["all"] for c in curves["val"]]))])
+  return tau, {"tau": tau, "tau_curve": {"taus": list(map(float, config.stage2.taus)), **curves}}
 
 
-def _linear_heads(methods, feats, splits, W, b, config) -> dict[str, Any]:
-  """The linear head (kernel, bias) of each linear method, and the tau curves of the tau methods."""
-  s2 = config.stage2
-  taus = np.asarray(s2.taus, np.float32)
-  val = splits.val
-  prior = splits.class_counts / splits.class_counts.sum()
-  heads, curves = {}, {}
-  if "joint" in methods:
-    heads["joint"] = (W, b)
-  if "crt" in methods:
-    heads["crt"] = rebalance.train_crt(feats["train"], splits.train.labels, splits.num_classes,
-                                       epochs=s2.crt.epochs, batch_size=s2.crt.batch_size, lr=s2.crt.lr,
-                                       weight_decay=s2.crt.weight_decay, seed=config.seed)
-  if "lws" in methods:
-    scales = np.asarray(rebalance.train_lws(feats["train"], splits.train.labels, W, b, splits.num_classes,
-                                            epochs=s2.lws.epochs, batch_size=s2.lws.batch_size, lr=s2.lws.lr,
-                                            weight_decay=s2.lws.weight_decay, seed=config.seed))
-    heads["lws"] = (W * scales[None, :], b * scales)
-  if any(m in methods for m in TAU_METHODS) and (val is None or len(val) == 0):
-    raise DataError(f"tau for {', '.join(m for m in TAU_METHODS if m in methods)} is selected on the "
-                    "validation split, and this dataset has none: set config key data.val_list / "
-                    "data.val_split / data.val_per_class, or drop those methods from stage2.methods")
-  if "tau_norm" in methods:
-    val_preds = np.asarray(classifiers.tau_sweep_predictions(feats["val"], W, taus))
-    test_preds = np.asarray(classifiers.tau_sweep_predictions(feats["test"], W, taus))
-    curves["tau_norm"] = (_tau_curve(val_preds, val.labels, splits), _tau_curve(test_preds, splits.test.labels, splits))
-    tau = float(s2.taus[int(np.argmax([c["all"] for c in curves["tau_norm"][0]]))])
-    heads["tau_norm"] = (np.asarray(classifiers.tau_normalize(W, tau)), np.zeros_like(b), tau)
-  if "logit_adjust" in methods:
-    def sweep(z, labels):
-      logits = z @ W + b
-      return _tau_curve(np.stack([np.asarray(classifiers.logit_adjust(logits, prior, t)).argmax(-1)
-                                  for t in taus]), labels, splits)
-    curves["logit_adjust"] = (sweep(feats["val"], val.labels), sweep(feats["test"], splits.test.labels))
-    tau = float(s2.taus[int(np.argmax([c["all"] for c in curves["logit_adjust"][0]]))])
-    heads["logit_adjust"] = (W, b - tau * np.log(prior).astype(np.float32), tau)
-  return heads, curves
+def joint(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
+  """The stage-1 classifier as it is."""
+  return head
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def ncm(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
+  """Nearest class mean (cl2n): argmin_j ||x - c_j||^2 (euclidean) or argmax_j cos(x, c_j) (cosine), x the
+  centred, L2-normalised feature. Both are linear in x: -||x - c_j||^2 = 2 x.c_j - ||c_j||^2 - ||x||^2, and
+  ||x||^2 is the same for every class (so also the softmax of the head equals that of the distances)."""
+  centroids, mean = (np.asarray(a) for a in classifiers.ncm_centroids(
+      features.train, features.labels("train"), features.splits.num_classes))
+  if config.stage2.ncm_metric == "cosine":
+    kernel = (centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)).T
+    bias = np.zeros(len(centroids), np.float32)
+  else:
+    kernel, bias = 2.0 * centroids.T, -np.sum(centroids * centroids, axis=1)
+  return Head(kernel, bias, center=mean, extras={"metric": config.stage2.ncm_metric})
+
+
+def crt(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
+  """Classifier re-training on the cached (un-augmented) features, class-balanced sampling."""
+  s2 = config.stage2.crt
+  kernel, bias = rebalance.train_crt(features.train, features.labels("train"), features.splits.num_classes,
+                                     epochs=s2.epochs, batch_size=s2.batch_size, lr=s2.lr,
+                                     weight_decay=s2.weight_decay, seed=config.seed)
+  return Head(np.asarray(kernel), np.asarray(bias))
+
+
+def tau_norm(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
+  """w_j / ||w_j||^tau, bias dropped, tau chosen on validation."""
+  tau, extras = select_tau(
+      features, lambda z: classifiers.tau_sweep_predictions(z, head.kernel, config.stage2.taus), config)
+  return Head(np.asarray(classifiers.tau_normalize(head.kernel, tau)), np.zeros_like(head.bias), extras=extras)
+
+
+def lws(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
+  """Learnable weight scaling: s_j (w_j z + b_j), only s trained, class-balanced sampling."""
+  s2 = config.stage2.lws
+  scales = np.asarray(rebalance.train_lws(features.train, features.labels("train"), head.kernel, head.bias,
+                                          features.splits.num_classes, epochs=s2.epochs, batch_size=s2.batch_size,
+                                          lr=s2.lr, weight_decay=s2.weight_decay, seed=config.seed))
+  return Head(head.kernel * scales[None, :], head.bias * scales)
+
+
+def logit_adjust(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
+  """Post-hoc logit adjustment (Menon et al. 2021): logits - tau log prior_j, tau chosen on validation."""
+  counts = features.splits.class_counts
+  log_prior = np.log(counts / counts.sum()).astype(np.float32)
+
+  def sweep(z):
+    logits = z @ head.kernel + head.bias
+    return np.stack([np.asarray(classifiers.logit_adjust(logits, np.exp(log_prior), t)).argmax(-1)
+                     for t in config.stage2.taus])
+
+  tau, extras = select_tau(features, sweep, config)
+  return Head(head.kernel, head.bias - tau * log_prior, extras=extras)
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+  fn: Method
+  label: str  # in reports
+  needs_val: bool = False  # chooses a hyper-parameter on the validation split
+
+
+METHODS: dict[str, MethodSpec] = {
+    "joint": MethodSpec(joint, "Joint"),
+    "ncm": MethodSpec(ncm, "NCM"),
+    "crt": MethodSpec(crt, "cRT"),
+    "tau_norm": MethodSpec(tau_norm, "τ-norm", needs_val=True),
+    "lws": MethodSpec(lws, "LWS"),
+    "logit_adjust": MethodSpec(logit_adjust, "Logit adj.", needs_val=True),
+}
+
+
+def _entry(label: str, head: Head, feats: dict[str, np.ndarray], splits: datasets.Splits) -> dict[str, Any]:
+  """A method's results: label, test All / Many / Medium / Few, per-class test accuracy, validation groups."""
+  test = head.predict(feats["test"])
+  entry = {"label": label, **{k: v for k, v in head.extras.items() if k != "tau_curve"},
+           **_groups_of(test, splits.test.labels, splits),
+           "per_class": metrics.per_class_accuracy(test, splits.test.labels, splits.num_classes).tolist()}
+  if feats.get("val") is not None:
+    entry["val"] = _groups_of(head.predict(feats["val"]), splits.val.labels, splits)
+  return entry
+
+
+def _export(name: str, head: Head, variables: Variables, config: ml_collections.ConfigDict,
+            splits: datasets.Splits, workdir: str, mesh: Mesh, step: int) -> None:
+  """Writes the stage-1 backbone with `head` as the stage-2 checkpoint (every process takes part)."""
+  params = jax.device_put({"kernel": head.kernel.astype(np.float32), "bias": head.bias.astype(np.float32)},
+                          parallel.replicated(mesh))
+  manager = checkpoints.Manager(os.path.join(workdir, "stage2"), max_to_keep=1)
+  manager.save(step, {"params": {**variables["params"], "head": params}, "batch_stats": variables["batch_stats"]},
+               {**checkpoints.model_meta(config, splits.num_classes, "stage2"), "method": name})
+  manager.wait()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None) -> dict[str, Any]:
   """Stage 2 on the workdir's stage-1 checkpoint; writes results.json, results.md, plots, a checkpoint."""
-  methods = tuple(config.stage2.methods)
-  unknown = [m for m in methods if m not in METHODS]
-  if unknown:
-    raise ConfigError(f"config key stage2.methods: unknown method(s) {unknown} (expected some of {METHODS})")
+  mesh = mesh or parallel.data_mesh()
   splits = datasets.build_splits(config.data)
-  image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
-  model, state = train.restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes,
-                                      image_shape)
-  feats = extract_features(model, state, splits, config, workdir)
-  W = np.asarray(state.params["head"]["kernel"], np.float32)
-  b = np.asarray(state.params["head"]["bias"], np.float32)
-  heads, curves = _linear_heads(methods, feats, splits, W, b, config)
-
-  # method -> (predictions on each evaluated split, extra report fields)
-  predictions: dict[str, tuple[dict[str, np.ndarray], dict]] = {}
-  evaluated = [split for split in ("val", "test") if split in feats]
-  for method in methods:
-    if method == "ncm":
-      centroids, mean = classifiers.ncm_centroids(feats["train"], splits.train.labels, splits.num_classes)
-      predictions[method] = ({split: np.asarray(classifiers.ncm_logits(
-          feats[split], centroids, mean, config.stage2.ncm_metric)).argmax(-1) for split in evaluated},
-                             {"metric": config.stage2.ncm_metric})
-    else:
-      kernel, bias = heads[method][:2]
-      predictions[method] = ({split: (feats[split] @ kernel + bias).argmax(-1) for split in evaluated},
-                             {"tau": heads[method][2]} if len(heads[method]) > 2 else {})
-  for variant in config.stage2.finetune.variants:  # Table 1: fine-tuning through the backbone
-    tuned = train.train_and_evaluate(config, workdir, finetune=variant)
-    tuned_feats = extract_features(model, tuned, splits, config, os.path.join(workdir, "finetune", variant),
-                                   evaluated)
-    kernel, bias = (np.asarray(tuned.params["head"][k], np.float32) for k in ("kernel", "bias"))
-    predictions[f"finetune_{variant}"] = ({split: (tuned_feats[split] @ kernel + bias).argmax(-1)
-                                           for split in evaluated}, {})
+  stage1_dir = os.path.join(workdir, "checkpoints")
+  model, variables = checkpoints.restore_stage1(config, stage1_dir, splits.num_classes, splits.image_shape, mesh)
+  feats = extract_features(model, variables, splits, config, workdir, mesh)
+  features = Features(splits, feats["train"], feats.get("val"), feats["test"])
+  joint_head = Head(*(np.asarray(variables["params"]["head"][k], np.float32) for k in ("kernel", "bias")))
 
   results: dict[str, Any] = {"dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
-                             "groups": splits.groups.tolist()}
-  for method, (preds, extra) in predictions.items():
-    entry = {**extra, **_groups_of(preds["test"], splits.test.labels, splits)}
-    entry["per_class"] = metrics.per_class_accuracy(preds["test"], splits.test.labels, splits.num_classes).tolist()
-    if "val" in preds:
-      entry["val"] = _groups_of(preds["val"], splits.val.labels, splits)
-    results["methods"][method] = entry
-  val_all = {m: results["methods"][m]["val"]["all"] for m in heads if "val" in results["methods"][m]}
-  results["tau_curves"] = {m: {"taus": list(map(float, config.stage2.taus)), "val": v, "test": t}
-                           for m, (v, t) in curves.items()}
-  results["weight_norms"] = {m: np.linalg.norm(heads[m][0], axis=0).tolist()
-                             for m in ("joint", "crt", "tau_norm", "lws") if m in heads}
+                             "groups": splits.groups.tolist(), "weight_norms": {}}
+  heads: dict[str, Head] = {}
+  for name in config.stage2.methods:
+    if name in METHODS:
+      head = heads[name] = METHODS[name].fn(features, joint_head, config)
+      results["methods"][name] = _entry(METHODS[name].label, head, feats, splits)
+    else:  # a recipe through the backbone
+      tuned_model, tuned = finetune.run(config, workdir, name, variables, splits, mesh)
+      tuned_feats = extract_features(tuned_model, tuned, splits, config, os.path.join(workdir, "finetune", name),
+                                     mesh, ("val", "test"))
+      tuned_head = Head(*(np.asarray(tuned["params"]["head"][k], np.float32) for k in ("kernel", "bias")))
+      results["methods"][name] = _entry(config.stage2.finetune.recipes[name].label, tuned_head, tuned_feats, splits)
+  results["tau_curves"] = {name: head.extras["tau_curve"] for name, head in heads.items() if "tau_curve" in head.extras}
+  for name, head in heads.items():  # Fig. 2 (left): the norms of the linear heads that differ from joint's
+    if head.center is None and (name == "joint" or not np.array_equal(head.kernel, joint_head.kernel)):
+      results["weight_norms"][name] = np.linalg.norm(head.kernel, axis=0).tolist()
 
-  export = max(val_all, key=val_all.get) if val_all else next((m for m in methods if m in heads), None)
-  if export is not None:  # every process takes part in an Orbax save
-    kernel, bias = heads[export][:2]
-    head = jax.device_put({"kernel": np.asarray(kernel, np.float32), "bias": np.asarray(bias, np.float32)},
-                          parallel.replicated(parallel.data_mesh()))
-    stage2_state = {"params": {**state.params, "head": head}, "batch_stats": state.batch_stats}
-    manager = checkpoints.Manager(os.path.join(workdir, "stage2"), max_to_keep=1)
-    manager.save(int(state.step), stage2_state, {**checkpoints.model_meta(config, splits.num_classes, "stage2"),
-                                                 "method": export})
-    manager.wait()
+  linear = {name: head for name, head in heads.items() if head.center is None}
+  val_all = {name: results["methods"][name]["val"]["all"] for name in linear if "val" in results["methods"][name]}
+  export = max(val_all, key=val_all.get) if val_all else next(iter(linear), None)
+  if export is not None:
+    step = checkpoints.Manager(stage1_dir, read_only=True).latest_step()
+    _export(export, linear[export], variables, config, splits, workdir, mesh, step)
     results["exported_method"] = export
   if jax.process_index() == 0:
     results["files"] = report.write(results, workdir, config)

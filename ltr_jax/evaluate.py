@@ -1,15 +1,71 @@
-"""--mode=evaluate: top-1 All / Many / Medium / Few of any stage-1 or stage-2 checkpoint on the test split."""
+"""Inference over a split, and --mode=evaluate: top-1 All / Many / Medium / Few of any checkpoint on test.
+
+Inference is jitted and data-parallel like training (BatchNorm in inference mode, no augmentation). Every
+sample carries its index through the gather of the sharded outputs, so rows land at their sample's position
+whatever order the mesh lists the devices of several processes in.
+"""
 from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 import jax
 import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
 
-from ltr_jax import checkpoints, parallel, report, train
-from ltr_jax.data import datasets
+from ltr_jax import checkpoints, metrics, models, parallel, report
+from ltr_jax.checkpoints import Variables
+from ltr_jax.data import datasets, pipeline, transforms
+from ltr_jax.data.sources import Source
 from ltr_jax.errors import CheckpointError
+from ltr_jax.models import LTRModel
+
+Predict = Callable[[Variables, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def make_predict(model: LTRModel, data: ml_collections.ConfigDict, mesh: Mesh) -> Predict:
+  """Jitted (variables, uint8 images) -> (top-1 of the model's head [B], features [B, d]), batch sharded."""
+
+  def predict(variables, images):
+    logits, features = model.apply(variables, models.normalize(images, data.mean, data.std, model.dtype),
+                                   train=False)
+    return metrics.top1_predictions(logits), features
+
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(predict, in_shardings=(rep, shard), out_shardings=(shard, shard))
+
+
+def run_inference(predict: Predict, variables: Variables, source: Source, config: ml_collections.ConfigDict,
+                  mesh: Mesh, desc: str) -> tuple[np.ndarray, np.ndarray]:
+  """(top-1 predictions [N], features [N, d]) of every sample of `source`, in order, on every host."""
+  batch_size = config.stage2.batch_size
+  transform = transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
+  batches = pipeline.eval_batches(source, transform, global_batch=batch_size, process_index=jax.process_index(),
+                                  process_count=jax.process_count(), num_workers=config.data.num_workers)
+  predictions, features = None, None
+  total = -(-len(source) // batch_size)
+  for batch in tqdm(batches, total=total, desc=desc, leave=False, disable=jax.process_index() != 0):
+    sharded = parallel.global_batch({"image": batch["image"], "index": batch["index"]}, mesh)
+    top1, z = predict(variables, sharded["image"])
+    top1, z, index = parallel.to_host((top1, z, sharded["index"]))
+    real = index < len(source)  # padding of the last batch
+    if features is None:
+      predictions = np.zeros(len(source), np.int32)
+      features = np.zeros((len(source), z.shape[-1]), np.float32)
+    predictions[index[real]] = top1[real]
+    features[index[real]] = z[real]
+  return predictions, features
+
+
+def evaluate_split(predict: Predict, variables: Variables, source: Source, splits: datasets.Splits,
+                   config: ml_collections.ConfigDict, mesh: Mesh, desc: str = "eval") -> dict[str, float | None]:
+  """Top-1 All / Many / Medium / Few (percent) of the model's own head on `source`."""
+  predictions, _ = run_inference(predict, variables, source, config, mesh, desc)
+  per_class = metrics.per_class_accuracy(predictions, source.labels, splits.num_classes)
+  return metrics.group_accuracy(per_class, splits.groups)
 
 
 def _default_checkpoint(workdir: str) -> str:
@@ -21,32 +77,24 @@ def _default_checkpoint(workdir: str) -> str:
                         "to evaluate: pass --checkpoint=DIR or run --mode=train first")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | None = None) -> dict:
-  """Evaluates the checkpoint in `checkpoint` (default: the workdir's latest) and writes evaluate.json."""
+def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, checkpoint: str | None = None) -> dict:
+  """Evaluates the checkpoint in `checkpoint` (default: the workdir's latest) and writes evaluate.json.
+
+  Any ltr_jax checkpoint: stage 1, stage 2 (the exported classifier), a fine-tuning run, imported weights.
+  """
   splits = datasets.build_splits(config.data)
   directory = checkpoint or _default_checkpoint(workdir)
   if not os.path.isdir(directory):
     raise CheckpointError(f"--checkpoint={directory}: no such directory")
   manager = checkpoints.Manager(directory, read_only=True)
   meta = manager.check_meta(checkpoints.model_meta(config, splits.num_classes))
-  image_shape = (config.data.image_size, config.data.image_size, splits.train[0].shape[-1])
-  mesh = parallel.data_mesh()
-  if meta["stage"] == "stage1":
-    model, evaluated = train.restore_stage1(config, directory, splits.num_classes, image_shape)
-  elif meta["stage"] == "stage2":
-    model = train.build_model(config, splits.num_classes)
-    full = train.create_train_state(model, train.make_optimizer(config.train, 1), image_shape, config.seed)
-    template = {"params": full.params, "batch_stats": full.batch_stats}
-    state = manager.restore(jax.device_put(template, parallel.replicated(mesh)))
-    evaluated = full.replace(params=state["params"], batch_stats=state["batch_stats"])
-  else:
-    raise CheckpointError(f"{directory} holds a {meta['stage']} checkpoint: --mode=decouple reports it; "
-                          "--mode=evaluate takes stage-1 (workdir/checkpoints) or stage-2 (workdir/stage2) ones")
+  model = models.from_config(config.model, splits.num_classes)
+  variables = manager.restore_model(checkpoints.abstract_variables(model, splits.image_shape, mesh))
   name = meta.get("method", "joint")
-  result = {"checkpoint": directory, "stage": meta["stage"], "method": name,
-            "test": train.evaluate_split(model, evaluated, splits.test, splits, config, mesh, desc="test")}
+  test = evaluate_split(make_predict(model, config.data, mesh), variables, splits.test, splits, config, mesh, "test")
+  result = {"checkpoint": directory, "stage": meta["stage"], "method": name, "test": test}
   if jax.process_index() == 0:
-    print(report.markdown_table({"dataset": splits.name, "methods": {name: result["test"]}}))
+    print(report.markdown_table({"dataset": splits.name, "methods": {name: test}}))
     with open(os.path.join(workdir, "evaluate.json"), "w") as f:
       json.dump(result, f, indent=2)
   return result

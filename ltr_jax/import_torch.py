@@ -3,8 +3,9 @@
 python -m ltr_jax.import_torch --config=configs/X.py --checkpoint=PATH --workdir=DIR
     [--kind=reference|torchvision] [--no_head] [--allow_pickle]
 
-writes `DIR/checkpoints` as a stage-1 checkpoint (step 0, fresh optimizer state) that --mode=decouple and
---mode=evaluate of ltr_jax.main then use. The key mapping is the one documented in models/resnet.py.
+writes `DIR/checkpoints` as a stage-1 checkpoint (step 0, the `model` and `meta` items, no optimizer state)
+that --mode=decouple, --mode=evaluate and train.init_from then use (--mode=train starts from it with a fresh
+optimizer). The key mapping is the one documented in models/resnet.py.
 - kind='reference': a final_model_checkpoint.pth of facebookresearch/classifier-balancing, a dict whose
   'state_dict_best' (else 'state_dict') holds {'feat_model': ..., 'classifier': ...} with DataParallel's
   'module.' prefixes; the backbone uses torchvision names, the DotProduct classifier is `fc`.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from typing import Any, Mapping
 
 import jax
@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ltr_jax import checkpoints, train
-from ltr_jax.errors import CheckpointError, ConfigError, LtrError
-from ltr_jax.models.resnet import LTRModel
+from ltr_jax import checkpoints, models
+from ltr_jax.errors import CheckpointError, ConfigError
+from ltr_jax.models import LTRModel
 
 # (collection, Flax leaf name) -> torch tensor name.
 _LEAF_NAMES = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
@@ -177,8 +177,8 @@ def import_checkpoint(path: str, config: ml_collections.ConfigDict, workdir: str
                       head: bool = True, allow_pickle: bool = False) -> str:
   """Writes the PyTorch checkpoint `path` as the stage-1 checkpoint of `workdir`; returns its directory.
 
-  The state is a fresh TrainState of `config` (step 0, fresh optimizer state, fresh head if not `head`)
-  holding the imported weights; an existing checkpoint there is never overwritten.
+  The checkpoint holds the imported weights (a fresh head if not `head`) and no optimizer state; an existing
+  checkpoint there is never overwritten.
   """
   if kind not in LOADERS:
     raise ConfigError(f"--kind={kind}: not one of {sorted(LOADERS)}")
@@ -187,30 +187,27 @@ def import_checkpoint(path: str, config: ml_collections.ConfigDict, workdir: str
     raise CheckpointError(f"{directory} already holds a checkpoint: import into another --workdir")
   state_dict = LOADERS[kind](path, allow_pickle)
   num_classes = _num_classes(state_dict, config, path, head)
-  model = train.build_model(config, num_classes)
+  model = models.from_config(config.model, num_classes)
   channels = int(state_dict["conv1.weight"].shape[1]) if "conv1.weight" in state_dict else 3
   image_shape = (config.data.image_size, config.data.image_size, channels)
   try:
     variables = torch_state_dict_to_variables(state_dict, model, image_shape, head)
   except CheckpointError as e:
     raise CheckpointError(f"{path} as model {config.model.name!r}: {e}") from e
-  params = variables["params"]
-  if not head:  # a fresh head, initialised alone (no forward pass through the backbone)
-    z = jnp.zeros((1, model.backbone.num_features), jnp.float32)
-    params = {**params, **model.init(jax.random.key(config.seed), z, method=LTRModel.classify)["params"]}
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
-                           opt_state=train.make_optimizer(config.train, 1).init(params))
+  if not head:
+    variables["params"]["head"] = models.init_head(model, config.seed)
   manager = checkpoints.Manager(directory, max_to_keep=config.train.max_checkpoints)
-  manager.save(0, state, {**checkpoints.model_meta(config, num_classes), "imported_from": os.path.abspath(path)})
+  manager.save(0, variables, {**checkpoints.model_meta(config, num_classes), "imported_from": os.path.abspath(path)})
   manager.wait()
   return directory
 
 
 def _define_flags() -> None:
   from absl import flags
-  from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+  from ltr_jax import cli
+
+  cli.define_config_flag()
   flags.DEFINE_string("checkpoint", None, "The PyTorch checkpoint file.")
   flags.DEFINE_string("workdir", None, "Workdir whose checkpoints/ directory receives the stage-1 checkpoint.")
   flags.DEFINE_enum("kind", "reference", sorted(LOADERS), "reference: a classifier-balancing checkpoint; "
@@ -221,19 +218,21 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  from absl import app, flags, logging
+  from absl import app, flags
+
+  from ltr_jax import cli, validate
 
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   FLAGS = flags.FLAGS
-  if not FLAGS["verbosity"].present:  # Orbax logs every save at INFO
-    logging.set_verbosity(logging.ERROR)
-  try:
-    directory = import_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.kind,
-                                  not FLAGS.no_head, FLAGS.allow_pickle)
-  except LtrError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  cli.quiet_logs()
+
+  def work() -> str:
+    validate.validate(FLAGS.config)
+    return import_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.kind, not FLAGS.no_head,
+                             FLAGS.allow_pickle)
+
+  directory = cli.run_or_exit(work)
   print(f"wrote {directory}; now run python -m ltr_jax.main --mode=decouple (or --mode=evaluate) with the "
         f"same --config and --workdir={FLAGS.workdir}")
 
@@ -241,5 +240,7 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   from absl import app
 
+  from ltr_jax import cli
+
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -54,12 +54,6 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch: int, key: str) -> None:
-  if global_batch % jax.device_count():
-    raise ConfigError(f"config key {key} = {global_batch} must be a multiple of the "
-                      f"{jax.device_count()} devices")
-
-
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows -> one global jax.Array per key, sharded over the data axis."""
   sharding = batch_sharded(mesh)

@@ -11,13 +11,16 @@ import numpy as np
 
 from ltr_jax.data.sampling import STRATEGIES, class_probabilities
 
-LABELS = {"joint": "Joint", "ncm": "NCM", "crt": "cRT", "tau_norm": "τ-norm", "lws": "LWS",
-          "logit_adjust": "Logit adj."}
 GROUPS = ("many", "medium", "few", "all")
 
 
 def _cell(value: float | None) -> str:
   return "–" if value is None else f"{value:.1f}"
+
+
+def label(results: dict[str, Any], method: str) -> str:
+  """The report label of `method` (its results entry carries it)."""
+  return results["methods"].get(method, {}).get("label", method)
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -26,7 +29,7 @@ def markdown_table(results: dict[str, Any]) -> str:
            "| Method | Many | Medium | Few | All |", "|---|---:|---:|---:|---:|"]
   for method, r in results["methods"].items():
     note = f" (τ = {r['tau']:g})" if r.get("tau") is not None else ""
-    lines.append(f"| {LABELS.get(method, method)}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) + " |")
+    lines.append(f"| {label(results, method)}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) + " |")
   return "\n".join(lines)
 
 
@@ -34,7 +37,7 @@ def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
   fig = Figure(figsize=(6, 4))
   ax = fig.subplots()
   for method, norms in results["weight_norms"].items():
-    ax.plot(np.asarray(norms)[order], marker=".", label=LABELS[method])
+    ax.plot(np.asarray(norms)[order], marker=".", label=label(results, method))
   ax.set(xlabel="class index (sorted by training images, descending)", ylabel="‖w_j‖",
          title="Classifier weight norms (Fig. 2 left)")
   ax.legend()
@@ -55,7 +58,7 @@ def _plot_tau_curves(results: dict, path: str) -> None:
     chosen = results["methods"].get(method, {}).get("tau")
     if chosen is not None:
       ax.axvline(chosen, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="τ", ylabel="top-1 (%)", title=f"{LABELS[method]}: accuracy vs τ (dotted: validation)")
+    ax.set(xlabel="τ", ylabel="top-1 (%)", title=f"{label(results, method)}: accuracy vs τ (dotted: validation)")
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -65,7 +68,7 @@ def _plot_per_class(results: dict, counts: np.ndarray, path: str) -> None:
   fig = Figure(figsize=(6, 4))
   ax = fig.subplots()
   for method, r in results["methods"].items():
-    ax.plot(counts, r["per_class"], "o", alpha=0.7, label=LABELS.get(method, method))
+    ax.plot(counts, r["per_class"], "o", alpha=0.7, label=r.get("label", method))
   ax.set_xscale("log")
   ax.set(xlabel="training images of the class", ylabel="test accuracy of the class",
          title="Per-class accuracy vs class size")

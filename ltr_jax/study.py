@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from matplotlib.figure import Figure
 import numpy as np
-from ml_collections import config_flags
 
+from ltr_jax import cli
 from ltr_jax.data.sampling import STRATEGIES
-from ltr_jax.errors import LtrError
-from ltr_jax.report import GROUPS, LABELS
+from ltr_jax.report import GROUPS
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+cli.define_config_flag()
 flags.DEFINE_string("workdir", None, "Directory of the study; one sub-directory per run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Run seeds (initialisation, sampling, augmentation).")
 flags.DEFINE_list("strategies", list(STRATEGIES), "Stage-1 sampling strategies.")
@@ -31,11 +29,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list[float]]]]:
-  """{strategy: [results.json of each seed]} -> {strategy: {method: {group: [mean, std]}}}."""
+  """{strategy: [results.json of each seed]} -> {strategy: {method: {'label', group: [mean, std]}}}."""
   table: dict = {}
   for strategy, results in runs.items():
-    for method in results[0]["methods"]:
-      table.setdefault(strategy, {})[method] = {}
+    for method, entry in results[0]["methods"].items():
+      table.setdefault(strategy, {})[method] = {"label": entry.get("label", method)}
       for group in GROUPS:
         values = [r["methods"][method][group] for r in results if r["methods"][method][group] is not None]
         table[strategy][method][group] = [float(np.mean(values)), float(np.std(values))] if values else None
@@ -48,7 +46,7 @@ def markdown(table: dict, num_seeds: int) -> str:
   for strategy, methods in table.items():
     for method, groups in methods.items():
       cells = ["–" if groups[g] is None else f"{groups[g][0]:.1f} ± {groups[g][1]:.1f}" for g in GROUPS]
-      lines.append(f"| {strategy} | {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+      lines.append(f"| {strategy} | {groups['label']} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -67,7 +65,7 @@ def plot(table: dict, path: str) -> None:
       ax.bar(np.arange(len(GROUPS)) + (k - (len(strategies) - 1) / 2) * width, means, width, yerr=stds,
              capsize=2, label=strategy)
     ax.set_xticks(range(len(GROUPS)), [g.capitalize() for g in GROUPS])
-    ax.set_title(LABELS.get(method, method))
+    ax.set_title(table[strategies[0]][method]["label"])
   np.atleast_1d(axes)[0].set_ylabel("top-1 (%)")
   np.atleast_1d(axes)[0].legend(fontsize=7, title="stage-1 sampling", title_fontsize=7)
   fig.tight_layout()
@@ -76,27 +74,33 @@ def plot(table: dict, path: str) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.ERROR)
-  from ltr_jax import decouple, train  # JAX loads only when a study runs
+  cli.quiet_logs()
+  from ltr_jax import decouple, parallel, train, validate  # JAX loads only when a study runs
   start = time.time()
-  runs: dict[str, list[dict]] = {}
-  try:
+
+  def run_all() -> dict[str, list[dict]]:
+    parallel.initialize(FLAGS.config)
+    configs = {}
     for strategy in FLAGS.strategies:
       for seed in map(int, FLAGS.seeds):
         config = FLAGS.config.copy_and_resolve_references()
         config.train.sampling, config.seed = strategy, seed
-        workdir = os.path.join(FLAGS.workdir, strategy, f"seed{seed}")
-        results_path = os.path.join(workdir, "results.json")
-        if not os.path.exists(results_path):
-          print(f"== stage-1 sampling {strategy}, seed {seed}: {workdir}")
-          train.train_and_evaluate(config, workdir)
-          decouple.run(config, workdir)
-        with open(results_path) as f:
-          runs.setdefault(strategy, []).append(json.load(f))
-  except LtrError as e:
-    sys.exit(f"error: {e}")
-  table = summarize(runs)
+        validate.validate(config)  # all of them before the first run
+        configs[strategy, seed] = config
+    mesh = parallel.data_mesh()
+    runs: dict[str, list[dict]] = {}
+    for (strategy, seed), config in configs.items():
+      workdir = os.path.join(FLAGS.workdir, strategy, f"seed{seed}")
+      results_path = os.path.join(workdir, "results.json")
+      if not os.path.exists(results_path):
+        print(f"== stage-1 sampling {strategy}, seed {seed}: {workdir}")
+        train.train_and_evaluate(config, workdir, mesh)
+        decouple.run(config, workdir, mesh)
+      with open(results_path) as f:
+        runs.setdefault(strategy, []).append(json.load(f))
+    return runs
+
+  table = summarize(cli.run_or_exit(run_all))
   paths = {k: os.path.join(FLAGS.workdir, f"study.{k}") for k in ("json", "md", "png")}
   with open(paths["json"], "w") as f:
     json.dump({"table": table, "seeds": FLAGS.seeds, "wall_seconds_this_call": time.time() - start}, f, indent=1)
@@ -109,4 +113,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

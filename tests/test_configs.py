@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltr_jax import checkpoints, decouple, train
+from ltr_jax import checkpoints, decouple, models, parallel, train
 from ltr_jax.data import convert, datasets
 from ltr_jax.data.sources import INatJsonSource, ListFileSource
 from ltr_jax.errors import DataError
@@ -132,13 +132,15 @@ def _shrink(config, name):
 
 def _init_checkpoint(config, directory):
   """A backbone checkpoint as `import_torch --no_head` writes one (another class count: the head is new)."""
-  model = train.build_model(config, 7)
+  model = models.from_config(config.model, 7)
   image_shape = (config.data.image_size, config.data.image_size, 3)
-  state = train.create_train_state(model, train.make_optimizer(config.train, 1), image_shape, seed=123)
+  init = config.copy_and_resolve_references()
+  init.update(dict(seed=123, train=dict(init.train.to_dict(), init_from="")))
+  variables = train.initial_variables(model, init, image_shape, parallel.data_mesh())
   manager = checkpoints.Manager(directory)
-  manager.save(0, state, checkpoints.model_meta(config, 7))
+  manager.save(0, variables, checkpoints.model_meta(config, 7))
   manager.wait()
-  return state
+  return variables
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -179,11 +181,11 @@ def test_config_runs_both_stages(name, tmp_path):
     for group in ("all", "many", "medium", "few"):
       if group == "all" or group in present:
         assert 0.0 <= entry[group] <= 100.0, (method, group, entry[group])
-  if init is not None:  # train.trainable = 'last_block': only stage4 (and the new head) moved
-    assert config.train.trainable == "last_block"
+  if init is not None:  # train.frozen: all but the last block; only stage4 (and the new head) moved
+    assert config.train.frozen == ("backbone/(?!{last_stage}/).*",)
     last = f"stage{max(int(k[5:]) for k in state.params['backbone'] if k.startswith('stage'))}"
     for tree in ("params", "batch_stats"):
-      trained, initial = getattr(state, tree)["backbone"], getattr(init, tree)["backbone"]
+      trained, initial = getattr(state, tree)["backbone"], init[tree]["backbone"]
       assert trained.keys() == initial.keys()
       for part in trained:
         same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained[part]),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from ltr_jax import decouple, evaluate, train
+from ltr_jax import checkpoints, decouple, evaluate, finetune, parallel, train
 from ltr_jax.data import datasets
 from ltr_jax.errors import CheckpointError, DataError
 
@@ -60,50 +60,56 @@ def test_report_files_are_written(stage2):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _stage1(config, workdir):
+  """(splits, mesh, model, variables) of the workdir's stage-1 checkpoint."""
+  splits = datasets.build_splits(config.data)
+  mesh = parallel.data_mesh()
+  model, variables = checkpoints.restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes,
+                                                splits.image_shape, mesh)
+  return splits, mesh, model, variables
+
+
 def test_features_are_cached_per_checkpoint(stage2):
   config, workdir, _ = stage2
-  splits = datasets.build_splits(config.data)
-  image_shape = (28, 28, 1)
-  model, state = train.restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes, image_shape)
+  splits, mesh, model, variables = _stage1(config, workdir)
   path = os.path.join(workdir, "features", "test.npy")
   before = os.stat(path).st_mtime_ns
-  cached = decouple.extract_features(model, state, splits, config, workdir, ("test",))
+  cached = decouple.extract_features(model, variables, splits, config, workdir, mesh, ("test",))
   assert os.stat(path).st_mtime_ns == before  # reused
   # Another checkpoint (a perturbed backbone) gives other features and rewrites the cache.
-  other = state.replace(params={**state.params, "backbone": jax.tree.map(lambda p: p * 1.01,
-                                                                          state.params["backbone"])})
-  fresh = decouple.extract_features(model, other, splits, config, workdir, ("test",))
+  params = variables["params"]
+  other = {**variables, "params": {**params, "backbone": jax.tree.map(lambda p: p * 1.01, params["backbone"])}}
+  fresh = decouple.extract_features(model, other, splits, config, workdir, mesh, ("test",))
   assert os.stat(path).st_mtime_ns != before
   assert not np.allclose(fresh["test"], cached["test"])
-  decouple.extract_features(model, state, splits, config, workdir, ("test",))  # restore the cache
+  decouple.extract_features(model, variables, splits, config, workdir, mesh, ("test",))  # restore the cache
 
 
 def test_exported_stage2_checkpoint_evaluates_to_the_reported_accuracy(stage2):
   config, workdir, results = stage2
   exported = results["exported_method"]
   assert exported in ("joint", "crt", "tau_norm", "lws", "logit_adjust")
-  out = evaluate.run(config, workdir)
+  out = evaluate.run(config, workdir, parallel.data_mesh())
   assert out["stage"] == "stage2" and out["method"] == exported
   assert out["test"]["all"] == pytest.approx(results["methods"][exported]["all"], abs=0.02)
 
 
-def test_finetune_variants_train_only_their_part(stage2):
+def test_finetune_recipes_train_only_their_part(stage2):
   config, workdir, _ = stage2
-  splits = datasets.build_splits(config.data)
-  _, stage1 = train.restore_stage1(config, os.path.join(workdir, "checkpoints"), splits.num_classes, (28, 28, 1))
-  last = train.train_and_evaluate(config, workdir, finetune="last_block_classifier")
+  splits, mesh, _, stage1 = _stage1(config, workdir)
+  _, last = finetune.run(config, workdir, "last_block_classifier", stage1, splits, mesh)
   for stage in ("stem_conv", "stem_bn", "stage1", "stage2"):
-    frozen = lambda s: (s.params["backbone"].get(stage), s.batch_stats["backbone"].get(stage))  # noqa: E731
+    frozen = lambda v: (v["params"]["backbone"].get(stage), v["batch_stats"]["backbone"].get(stage))  # noqa: E731
     for a, b in zip(jax.tree.leaves(frozen(last)), jax.tree.leaves(frozen(stage1))):
       np.testing.assert_array_equal(a, b)
-  assert not np.allclose(jax.tree.leaves(last.params["backbone"]["stage3"])[0],
-                         jax.tree.leaves(stage1.params["backbone"]["stage3"])[0])
-  crt = train.train_and_evaluate(config, workdir, finetune="crt_augmented")
+  assert not np.allclose(jax.tree.leaves(last["params"]["backbone"]["stage3"])[0],
+                         jax.tree.leaves(stage1["params"]["backbone"]["stage3"])[0])
+  _, crt = finetune.run(config, workdir, "crt_augmented", stage1, splits, mesh)
   # The reference let BatchNorm statistics drift during cRT; here the frozen backbone is untouched.
-  for a, b in zip(jax.tree.leaves((crt.params["backbone"], crt.batch_stats)),
-                  jax.tree.leaves((stage1.params["backbone"], stage1.batch_stats))):
+  for a, b in zip(jax.tree.leaves((crt["params"]["backbone"], crt["batch_stats"])),
+                  jax.tree.leaves((stage1["params"]["backbone"], stage1["batch_stats"]))):
     np.testing.assert_array_equal(a, b)
-  assert not np.allclose(crt.params["head"]["kernel"], stage1.params["head"]["kernel"])
+  assert not np.allclose(crt["params"]["head"]["kernel"], stage1["params"]["head"]["kernel"])
 
 
 def test_missing_stage1_checkpoint(tmp_path):

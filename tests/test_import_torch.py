@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from ltr_jax import checkpoints, import_torch, train
+from ltr_jax import checkpoints, import_torch, models, parallel
 from ltr_jax.errors import CheckpointError, ConfigError
 from ltr_jax.models import create_model
 
@@ -110,14 +110,14 @@ def test_reference_checkpoint_round_trip(tmp_path):
   config = quickstart.get_config()
   directory = import_torch.import_checkpoint(path, config, str(tmp_path / "work"))
 
-  model = train.build_model(config, 10)
-  template = jax.eval_shape(lambda: train.create_train_state(model, train.make_optimizer(config.train, 1),
-                                                             (28, 28, 1), config.seed))
+  model = models.from_config(config.model, 10)
   manager = checkpoints.Manager(directory, read_only=True)
-  state = manager.restore(template, expected_meta=checkpoints.model_meta(config, 10))
-  assert manager.read_meta()["stage"] == "stage1" and int(state.step) == 0
+  variables = manager.restore_model(checkpoints.abstract_variables(model, (28, 28, 1), parallel.data_mesh()),
+                                    expected_meta=checkpoints.model_meta(config, 10))
+  assert manager.read_meta()["stage"] == "stage1" and manager.read_meta()["step"] == 0
+  assert not manager.has_opt_state()  # a later --mode=train starts a fresh optimizer
   x = _inputs("resnet_mini")
-  logits = _flax_logits(model, {"params": state.params, "batch_stats": state.batch_stats}, x)
+  logits = _flax_logits(model, variables, x)
   np.testing.assert_allclose(logits, _torch_logits(net, x), atol=1e-4, rtol=1e-4)
 
   with pytest.raises(CheckpointError, match="already holds a checkpoint"):  # never overwritten
@@ -160,15 +160,13 @@ def test_cli_torchvision_without_head(tmp_path):
          f"--workdir={tmp_path / 'work'}", "--kind=torchvision", "--no_head", "--config.data.num_classes=10"]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  model = train.build_model(config, 10)
-  template = jax.eval_shape(lambda: train.create_train_state(model, train.make_optimizer(config.train, 1),
-                                                             (28, 28, 1), config.seed))
+  model = models.from_config(config.model, 10)
   config.data.num_classes = 10
-  state = checkpoints.Manager(str(tmp_path / "work" / "checkpoints"), read_only=True).restore(
-      template, expected_meta=checkpoints.model_meta(config, 10))
+  variables = checkpoints.Manager(str(tmp_path / "work" / "checkpoints"), read_only=True).restore_model(
+      checkpoints.abstract_variables(model, (28, 28, 1), parallel.data_mesh()),
+      expected_meta=checkpoints.model_meta(config, 10))
   with torch.no_grad():
     torch_features = net.features(torch.from_numpy(_inputs("resnet_mini").transpose(0, 3, 1, 2))).numpy()
-  features = model.apply({"params": state.params, "batch_stats": state.batch_stats}, _inputs("resnet_mini"),
-                         method="features")
+  features = model.apply(variables, _inputs("resnet_mini"), method="features")
   np.testing.assert_allclose(features, torch_features, atol=1e-4, rtol=1e-4)
-  assert state.params["head"]["kernel"].shape == (64, 10)
+  assert variables["params"]["head"]["kernel"].shape == (64, 10)

@@ -81,8 +81,8 @@ def test_variable_layout():
   assert {'stem_conv', 'stem_bn', 'stage1', 'stage4'} <= set(backbone)
   assert {'conv1', 'bn1', 'conv3', 'bn3', 'downsample_conv', 'downsample_bn'} <= set(backbone['stage1']['block0'])
   assert backbone['stage1']['block0']['conv2']['kernel'].shape == (3, 3, 64, 64)
-  assert last_stage_name(create_model('resnet50', 7)) == 'stage4'
-  assert last_stage_name(create_model('resnet32', 7)) == 'stage3'
+  assert last_stage_name('resnet50') == 'stage4'
+  assert last_stage_name('resnet32') == 'stage3'
   assert variables['params']['head']['bias'].shape == (7,)
 
 

@@ -63,10 +63,12 @@ def test_process_shards_assemble_the_global_batch(fmnist_lt):
 
 def test_eval_batches_cover_the_split_once_with_padding(fmnist_lt):
   batches = list(pipeline.eval_batches(fmnist_lt, Identity(), global_batch=64))
-  mask = np.concatenate([b["mask"] for b in batches])
+  index = np.concatenate([b["index"] for b in batches])
   labels = np.concatenate([b["label"] for b in batches])
-  assert mask.sum() == len(fmnist_lt) and len(mask) % 64 == 0 and len(mask) - len(fmnist_lt) < 64
-  np.testing.assert_array_equal(labels[mask], fmnist_lt.labels)
+  real = index < len(fmnist_lt)
+  assert len(index) % 64 == 0 and len(index) - len(fmnist_lt) < 64
+  np.testing.assert_array_equal(index[real], np.arange(len(fmnist_lt)))
+  np.testing.assert_array_equal(labels[real], fmnist_lt.labels)
   np.testing.assert_array_equal(batches[0]["image"][5], fmnist_lt[5])
 
 

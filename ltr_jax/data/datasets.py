@@ -21,6 +21,9 @@ from ltr_jax.data import longtail, sources
 from ltr_jax.errors import ConfigError, DataError
 
 
+KINDS = ("fashion_mnist", "list", "inat_json", "tfds")  # config key data.kind
+
+
 @dataclasses.dataclass
 class Splits:
   name: str
@@ -30,6 +33,7 @@ class Splits:
   test: sources.Source
   class_counts: np.ndarray  # training images per class
   groups: np.ndarray  # 'many' / 'medium' / 'few' per class, from class_counts
+  image_shape: tuple[int, int, int]  # of the model's input: data.image_size and the images' channels
 
 
 def _raw_splits(data: ml_collections.ConfigDict):
@@ -54,8 +58,7 @@ def _raw_splits(data: ml_collections.ConfigDict):
     def read(split):
       return sources.TfdsSource(data.tfds_name, split, data.data_dir or None) if split else None
     return read(data.train_split), read(data.val_split), read(data.test_split)
-  raise ConfigError(f"config key data.kind: unknown kind {data.kind!r} "
-                    "(expected 'fashion_mnist', 'list', 'inat_json' or 'tfds')")
+  raise ConfigError(f"config key data.kind: unknown kind {data.kind!r} (expected one of {', '.join(KINDS)})")
 
 
 def build_splits(data: ml_collections.ConfigDict) -> Splits:
@@ -90,4 +93,5 @@ def build_splits(data: ml_collections.ConfigDict) -> Splits:
     raise DataError(f"the validation split of {data.name} is empty (config keys data.val_list / "
                     "data.val_split / data.val_per_class)")
   return Splits(data.name, num_classes, train, val, test, counts,
-                longtail.group_of_classes(counts, data.many_threshold, data.few_threshold))
+                longtail.group_of_classes(counts, data.many_threshold, data.few_threshold),
+                (data.image_size, data.image_size, int(train[0].shape[-1])))

@@ -44,7 +44,8 @@ class _TrainRecord:
 
 @dataclasses.dataclass
 class _EvalRecord:
-  """Local position j -> (image, label, mask); positions past the split are padding (mask 0)."""
+  """Local position j -> (image, label, index): the sample's index in `source`; positions past the split are
+  padding (index >= len(source), the image and label of sample 0)."""
   source: Source
   transform: Transform
   global_batch: int
@@ -53,10 +54,9 @@ class _EvalRecord:
 
   def __call__(self, local_position: int) -> dict[str, np.ndarray]:
     g = process_positions(int(local_position), self.global_batch, self.process_index, self.process_count)
-    valid = g < len(self.source)
-    index = g if valid else 0
+    index = g if g < len(self.source) else 0
     return {"image": np.ascontiguousarray(self.transform(self.source[index], None)),
-            "label": np.int32(self.source.labels[index]), "mask": np.bool_(valid)}
+            "label": np.int32(self.source.labels[index]), "index": np.int32(g)}
 
 
 def _iterate(dataset: grain.MapDataset, local_batch: int, num_workers: int) -> Iterator[dict]:
@@ -94,7 +94,7 @@ def train_batches(source: Source, sampler: IndexSampler, transform: Transform, *
 
 def eval_batches(source: Source, transform: Transform, *, global_batch: int, process_index: int = 0,
                  process_count: int = 1, num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over `source` in order, padded to whole global batches; 'mask' marks real samples."""
+  """One pass over `source` in order, padded to whole global batches; 'index' tells real samples from padding."""
   local_batch = global_batch // process_count
   num_batches = -(-len(source) // global_batch)
   record = _EvalRecord(source, transform, global_batch, process_index, process_count)

@@ -34,6 +34,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ltr_jax import masks
+
 ModuleDef = Any
 Dtype = Any
 
@@ -56,6 +58,21 @@ def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv: Modu
     pad = (features - x.shape[-1]) // 2
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad, features - x.shape[-1] - pad)))
   raise ValueError(f'unknown shortcut kind {kind!r}')
+
+
+class BatchNorm(nn.BatchNorm):
+  """BatchNorm whose mode follows the frozen-parameter patterns (ltr_jax.masks).
+
+  In training, a layer whose running statistics are frozen (its '<path>/mean' matches a pattern of `frozen`)
+  still runs in inference mode: a frozen part of the network computes the same function in training as at
+  test, and its statistics never change. Other layers use the batch statistics and update the running ones.
+  """
+  train: bool = False
+  frozen: Sequence[str] = ()
+
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    frozen = masks.matches('/'.join(self.path) + '/mean', self.frozen)
+    return super().__call__(x, use_running_average=not self.train or frozen)
 
 
 class BasicBlock(nn.Module):
@@ -127,6 +144,7 @@ class ResNet(nn.Module):
   groups: int = 1
   width_per_group: int = 64
   dtype: Dtype = jnp.float32
+  frozen: Sequence[str] = ()  # patterns of frozen parameters and statistics (BatchNorm modes)
 
   @property
   def num_features(self) -> int:
@@ -136,7 +154,7 @@ class ResNet(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INIT, dtype=self.dtype,
                              param_dtype=jnp.float32)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+    norm = functools.partial(BatchNorm, train=train, frozen=tuple(self.frozen), momentum=0.9, epsilon=1e-5,
                              dtype=self.dtype, param_dtype=jnp.float32)
     if self.bottleneck:
       block = functools.partial(Bottleneck, groups=self.groups, width_per_group=self.width_per_group)
@@ -208,9 +226,12 @@ def _architecture(name: str) -> dict[str, Any]:
   return ARCHITECTURES[name]
 
 
-def create_model(name: str, num_classes: int, dtype: Dtype = jnp.float32) -> LTRModel:
-  """The model `name` (a key of ARCHITECTURES) with a `num_classes`-way head, computing in `dtype`."""
-  return LTRModel(ResNet(**_architecture(name), dtype=dtype), num_classes, dtype)
+def create_model(name: str, num_classes: int, dtype: Dtype = jnp.float32, frozen: Sequence[str] = ()) -> LTRModel:
+  """The model `name` (a key of ARCHITECTURES) with a `num_classes`-way head, computing in `dtype`.
+
+  `frozen`: resolved patterns of ltr_jax.masks; the BatchNorm layers they freeze run in inference mode.
+  """
+  return LTRModel(ResNet(**_architecture(name), dtype=dtype, frozen=tuple(frozen)), num_classes, dtype)
 
 
 def feature_dim(name: str) -> int:
@@ -218,6 +239,6 @@ def feature_dim(name: str) -> int:
   return ResNet(**_architecture(name)).num_features
 
 
-def last_stage_name(model: LTRModel) -> str:
-  """Name of the backbone's last stage ('last block' of the paper), e.g. 'stage4'."""
-  return f'stage{len(model.backbone.stage_sizes)}'
+def last_stage_name(name: str) -> str:
+  """Name of the last stage of model `name`'s backbone ('last block' of the paper), e.g. 'stage4'."""
+  return f'stage{len(_architecture(name)["stage_sizes"])}'

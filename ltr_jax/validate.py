@@ -1,0 +1,111 @@
+"""The whole config checked before any work: every choice, the stage-2 preconditions, batch sizes, data paths.
+
+`validate(config)` raises ConfigError with one line naming the config key at fault. Entry points (main, study,
+import_torch) call it first, so a typo fails in seconds, not after hours of stage 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ltr_jax import classifiers, decouple, losses, masks, models
+from ltr_jax.data import datasets, sampling, transforms
+from ltr_jax.errors import ConfigError
+
+
+def _one_of(value, choices, key: str) -> None:
+  if value not in choices:
+    raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
+  for key in keys:
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    if not node > 0:
+      raise ConfigError(f"config key {key} must be > 0, got {node!r}")
+
+
+def _check_paths(data: ml_collections.ConfigDict) -> None:
+  """The files and folders config key `data` names exist (before anything is read from them)."""
+  def exists(key: str, path: str, folder: bool = False) -> None:
+    if not (os.path.isdir(path) if folder else os.path.exists(path)):
+      raise ConfigError(f"config key data.{key}: {path} does not exist")
+
+  if data.kind in ("list", "inat_json"):
+    suffix = "list" if data.kind == "list" else "json"
+    for split in ("train", "test"):
+      if not data[f"{split}_{suffix}"]:
+        raise ConfigError(f"config key data.{split}_{suffix} must name a file when data.kind = {data.kind!r}")
+    if data.list_dir:
+      exists("list_dir", data.list_dir, folder=True)
+    for split in ("train", "val", "test"):
+      name = data[f"{split}_{suffix}"]
+      if name:
+        exists(f"{split}_{suffix}", name if os.path.isabs(name) else os.path.join(data.list_dir, name))
+    exists("image_root", data.image_root or ".", folder=True)
+  elif data.data_dir:
+    exists("data_dir", data.data_dir, folder=True)
+
+
+def _has_validation(data: ml_collections.ConfigDict) -> bool:
+  named = {"list": data.val_list, "inat_json": data.val_json, "tfds": data.val_split}.get(data.kind)
+  return bool(named) or data.val_per_class > 0
+
+
+def _check_patterns(config: ml_collections.ConfigDict) -> None:
+  """Frozen and lr-multiplier patterns are regular expressions that each match some parameter or statistic."""
+  model = models.from_config(config.model, 1)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                          jax.ShapeDtypeStruct((1, config.data.image_size, config.data.image_size, 3), jnp.float32))
+  last = models.last_stage_name(config.model.name)
+  trees = (shapes["params"], shapes.get("batch_stats", {}))
+  masks.check_patterns(masks.resolve(config.train.frozen, last), trees, "train.frozen")
+  for pair in config.train.lr_mults:
+    if len(pair) != 2 or not isinstance(pair[1], (int, float)) or not pair[1] > 0:
+      raise ConfigError(f"config key train.lr_mults: {pair!r} is not a (pattern, multiplier > 0) pair")
+  masks.check_patterns(masks.resolve([p for p, _ in config.train.lr_mults], last), trees, "train.lr_mults")
+  recipes = config.stage2.finetune.recipes
+  for name in config.stage2.methods:
+    if name in recipes:
+      masks.check_patterns(masks.resolve(recipes[name].frozen, last), trees,
+                           f"stage2.finetune.recipes.{name}.frozen")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (one line, naming the key) for the first fault of `config`; returns None if sound."""
+  _one_of(config.model.name, sorted(models.ARCHITECTURES), "model.name")
+  _one_of(config.model.dtype, sorted(models.DTYPES), "model.dtype")
+  _one_of(config.data.kind, datasets.KINDS, "data.kind")
+  transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter)
+  transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
+  _one_of(config.train.sampling, sampling.STRATEGIES, "train.sampling")
+  _one_of(config.train.loss, sorted(losses.LOSSES), "train.loss")
+  losses.LossHyper(**{f.name: config.train[f.name] for f in dataclasses.fields(losses.LossHyper)})
+  _positive(config, "data.image_size", "train.epochs", "train.batch_size", "train.base_lr", "stage2.batch_size",
+            "stage2.crt.epochs", "stage2.crt.batch_size", "stage2.lws.epochs", "stage2.lws.batch_size",
+            "stage2.finetune.epochs", "stage2.finetune.batch_size")
+  recipes = config.stage2.finetune.recipes
+  for name in config.stage2.methods:
+    _one_of(name, [*decouple.METHODS, *recipes], "stage2.methods")
+  _one_of(config.stage2.ncm_metric, classifiers.NCM_METRICS, "stage2.ncm_metric")
+  needs_val = [m for m in config.stage2.methods if m in decouple.METHODS and decouple.METHODS[m].needs_val]
+  if needs_val and not _has_validation(config.data):
+    raise ConfigError(f"config key stage2.methods: {', '.join(needs_val)} choose tau on a validation split, and "
+                      "the config names none: set data.val_list / data.val_json / data.val_split / "
+                      "data.val_per_class, or drop them")
+  batches = {"train.batch_size": config.train.batch_size, "stage2.batch_size": config.stage2.batch_size}
+  if any(name in recipes for name in config.stage2.methods):
+    batches["stage2.finetune.batch_size"] = config.stage2.finetune.batch_size
+  for key, size in batches.items():
+    if size % jax.device_count():
+      raise ConfigError(f"config key {key} = {size} must be a multiple of the {jax.device_count()} devices")
+  _check_paths(config.data)
+  if config.train.init_from and not os.path.isdir(config.train.init_from):
+    raise ConfigError(f"config key train.init_from: {config.train.init_from} is not a directory")
+  _check_patterns(config)
