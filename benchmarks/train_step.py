@@ -42,7 +42,7 @@ import ml_collections  # noqa: E402
 import torch  # noqa: E402
 
 from configs import base, quickstart  # noqa: E402
-from ltr_jax import losses, parallel, train  # noqa: E402
+from ltr_jax import losses, masks, models, parallel, train  # noqa: E402
 from torch_models import build_torch_model  # noqa: E402
 from common import machine  # noqa: E402
 
@@ -85,11 +85,10 @@ class JaxRunner:
   def __init__(self, name: str, size: int, channels: int, classes: int, batch: int, data: dict):
     self.config = model_config(name, size, batch)
     self.mesh = parallel.data_mesh()
-    parallel.check_batch_size(batch, "--batch")
-    model = train.build_model(self.config, classes)
-    tx = train.make_optimizer(self.config.train, steps_per_epoch=10_000)
-    state = train.create_train_state(model, tx, (size, size, channels), self.config.seed)
-    self.state = jax.device_put(state, parallel.replicated(self.mesh))
+    model = models.from_config(self.config.model, classes)
+    variables = train.initial_variables(model, self.config, (size, size, channels), self.mesh)
+    tx = train.make_optimizer(self.config.train, 10_000, masks.lr_groups(variables["params"], (), ()))
+    self.state = train.new_state(variables, tx, self.mesh)
     self.step_fn = train.make_train_step(model, tx, losses.cross_entropy, self.config.data, self.mesh)
     self.data = data
 

@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
       resize=256, color_jitter=0.4,
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),  # in [0, 1] units, per channel
       num_workers=0,  # grain worker processes per host
+      # Before any work: every listed image exists, every label in [0, C), no empty training class
+      # (ltr_jax.data.preflight). False where stat is slow (some network filesystems).
+      preflight=True,
   ))
 
   c.model = ml_collections.ConfigDict(dict(name="resnext50_32x4d", dtype="float32"))  # dtype: | 'bfloat16'

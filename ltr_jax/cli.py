@@ -50,6 +50,5 @@ def run_or_exit(work: Callable[[], object]) -> object:
   try:
     return work()
   except LtrError as e:
-    logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

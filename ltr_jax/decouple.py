@@ -228,10 +228,14 @@ def _export(name: str, head: Head, variables: Variables, config: ml_collections.
   manager.wait()
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None) -> dict[str, Any]:
-  """Stage 2 on the workdir's stage-1 checkpoint; writes results.json, results.md, plots, a checkpoint."""
+def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None,
+        splits: datasets.Splits | None = None) -> dict[str, Any]:
+  """Stage 2 on the workdir's stage-1 checkpoint; writes results.json, results.md, plots, a checkpoint.
+
+  mesh and splits default to every device and `datasets.build_splits(config.data)`.
+  """
   mesh = mesh or parallel.data_mesh()
-  splits = datasets.build_splits(config.data)
+  splits = splits or datasets.build_splits(config.data)
   stage1_dir = os.path.join(workdir, "checkpoints")
   model, variables = checkpoints.restore_stage1(config, stage1_dir, splits.num_classes, splits.image_shape, mesh)
   feats = extract_features(model, variables, splits, config, workdir, mesh)

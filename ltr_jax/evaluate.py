@@ -77,12 +77,12 @@ def _default_checkpoint(workdir: str) -> str:
                         "to evaluate: pass --checkpoint=DIR or run --mode=train first")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, checkpoint: str | None = None) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: datasets.Splits,
+        checkpoint: str | None = None) -> dict:
   """Evaluates the checkpoint in `checkpoint` (default: the workdir's latest) and writes evaluate.json.
 
   Any ltr_jax checkpoint: stage 1, stage 2 (the exported classifier), a fine-tuning run, imported weights.
   """
-  splits = datasets.build_splits(config.data)
   directory = checkpoint or _default_checkpoint(workdir)
   if not os.path.isdir(directory):
     raise CheckpointError(f"--checkpoint={directory}: no such directory")

@@ -25,21 +25,25 @@ def main(argv: list[str]) -> None:
   cli.quiet_logs()
   # Imported here so that --help answers without loading JAX.
   from ltr_jax import decouple, evaluate, parallel, report, train, validate
+  from ltr_jax.data import datasets, preflight
   config = FLAGS.config
 
   def work() -> None:
     parallel.initialize(config)
     validate.validate(config)
     mesh = parallel.data_mesh()
+    splits = datasets.build_splits(config.data)
+    if config.data.preflight:
+      preflight.check(splits)
     if FLAGS.mode in ("train", "all"):
-      train.train_and_evaluate(config, FLAGS.workdir, mesh)
+      train.train_and_evaluate(config, FLAGS.workdir, mesh, splits)
     if FLAGS.mode in ("decouple", "all"):
-      results = decouple.run(config, FLAGS.workdir, mesh)
+      results = decouple.run(config, FLAGS.workdir, mesh, splits)
       if "files" in results:
         print(report.markdown_table(results))
         print("wrote:\n  " + "\n  ".join(results["files"]))
     if FLAGS.mode == "evaluate":
-      evaluate.run(config, FLAGS.workdir, mesh, FLAGS.checkpoint)
+      evaluate.run(config, FLAGS.workdir, mesh, splits, FLAGS.checkpoint)
 
   cli.run_or_exit(work)
 

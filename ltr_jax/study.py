@@ -76,6 +76,7 @@ def main(argv: list[str]) -> None:
   del argv
   cli.quiet_logs()
   from ltr_jax import decouple, parallel, train, validate  # JAX loads only when a study runs
+  from ltr_jax.data import datasets, preflight
   start = time.time()
 
   def run_all() -> dict[str, list[dict]]:
@@ -88,14 +89,17 @@ def main(argv: list[str]) -> None:
         validate.validate(config)  # all of them before the first run
         configs[strategy, seed] = config
     mesh = parallel.data_mesh()
+    splits = datasets.build_splits(FLAGS.config.data)  # every run trains on the same data
+    if FLAGS.config.data.preflight:
+      preflight.check(splits)
     runs: dict[str, list[dict]] = {}
     for (strategy, seed), config in configs.items():
       workdir = os.path.join(FLAGS.workdir, strategy, f"seed{seed}")
       results_path = os.path.join(workdir, "results.json")
       if not os.path.exists(results_path):
         print(f"== stage-1 sampling {strategy}, seed {seed}: {workdir}")
-        train.train_and_evaluate(config, workdir, mesh)
-        decouple.run(config, workdir, mesh)
+        train.train_and_evaluate(config, workdir, mesh, splits)
+        decouple.run(config, workdir, mesh, splits)
       with open(results_path) as f:
         runs.setdefault(strategy, []).append(json.load(f))
     return runs

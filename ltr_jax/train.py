@@ -139,22 +139,33 @@ def _check_finite(pending: list[tuple[int, dict]]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in values])) for k in values[-1]}
 
 
+def new_state(variables: Variables, tx: optax.GradientTransformation, mesh: Mesh, step: int = 0,
+              opt_state: Any = None) -> TrainState:
+  """A TrainState of a copy of `variables`, replicated over `mesh`, with a fresh optimizer state unless given.
+
+  The step donates its state: the state owns its arrays, and the caller's `variables` stay valid.
+  """
+  replicated = parallel.replicated(mesh)
+  variables = jax.tree.map(jnp.copy, jax.device_put(variables, replicated))
+  if opt_state is None:
+    opt_state = jax.jit(tx.init, out_shardings=replicated)(variables["params"])
+  return TrainState(step=jax.device_put(jnp.asarray(step, jnp.int32), replicated), params=variables["params"],
+                    batch_stats=variables["batch_stats"], opt_state=opt_state)
+
+
 def _initial_state(model: LTRModel, init: Callable[[], Variables], tx: optax.GradientTransformation,
                    manager: checkpoints.Manager, meta: dict, image_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
-  """The latest checkpoint of the run (resume), else `init()` with a fresh optimizer state, replicated."""
+  """The latest checkpoint of the run (resume), else `init()` with a fresh optimizer state.
+
+  A checkpoint without optimizer state (imported weights) starts with a fresh one at its step.
+  """
   abstract = checkpoints.abstract_variables(model, image_shape, mesh)
   abstract_opt = checkpoints.replicated_like(jax.eval_shape(tx.init, abstract["params"]), mesh)
   restored = manager.restore_training(abstract, abstract_opt, meta)
-  if restored is None:  # the loop donates its state: it trains a copy, never the caller's arrays
-    variables = jax.tree.map(jnp.copy, jax.device_put(init(), parallel.replicated(mesh)))
-    opt_state, step = None, 0
-  else:
-    variables, opt_state, found = restored
-    step = found["step"]
-  if opt_state is None:  # a fresh run, or imported weights (a checkpoint without optimizer state)
-    opt_state = jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(variables["params"])
-  return TrainState(step=jax.device_put(jnp.asarray(step, jnp.int32), parallel.replicated(mesh)),
-                    params=variables["params"], batch_stats=variables["batch_stats"], opt_state=opt_state)
+  if restored is None:
+    return new_state(init(), tx, mesh)
+  variables, opt_state, found = restored
+  return new_state(variables, tx, mesh, found["step"], opt_state)
 
 
 def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections.ConfigDict,
@@ -238,10 +249,14 @@ def initial_variables(model: LTRModel, config: ml_collections.ConfigDict, image_
   return {"params": {**variables["params"], **loaded["params"]}, "batch_stats": loaded["batch_stats"]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None) -> TrainState:
-  """Stage 1 in `workdir` (resumed if it has a checkpoint); returns the final state."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None,
+                       splits: datasets.Splits | None = None) -> TrainState:
+  """Stage 1 in `workdir` (resumed if it has a checkpoint); returns the final state.
+
+  mesh and splits default to every device and `datasets.build_splits(config.data)`.
+  """
   mesh = mesh or parallel.data_mesh()
-  splits = datasets.build_splits(config.data)
+  splits = splits or datasets.build_splits(config.data)
   model = models.from_config(config.model, splits.num_classes, config.train.frozen)
   return train(model, lambda: initial_variables(model, config, splits.image_shape, mesh), config.train, splits,
                config, workdir, mesh)

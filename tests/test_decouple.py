@@ -89,7 +89,7 @@ def test_exported_stage2_checkpoint_evaluates_to_the_reported_accuracy(stage2):
   config, workdir, results = stage2
   exported = results["exported_method"]
   assert exported in ("joint", "crt", "tau_norm", "lws", "logit_adjust")
-  out = evaluate.run(config, workdir, parallel.data_mesh())
+  out = evaluate.run(config, workdir, parallel.data_mesh(), datasets.build_splits(config.data))
   assert out["stage"] == "stage2" and out["method"] == exported
   assert out["test"]["all"] == pytest.approx(results["methods"][exported]["all"], abs=0.02)
 

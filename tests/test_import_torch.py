@@ -170,3 +170,48 @@ def test_cli_torchvision_without_head(tmp_path):
   features = model.apply(variables, _inputs("resnet_mini"), method="features")
   np.testing.assert_allclose(features, torch_features, atol=1e-4, rtol=1e-4)
   assert variables["params"]["head"]["kernel"].shape == (64, 10)
+
+
+def _trained_twin():
+  """The resnet_mini twin trained one epoch on 6,000 real Fashion-MNIST images, and its test accuracy (%)."""
+  from ltr_jax.data import sources
+  config = quickstart.get_config()
+  mean, std = (torch.tensor(v).view(1, -1, 1, 1) * 255 for v in (config.data.mean, config.data.std))
+  to_input = lambda images: (torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() - mean) / std  # noqa: E731
+  train, test = sources.fashion_mnist("train"), sources.fashion_mnist("test")
+  net = _build_torch_model("resnet_mini").train()
+  optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+  torch.manual_seed(0)
+  for batch in torch.randperm(6000).view(-1, 100):
+    loss = torch.nn.functional.cross_entropy(net(to_input(train.images[batch.numpy()])),
+                                            torch.from_numpy(train.labels[batch.numpy()]))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+  net.eval()
+  with torch.no_grad():
+    predictions = torch.cat([net(to_input(test.images[i:i + 1000])).argmax(-1) for i in range(0, 10000, 1000)])
+  return net, 100.0 * float((predictions.numpy() == test.labels).mean())
+
+
+def test_import_then_decouple_then_evaluate_with_a_last_block_config(tmp_path):
+  """Imported weights under a config that trains only the last block: stage 2 and --mode=evaluate restore the
+  model alone, so no optimizer of that config is needed, and both score the imported model as PyTorch does."""
+  net, torch_accuracy = _trained_twin()
+  assert torch_accuracy > 60.0
+  torch.save(net.state_dict(), tmp_path / "mini.pth")
+  common = ["--config=configs/quickstart.py", f"--workdir={tmp_path / 'W'}",
+            "--config.train.frozen=('backbone/(?!{last_stage}/).*',)"]
+  steps = [("ltr_jax.import_torch", "--kind=torchvision", f"--checkpoint={tmp_path / 'mini.pth'}"),
+           ("ltr_jax.main", "--mode=decouple", "--config.stage2.methods=('joint','ncm')"),
+           ("ltr_jax.main", "--mode=evaluate")]
+  for module, *args in steps:
+    out = subprocess.run([sys.executable, "-m", module, *common, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+  import json
+  decoupled = json.load(open(tmp_path / "W" / "results.json"))["methods"]["joint"]
+  evaluated = json.load(open(tmp_path / "W" / "evaluate.json"))
+  assert evaluated["stage"] == "stage2" and evaluated["method"] == "joint"
+  assert evaluated["test"]["all"] == pytest.approx(decoupled["all"], abs=0.011)  # at most one image apart
+  assert decoupled["all"] == pytest.approx(torch_accuracy, abs=0.05)

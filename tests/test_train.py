@@ -57,8 +57,7 @@ for devices in (jax.devices()[:1], jax.devices()):
   mesh = parallel.data_mesh(devices)
   variables = train.initial_variables(model, config, (28, 28, 1), mesh)
   tx = train.make_optimizer(config.train, 100, masks.lr_groups(variables["params"], (), ()))
-  state = train.TrainState(step=jax.device_put(np.int32(0), parallel.replicated(mesh)), params=variables["params"],
-                           batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
+  state = train.new_state(variables, tx, mesh)
   step = train.make_train_step(model, tx, losses.cross_entropy, config.data, mesh)
   for _ in range(2):
     state, metrics = step(state, parallel.global_batch(batch, mesh))

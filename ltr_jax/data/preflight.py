@@ -1,0 +1,120 @@
+"""A data check before any training step: missing images, labels out of range, empty training classes.
+
+Without it, a missing image is found when the sampler first draws it (possibly hours into stage 1) and a
+test label out of range at the first evaluation. `check` reads no image: existence is tested by listing
+each image directory once (`os.scandir`) and looking the listed names up in a set, so a million list
+entries over ~1000 directories on local disk take about a second (benchmarks/preflight.py), where one
+`os.stat` per image costs a system call each and far more on a network filesystem.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from ltr_jax.data.datasets import Splits
+from ltr_jax.data.longtail import Subset
+from ltr_jax.errors import DataError
+
+SHOWN = 5  # examples named per problem
+
+
+def _base(source) -> tuple[object, np.ndarray]:
+  """The source that stores the records of `source` (through any Subsets) and their indices in it."""
+  indices = np.arange(len(source), dtype=np.int64)
+  while isinstance(source, Subset):
+    indices = source.indices[indices]
+    source = source.source
+  return source, indices
+
+
+def _where(source, index: int, split: str, position: int) -> str:
+  """Where a record was listed: file:line (list file), JSON file + image id, or the split's record number."""
+  return source.where(index) if hasattr(source, "where") else f"{split} record {position}"
+
+
+def _files_in(directory: str) -> set[str] | None:
+  """Names of the files (or links to files) in `directory`; None where it cannot be listed."""
+  try:
+    with os.scandir(directory) as entries:
+      return {entry.name for entry in entries if entry.is_file()}
+  except OSError:
+    return None
+
+
+def missing_images(source, indices: np.ndarray, listings: dict[str, set[str] | None] | None = None) -> np.ndarray:
+  """Sorted indices among `indices` (unique) of a file-backed source (`.paths`, `.image_root`) whose image
+  file is absent.
+
+  Each directory is listed once (a few Python operations per entry, no system call per image) into
+  `listings` (directory -> file names), which calls for other sources over the same folders can share; a
+  directory that cannot be listed (absent, or without read permission) falls back to one `os.path.isfile` per
+  image in it.
+  """
+  listings = {} if listings is None else listings
+  by_directory = defaultdict(list)
+  paths = source.paths
+  for i in indices.tolist():
+    directory, slash, name = paths[i].rpartition("/")
+    by_directory[directory + slash].append((name, i))  # "/x.jpg" is in "/", not in image_root
+  missing = []
+  for directory, entries in by_directory.items():
+    directory = os.path.join(source.image_root, directory)
+    if directory not in listings:
+      listings[directory] = _files_in(directory)
+    names = listings[directory]
+    if names is None:
+      missing += [i for name, i in entries if not os.path.isfile(os.path.join(directory, name))]
+    else:
+      missing += [i for name, i in entries if name not in names]
+  return np.sort(np.asarray(missing, dtype=np.int64))
+
+
+def _label_problems(split: str, source, num_classes: int) -> str | None:
+  labels = np.asarray(source.labels)
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if not bad.size:
+    return None
+  base, indices = _base(source)
+  shown = ", ".join(f"{labels[k]} at {_where(base, int(indices[k]), split, int(k))}" for k in bad[:SHOWN])
+  return f"{bad.size} {split} label(s) outside [0, {num_classes}): {shown}"
+
+
+def check(splits: Splits) -> None:
+  """Raises one DataError naming every problem found in `splits`, before any training step.
+
+  (a) every image listed by a file-backed split (ListFileSource, INatJsonSource, or a Subset of one: only its
+  own records) exists: the message counts the missing ones and names the first five with their list-file line
+  or JSON image id; (b) every label of every split lies in [0, num_classes); (c) no training class is empty.
+  Sources without image files (IDX arrays, TFDS) get (b) and (c) only.
+  """
+  named = [(name, getattr(splits, name)) for name in ("train", "val", "test")]
+  named = [(name, source) for name, source in named if source is not None]
+  problems = [p for name, source in named if (p := _label_problems(name, source, splits.num_classes))]
+  labels = np.asarray(splits.train.labels)
+  counts = np.bincount(labels[(labels >= 0) & (labels < splits.num_classes)], minlength=splits.num_classes)
+  empty = np.flatnonzero(counts == 0)
+  if empty.size:
+    problems.append(f"{empty.size} of {splits.num_classes} classes have no training image: class(es) "
+                    f"{', '.join(map(str, empty[:20].tolist()))}{', ...' if empty.size > 20 else ''}")
+  # Every base source once, with the union of the records its splits use (val is often a Subset of train's).
+  records: dict[int, tuple[object, list[np.ndarray]]] = {}
+  for _, source in named:
+    base, indices = _base(source)
+    if hasattr(base, "paths") and hasattr(base, "image_root"):
+      records.setdefault(id(base), (base, []))[1].append(indices)
+  listed, shown, total, listings = 0, [], 0, {}
+  for base, parts in records.values():
+    used = np.zeros(len(base), bool)
+    for part in parts:
+      used[part] = True
+    indices = np.flatnonzero(used)  # A mask: numpy 2's np.unique takes ~1 s on 1M indices.
+    missing = missing_images(base, indices, listings)
+    listed, total = listed + indices.size, total + missing.size
+    shown += [f"{base.image_path(i)} (listed at {base.where(i)})" for i in missing[:SHOWN - len(shown)].tolist()]
+  if total:
+    problems.append(f"{total} of {listed} listed images are missing: {', '.join(shown)}"
+                    f"{', ...' if total > SHOWN else ''} (config key data.preflight=False skips this check)")
+  if problems:
+    raise DataError(f"data check of {splits.name or 'the dataset'}: " + "; ".join(problems))

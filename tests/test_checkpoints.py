@@ -1,0 +1,58 @@
+"""Checkpoint items: the model restores alone from abstract shapes, and an old single-item checkpoint is refused
+with one line."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import quickstart
+from ltr_jax import checkpoints, models, parallel, train
+from ltr_jax.errors import CheckpointError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def variables():
+  config = quickstart.get_config()
+  return config, train.initial_variables(models.from_config(config.model, 10), config, (28, 28, 1),
+                                         parallel.data_mesh())
+
+
+def test_model_item_restores_alone(variables, tmp_path):
+  config, saved = variables
+  manager = checkpoints.Manager(str(tmp_path / "ckpt"))
+  manager.save(7, saved, checkpoints.model_meta(config, 10), opt_state={"momentum": np.ones(3, np.float32)})
+  manager.wait()
+  model = models.from_config(config.model, 10)
+  restored = manager.restore_model(checkpoints.abstract_variables(model, (28, 28, 1), parallel.data_mesh()),
+                                   expected_meta=checkpoints.model_meta(config, 10))
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert manager.read_meta()["step"] == 7 and manager.has_opt_state()
+  with pytest.raises(CheckpointError, match="holds a checkpoint of model 'resnet_mini' with 10 classes, but config "
+                                            "asks for model 'resnet_mini' with 5 classes"):
+    manager.restore_model(checkpoints.abstract_variables(models.from_config(config.model, 5), (28, 28, 1),
+                                                         parallel.data_mesh()),
+                          expected_meta=checkpoints.model_meta(config, 5))
+
+
+def test_old_single_item_checkpoint_is_refused_with_one_line(variables, tmp_path):
+  config, saved = variables
+  directory = tmp_path / "old" / "checkpoints"
+  old = ocp.CheckpointManager(str(directory))  # the layout of ltr_jax before the model / opt_state items
+  old.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave({**saved, "step": np.int32(3)}),
+                                      meta=ocp.args.JsonSave(checkpoints.model_meta(config, 10))))
+  old.wait_until_finished()
+  with pytest.raises(CheckpointError, match="single-item checkpoint of an older ltr_jax"):
+    checkpoints.Manager(str(directory), read_only=True).read_meta()
+  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py",
+                        f"--workdir={tmp_path / 'old'}", "--mode=evaluate"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 1
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and "single-item checkpoint of an older ltr_jax" in lines[0], out.stderr[-2000:]

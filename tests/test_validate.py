@@ -1,0 +1,94 @@
+"""The config is checked before any work: each fault is one line naming its key, from the command line within
+seconds and before any training step; every enum, precondition and path is covered."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import imagenet_lt_rx50, quickstart
+from ltr_jax import validate
+from ltr_jax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.stage2.methods=('joint','foo')"], "config key stage2.methods: 'foo' is not one of"),
+    (["--config.model.name=resnet9000"], "config key model.name: 'resnet9000' is not one of"),
+    (["--config=configs/nope.py"], "--config=configs/nope.py: no such config file"),
+])
+def test_bad_config_stops_with_one_line_before_any_step(tmp_path, args, message):
+  workdir = tmp_path / "workdir"
+  config = [] if any(a.startswith("--config=") for a in args) else ["--config=configs/quickstart.py"]
+  start = time.time()
+  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", *config, f"--workdir={workdir}", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+  assert time.time() - start < 20
+  assert out.returncode == 1, out.stderr[-2000:]
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error: "), out.stderr[-2000:]
+  assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+
+
+def _config(**overrides):
+  config = quickstart.get_config()
+  for key, value in overrides.items():
+    section, name = key.split("__")
+    config[section][name] = value
+  return config
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model__name", "vgg16"), ("model__dtype", "float16"), ("data__kind", "hdf5"),
+    ("data__train_transform", "mixup"), ("data__eval_transform", "ten_crop"), ("train__sampling", "balanced"),
+    ("train__loss", "hinge"), ("stage2__methods", ("joint", "knn")), ("stage2__ncm_metric", "manhattan"),
+    ("stage2__methods", ("joint", "backbone_classifier_0.1lr")),
+])
+def test_every_enum_is_checked(key, value):
+  with pytest.raises(ConfigError, match=rf"config key {key.replace('__', '.')}"):
+    validate.validate(_config(**{key: value}))
+
+
+def test_stage2_and_batch_preconditions():
+  validate.validate(quickstart.get_config())  # the quickstart itself is sound
+  with pytest.raises(ConfigError, match="stage2.methods: tau_norm, logit_adjust choose tau on a validation split"):
+    validate.validate(_config(data__val_per_class=0))
+  with pytest.raises(ConfigError, match="config key train.batch_size must be > 0"):
+    validate.validate(_config(train__batch_size=0))
+  with pytest.raises(ConfigError, match=r"config key train.ldam_max_m must be >= 0"):
+    validate.validate(_config(train__ldam_max_m=-1.0))
+  with pytest.raises(ConfigError, match=r"train.frozen: pattern 'backbone/stage9/\.\*' matches no parameter"):
+    validate.validate(_config(train__frozen=("backbone/stage9/.*",)))
+  with pytest.raises(ConfigError, match=r"train.lr_mults: \('head/.*', -1.0\) is not a \(pattern, multiplier > 0\)"):
+    validate.validate(_config(train__lr_mults=(("head/.*", -1.0),)))
+
+
+def test_batch_sizes_must_divide_over_the_devices():
+  code = ("import os; os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'\n"
+          "from configs import quickstart; from ltr_jax import validate\n"
+          "c = quickstart.get_config(); c.train.batch_size = 12\n"
+          "validate.validate(c)\n")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert "config key train.batch_size = 12 must be a multiple of the 8 devices" in out.stderr, out.stderr[-2000:]
+
+
+def test_data_paths_must_exist(tmp_path):
+  config = imagenet_lt_rx50.get_config()
+  config.data.update(dict(list_dir=str(tmp_path / "lists"), image_root=str(tmp_path)))
+  with pytest.raises(ConfigError, match=r"config key data.list_dir: .*/lists does not exist"):
+    validate.validate(config)
+  (tmp_path / "lists").mkdir()
+  with pytest.raises(ConfigError, match=r"config key data.train_list: .*ImageNet_LT_train.txt does not exist"):
+    validate.validate(config)
+  for name in ("train", "val", "test"):
+    (tmp_path / "lists" / f"ImageNet_LT_{name}.txt").write_text("a.jpg 0\n")
+  config.data.image_root = str(tmp_path / "images")
+  with pytest.raises(ConfigError, match=r"config key data.image_root: .*/images does not exist"):
+    validate.validate(config)
+  config.data.image_root = str(tmp_path)
+  validate.validate(config)
+  config.train.init_from = str(tmp_path / "pretrained")
+  with pytest.raises(ConfigError, match=r"config key train.init_from: .*/pretrained is not a directory"):
+    validate.validate(config)
