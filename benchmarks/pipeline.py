@@ -1,46 +1,63 @@
-"""Images per second out of `ltr_jax.data.pipeline.train_batches` for 0, 1 and 2 grain workers.
+"""Host-side input speed: JPEG transforms per core, and the grain pipeline's scaling with workers.
 
-Two inputs:
-- fashion_mnist: real Fashion-MNIST train (`sources.fashion_mnist('train')`, 60,000 28x28x1 images held
-  in memory), PadCropFlip(28), batch 128.
-- jpeg224: `--num-images` 256x256 RGB JPEGs written by this script to a temp dir (smooth random colour
-  gradients and sinusoids plus pixel noise, quality 90, ~20-40 KB each: a realistic decode cost) with a
-  `relative/path label` list file read by `ListFileSource`, RandomResizedCropFlip(224, jitter=0.4),
-  batch 64.
-Both use an instance-balanced `IndexSampler` (the strategy does not change the per-image cost).
+Input: `--num-images` ImageNet-sized JPEGs written by this script to a temp dir (500x375, quality 90,
+~75 KB each: smooth random colour gradients and sinusoids plus pixel noise, so that the entropy-coded size
+and hence the decode cost are those of a photo) with a `relative/path label` list file read by
+`ListFileSource`; and real Fashion-MNIST train (60,000 28x28x1 images in memory).
 
-Timing: for each worker count a fresh `train_batches` iterator is made; max(1, num_workers) batches
-(one per worker) are pulled untimed as warm-up: that covers spawning the worker processes (grain uses
-the 'spawn' start method), pickling the source to them and their imports; the time to the first batch
-is reported separately as `first_batch_seconds`. Then a fixed number of batches is timed, so the
-throughput EXCLUDES worker start-up. `num_workers=0` is grain's in-process path (a 4-thread read pool,
-no mp_prefetch). `serial_images_per_second` is a plain loop `transform(source[i], rng)` on one
-thread, for reference (no grain, no batching).
+1. Per core: one process pinned to one core (os.sched_setaffinity) runs, on every JPEG in turn,
+   - train: decode + RandomResizedCrop 224 + horizontal flip + ColorJitter(0.4, 0.4, 0.4);
+   - eval: decode + Resize 256 + CenterCrop 224;
+   once with ltr_jax's transforms on `sources.undecoded` (RandomResizedCropFlip, ResizeCenterCrop) and once
+   with the torchvision-style PIL pipeline written here (`reference_train`, `reference_eval`: torchvision's
+   PIL loader, the crop box resized in one `resize(..., box=...)` call, ImageEnhance brightness, contrast
+   and saturation in a random order; eval: the shorter side resized to 256, then the centre crop). Both
+   draw the same crop boxes, flips and jitter factors from the same generators, and both read the files
+   (from the page cache). Where simplejpeg is installed (the `fast` extra), ltr_jax is also timed with it
+   hidden (`ltr_jax_without_simplejpeg`: Pillow decodes, the same pixels). Each image goes through the four in turn, `--rounds` times, and each one's
+   fastest time per image is kept: images / s of wall-clock time (the figure on an idle machine), and of
+   the process's CPU time (less disturbed by other jobs on a busy machine).
+2. Scaling: images / s out of `pipeline.train_batches` for data.num_workers = 0, 1, ..., the cores this
+   process may use (train transforms as above on the JPEGs, batch 64; PadCropFlip(28) on Fashion-MNIST,
+   batch 128). `num_workers=0` is grain's in-process path (a 4-thread read pool, no mp_prefetch). For
+   each worker count a fresh iterator is made; the first batch (spawning the workers, pickling the source,
+   their imports: reported as `first_batch_seconds`) and then 4 batches per worker (per thread where
+   num_workers=0: those made ahead while the workers started, and those already under way) are pulled
+   untimed; then a fixed number of batches is timed. So the throughput is the steady state, EXCLUDING
+   worker start-up. `main_process_core_share` is the CPU time the consuming (training) process itself
+   spent over that time, as a share of one core (with num_workers=0 it includes the read threads' work).
+`--size 800x600` measures iNaturalist-sized images instead (crops large enough for reduced-scale decoding).
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ltr_jax.data import pipeline, sources  # noqa: E402
 from ltr_jax.data.sampling import IndexSampler  # noqa: E402
-from ltr_jax.data.transforms import PadCropFlip, RandomResizedCropFlip  # noqa: E402
+from ltr_jax.data.transforms import PadCropFlip, RandomResizedCropFlip, ResizeCenterCrop  # noqa: E402
 from common import machine, write_json  # noqa: E402
 
+QUALITY, NOISE = 90, 13  # NOISE: the pixel noise std that gives ~75 KB at 500x375, quality 90
+SIZE, RESIZE, JITTER = 224, 256, 0.4
+PILLOW_ONLY = "ltr_jax_without_simplejpeg"
+ENHANCERS = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
 
-def write_jpegs(folder: str, num_images: int, num_classes: int, size: int = 256, seed: int = 0) -> str:
-  """Writes `num_images` compressible size x size JPEGs and a list file; returns the list file path."""
+
+def write_jpegs(folder: str, num_images: int, num_classes: int, width: int, height: int, seed: int = 0) -> str:
+  """Writes `num_images` width x height photo-like JPEGs and a list file; returns the list file path."""
   rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+  yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) / max(width, height)
   lines = []
   for i in range(num_images):
     channels = []
@@ -49,12 +66,12 @@ def write_jpegs(folder: str, num_images: int, num_classes: int, size: int = 256,
       fx, fy, phase = rng.uniform(1, 8), rng.uniform(1, 8), rng.uniform(0, 2 * np.pi)
       channels.append(128 + 60 * (a * xx + b * yy + c * xx * yy)
                       + 50 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase))
-    image = np.stack(channels, axis=-1) + rng.normal(0, 8, size=(size, size, 3))
+    image = np.stack(channels, axis=-1) + rng.normal(0, NOISE, size=(height, width, 3))
     image = np.clip(image, 0, 255).astype(np.uint8)
     label = i % num_classes
     rel = f"c{label:02d}/{i:05d}.jpg"
     os.makedirs(os.path.join(folder, os.path.dirname(rel)), exist_ok=True)
-    Image.fromarray(image).save(os.path.join(folder, rel), quality=90)
+    Image.fromarray(image).save(os.path.join(folder, rel), quality=QUALITY)
     lines.append(f"{rel} {label}")
   list_file = os.path.join(folder, "train.txt")
   with open(list_file, "w") as f:
@@ -62,96 +79,183 @@ def write_jpegs(folder: str, num_images: int, num_classes: int, size: int = 256,
   return list_file
 
 
-def serial_rate(source, transform, count: int) -> float:
-  """Images / s of a plain single-thread loop transform(source[i], rng)."""
-  rng = np.random.default_rng(0)
-  indices = np.arange(count) % len(source)
-  start = time.perf_counter()
-  for i in indices:
-    transform(source[int(i)], rng)
-  return count / (time.perf_counter() - start)
+def _pil_load(path: str) -> Image.Image:
+  """torchvision's `pil_loader` (ImageFolder's default)."""
+  with open(path, "rb") as f:
+    return Image.open(f).convert("RGB")
 
 
-def time_pipeline(source, transform, batch: int, num_batches: int, workers: int) -> tuple[float, float]:
-  """(images / s over `num_batches` after one warm-up batch, seconds to the first batch)."""
+def reference_train(path: str, rng: np.random.Generator) -> np.ndarray:
+  """decode + RandomResizedCrop + flip + ColorJitter as torchvision does them on PIL images."""
+  image = _pil_load(path)
+  top, left, h, w = RandomResizedCropFlip(SIZE).crop_box(image.height, image.width, rng)
+  image = image.resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+  if rng.random() < 0.5:
+    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+  factors = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
+  for op in rng.permutation(3):
+    image = ENHANCERS[op](image).enhance(factors[op])
+  return np.asarray(image)
+
+
+def reference_eval(path: str) -> np.ndarray:
+  """decode + Resize(256) + CenterCrop(224) as torchvision does them on PIL images."""
+  image = _pil_load(path)
+  w, h = image.size
+  new_w, new_h = (RESIZE, int(RESIZE * h / w)) if w <= h else (int(RESIZE * w / h), RESIZE)
+  image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+  left, top = int(round((new_w - SIZE) / 2)), int(round((new_h - SIZE) / 2))
+  return np.asarray(image.crop((left, top, left + SIZE, top + SIZE)))
+
+
+def _pillow_only(run):
+  """`run` with simplejpeg hidden, as where it is not installed."""
+  def pillow_run(i, rng):
+    fast, sources.simplejpeg = sources.simplejpeg, None
+    try:
+      return run(i, rng)
+    finally:
+      sources.simplejpeg = fast
+  return pillow_run
+
+
+def _per_core(list_file: str, root: str, core: int, rounds: int) -> dict:
+  """Runs in a process pinned to `core`: {'wall' | 'cpu': {'train' | 'eval': {'ltr_jax' | 'pil_reference': img/s}}}.
+
+  Every image goes through the four pipelines in turn, `rounds` times (after one warm-up round); each
+  pipeline's time per image is its fastest over the rounds, which other jobs on the core can only slow.
+  """
+  os.sched_setaffinity(0, {core})
+  source = sources.ListFileSource(list_file, root)
+  train, evaluate = RandomResizedCropFlip(SIZE, jitter=JITTER), ResizeCenterCrop(RESIZE, SIZE)
+  runs = {
+      ("train", "ltr_jax"): lambda i, rng: train(sources.undecoded(source, i), rng),
+      ("train", "pil_reference"): lambda i, rng: reference_train(source.image_path(i), rng),
+      ("eval", "ltr_jax"): lambda i, rng: evaluate(sources.undecoded(source, i)),
+      ("eval", "pil_reference"): lambda i, rng: reference_eval(source.image_path(i)),
+  }
+  if sources.simplejpeg is not None:  # also ltr_jax as without the `fast` extra: Pillow decodes
+    runs[("train", PILLOW_ONLY)] = _pillow_only(runs[("train", "ltr_jax")])
+    runs[("eval", PILLOW_ONLY)] = _pillow_only(runs[("eval", "ltr_jax")])
+  seconds = {key: np.full((2, len(source)), np.inf) for key in runs}  # [wall, cpu] x image
+  for r in range(rounds + 1):  # round 0 warms up (imports, page cache) and is not kept
+    for i in range(len(source)):
+      for key, run in runs.items():
+        rng = np.random.Generator(np.random.Philox(key=[0, i]))  # the same draws in every pipeline
+        wall, cpu = time.perf_counter(), time.process_time()
+        run(i, rng)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if r:
+          seconds[key][:, i] = np.minimum(seconds[key][:, i], (wall, cpu))
+  result: dict = {"wall": {"train": {}, "eval": {}}, "cpu": {"train": {}, "eval": {}}}
+  for (kind, name), (wall, cpu) in seconds.items():
+    result["wall"][kind][name] = len(source) / wall.sum()
+    result["cpu"][kind][name] = len(source) / cpu.sum()
+  return result
+
+
+def per_core_rates(list_file: str, root: str, rounds: int) -> dict:
+  """`_per_core` in a fresh process pinned to the last core this process may use."""
+  core = max(os.sched_getaffinity(0))
+  with multiprocessing.get_context("spawn").Pool(1) as pool:
+    return pool.apply(_per_core, (list_file, root, core, rounds))
+
+
+def time_pipeline(source, transform, batch: int, num_batches: int, workers: int) -> tuple[float, float, float]:
+  """(images / s over `num_batches` in the steady state, seconds to the first batch, this process's CPU
+  time over the timed batches / their wall-clock time)."""
   sampler = IndexSampler(source.labels, source.num_classes, "instance", seed=0, num_epochs=1)
   start = time.perf_counter()
   batches = pipeline.train_batches(source, sampler, transform, global_batch=batch, start_step=0,
-                                   num_steps=num_batches + max(1, workers), seed=0, num_workers=workers)
+                                   num_steps=num_batches + 1 + 4 * (workers or 4), seed=0, num_workers=workers)
   first = next(batches)
   first_seconds = time.perf_counter() - start
   assert first["image"].shape[0] == batch
-  for _ in range(workers - 1):  # one warm-up batch per worker: every worker has started
+  for _ in range(4 * (workers or 4)):  # made ahead or under way (see the module docstring)
     next(batches)
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   count = 0
   for b in batches:
     count += len(b["label"])
-  seconds = time.perf_counter() - start
+  seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
   assert count == num_batches * batch, count
   batches.close()
   del batches
   gc.collect()
-  return count / seconds, first_seconds
+  return count / seconds, first_seconds, cpu / seconds
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--json", help="write the results as JSON to this path")
-  parser.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
+  parser.add_argument("--workers", help="comma-separated worker counts (default 0, 1, ..., the usable cores)")
+  parser.add_argument("--rounds", type=int, default=5, help="timed rounds over the JPEGs, per core")
   parser.add_argument("--fashion-batches", type=int, default=100, help="timed batches of 128 (Fashion)")
   parser.add_argument("--jpeg-batches", type=int, default=20, help="timed batches of 64 (JPEG)")
-  parser.add_argument("--num-images", type=int, default=512, help="JPEGs to write")
+  parser.add_argument("--num-images", type=int, default=64, help="JPEGs to write")
+  parser.add_argument("--size", default="500x375", help="JPEG width x height (ImageNet's typical size)")
   args = parser.parse_args()
-  workers = [int(w) for w in args.workers.split(",")]
+  width, height = (int(n) for n in args.size.split("x"))
+  cores = len(os.sched_getaffinity(0))
+  workers = [int(w) for w in args.workers.split(",")] if args.workers else list(range(cores + 1))
   load_before = os.getloadavg()[0]
 
-  rates: dict[str, dict[str, float]] = {"fashion_mnist": {}, "jpeg224": {}}
-  firsts: dict[str, dict[str, float]] = {"fashion_mnist": {}, "jpeg224": {}}
-  serial: dict[str, float] = {}
-
-  fashion = sources.fashion_mnist("train")
-  crop28 = PadCropFlip(28)
-  serial["fashion_mnist"] = serial_rate(fashion, crop28, 20_000)
-  for w in workers:
-    rates["fashion_mnist"][str(w)], firsts["fashion_mnist"][str(w)] = time_pipeline(
-        fashion, crop28, 128, args.fashion_batches, w)
-    print(f"fashion_mnist workers={w}: {rates['fashion_mnist'][str(w)]:.0f} img/s", flush=True)
-
   with tempfile.TemporaryDirectory(prefix="ltr_jpeg_bench_") as folder:
-    start = time.perf_counter()
-    list_file = write_jpegs(folder, args.num_images, num_classes=10)
+    list_file = write_jpegs(folder, args.num_images, 10, width, height)
     jpeg = sources.ListFileSource(list_file, folder)
     size_kb = sum(os.path.getsize(jpeg.image_path(i)) for i in range(len(jpeg))) / len(jpeg) / 1024
-    print(f"wrote {len(jpeg)} JPEGs (mean {size_kb:.1f} KB) in {time.perf_counter() - start:.1f} s", flush=True)
-    rrc = RandomResizedCropFlip(224, jitter=0.4)
-    serial["jpeg224"] = serial_rate(jpeg, rrc, 256)
-    for w in workers:
-      rates["jpeg224"][str(w)], firsts["jpeg224"][str(w)] = time_pipeline(jpeg, rrc, 64, args.jpeg_batches, w)
-      print(f"jpeg224 workers={w}: {rates['jpeg224'][str(w)]:.0f} img/s", flush=True)
+    print(f"wrote {len(jpeg)} JPEGs of {width}x{height}, quality {QUALITY}, mean {size_kb:.1f} KB", flush=True)
+    per_core = per_core_rates(list_file, folder, args.rounds)
+    for kind, rate in per_core["wall"].items():
+      print(f"per core {kind}: " + ", ".join(f"{name} {rate[name]:.0f} img/s ({rate[name] / rate['pil_reference']:.2f}x)"
+                                             for name in rate), flush=True)
 
-  batches = {"fashion_mnist": (128, args.fashion_batches), "jpeg224": (64, args.jpeg_batches)}
-  print(f"\nimages / s out of train_batches (after one warm-up batch per worker; worker start-up "
-        f"excluded; 1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
-        f"{os.cpu_count()} cores)")
-  print("| input | batch x timed batches | serial loop | " +
-        " | ".join(f"workers={w}" for w in workers) + " | first batch s (" +
-        ", ".join(f"w={w}" for w in workers) + ") |")
-  print("|---|---|---:|" + "---:|" * len(workers) + "---|")
-  for name in rates:
-    b, n = batches[name]
-    cells = " | ".join(f"{rates[name][str(w)]:.0f}" for w in workers)
+    inputs = {"jpeg_imagenet": (jpeg, RandomResizedCropFlip(SIZE, jitter=JITTER), 64, args.jpeg_batches),
+              "fashion_mnist": (sources.fashion_mnist("train"), PadCropFlip(28), 128, args.fashion_batches)}
+    rates: dict[str, dict[str, float]] = {name: {} for name in inputs}
+    firsts: dict[str, dict[str, float]] = {name: {} for name in inputs}
+    main_share: dict[str, dict[str, float]] = {name: {} for name in inputs}
+    for name, (source, transform, batch, num_batches) in inputs.items():
+      for w in workers:
+        rates[name][str(w)], firsts[name][str(w)], main_share[name][str(w)] = time_pipeline(
+            source, transform, batch, num_batches, w)
+        print(f"{name} workers={w}: {rates[name][str(w)]:.0f} img/s (main process: "
+              f"{main_share[name][str(w)]:.2f} of a core)", flush=True)
+  load_after = os.getloadavg()[0]
+
+  print(f"\n1-min load average {load_before:.1f} before, {load_after:.1f} after; {cores} usable cores")
+  print(f"\nper core, {width}x{height} JPEGs (images / s; wall clock, and CPU time in brackets)")
+  names = [name for name in per_core["wall"]["train"] if name != "pil_reference"]
+  print("| transform | PIL reference | " + " | ".join(f"{name} | ratio" for name in names) + " |")
+  print("|---|---:|" + "---:|---:|" * len(names))
+  for kind in ("train", "eval"):
+    wall, cpu = per_core["wall"][kind], per_core["cpu"][kind]
+    print(f"| {kind} | {wall['pil_reference']:.0f} ({cpu['pil_reference']:.0f}) | " + " | ".join(
+        f"{wall[name]:.0f} ({cpu[name]:.0f}) | {wall[name] / wall['pil_reference']:.2f} "
+        f"({cpu[name] / cpu['pil_reference']:.2f})" for name in names) + " |")
+  print("\nimages / s out of train_batches (steady state, worker start-up excluded; in brackets the share of "
+        "a core the consuming process used)")
+  print("| input | batch x timed batches | " + " | ".join(f"workers={w}" for w in workers) +
+        " | first batch s (" + ", ".join(f"w={w}" for w in workers) + ") |")
+  print("|---|---|" + "---:|" * len(workers) + "---|")
+  for name, (_, _, b, n) in inputs.items():
+    cells = " | ".join(f"{rates[name][str(w)]:.0f} ({main_share[name][str(w)]:.2f})" for w in workers)
     first = ", ".join(f"{firsts[name][str(w)]:.2f}" for w in workers)
-    print(f"| {name} | {b} x {n} | {serial[name]:.0f} | {cells} | {first} |")
+    print(f"| {name} | {b} x {n} | {cells} | {first} |")
 
-  result = {"images_per_second": rates, "machine": machine(f"numpy {np.__version__}"),
-            "worker_startup": "excluded (max(1, workers) warm-up batches untimed; see first_batch_seconds)",
-            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-            "first_batch_seconds": firsts, "serial_images_per_second": serial,
-            "batch_size": {k: v[0] for k, v in batches.items()},
-            "timed_batches": {k: v[1] for k, v in batches.items()},
-            "jpeg": {"num_images": args.num_images, "size": 256, "quality": 90, "mean_kb": size_kb,
-                     "transform": "RandomResizedCropFlip(224, jitter=0.4)"}}
+  result = {"per_core_images_per_second": per_core["wall"], "per_core_cpu_images_per_second": per_core["cpu"],
+            "images_per_second": rates, "first_batch_seconds": firsts, "main_process_core_share": main_share,
+            "machine": machine(f"numpy {np.__version__}", f"Pillow {Image.__version__}",
+                               f"simplejpeg {getattr(sources.simplejpeg, '__version__', 'not installed')}"),
+            "usable_cores": cores, "load_average_1min": {"before": load_before, "after": load_after},
+            "worker_startup": "excluded (the first batch and 4 per worker or thread untimed; see "
+                              "first_batch_seconds)",
+            "batch_size": {name: v[2] for name, v in inputs.items()},
+            "timed_batches": {name: v[3] for name, v in inputs.items()},
+            "jpeg": {"num_images": args.num_images, "width": width, "height": height, "quality": QUALITY,
+                     "mean_kb": size_kb, "per_core_rounds": args.rounds,
+                     "train": f"RandomResizedCropFlip({SIZE}, jitter={JITTER})",
+                     "eval": f"ResizeCenterCrop({RESIZE}, {SIZE})"}}
   if args.json:
     write_json(args.json, result)
 

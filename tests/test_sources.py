@@ -9,7 +9,8 @@ import pytest
 
 from ltr_jax.data import convert
 from ltr_jax.data.longtail import Subset
-from ltr_jax.data.sources import (IdxSource, ListFileSource, TfdsSource, class_counts, fashion_mnist)
+from ltr_jax.data.sources import (EncodedImage, IdxSource, ListFileSource, TfdsSource, class_counts,
+                                  fashion_mnist, undecoded)
 from ltr_jax.errors import DataError
 
 
@@ -58,6 +59,19 @@ def test_missing_and_corrupt_images(list_file_dataset):
     source[2]
   with pytest.raises(DataError, match=r"birds/f\.jpeg \(listed at .*train\.txt:6\): cannot decode image"):
     source[4]
+
+
+def test_subset_passes_on_the_undecoded_files(list_file_dataset, fashion_mnist_dir):
+  d = list_file_dataset
+  files = ListFileSource(d["list_file"], d["root"])
+  subset = Subset(files, np.array([4, 2]))
+  for i, j in enumerate((4, 2)):
+    encoded = undecoded(subset, i)
+    assert isinstance(encoded, EncodedImage) and encoded == files.undecoded(j)
+    np.testing.assert_array_equal(encoded.decode(), files[j])
+  # Arrays in memory stay arrays.
+  test = fashion_mnist("test", data_dir=fashion_mnist_dir)
+  np.testing.assert_array_equal(undecoded(Subset(test, np.array([9])), 0), test[9])
 
 
 def test_missing_list_file(tmp_path):

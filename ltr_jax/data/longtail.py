@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltr_jax.data.sources import Source, read_list_file
+from ltr_jax.data.sources import EncodedImage, Source, read_list_file, undecoded
 from ltr_jax.errors import DataError
 
 
@@ -82,6 +82,10 @@ class Subset:
 
   def __getitem__(self, index: int) -> np.ndarray:
     return self.source[self.indices[index]]
+
+  def undecoded(self, index: int) -> np.ndarray | EncodedImage:
+    """The source's `undecoded` record, so that subsets of image files get the transforms' fast path."""
+    return undecoded(self.source, int(self.indices[index]))
 
 
 def subset_from_list_file(source: Source, list_file: str) -> Subset:

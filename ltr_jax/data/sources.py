@@ -7,20 +7,30 @@ Four kinds of storage, one interface (`Source`):
 - `IdxSource`: MNIST / Fashion-MNIST IDX files (the offline quickstart).
 - `TfdsSource`: a TFDS array_record dataset through `tfds.data_source` (TFDS catalog datasets and those
   written by `ltr_jax.data.convert`).
+`source[i]` is the decoded image; `undecoded(source, i)` is what the transforms take: an `EncodedImage` where
+the source holds files, so that a transform reads the size from the header before decoding and decodes a
+JPEG at the smallest scale its crop allows, else the same array as `source[i]`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gzip
 import io
 import json
 import os
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 from PIL import Image
 
 from ltr_jax.errors import DataError
+
+try:  # optional (the `fast` extra): libjpeg-turbo's decoder with its DCT scaling at every n/8
+  import simplejpeg
+except ImportError:
+  simplejpeg = None
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions.
@@ -28,7 +38,10 @@ _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension.
 
 
 class Source(Protocol):
-  """Random access to records; `labels` is available without decoding any image."""
+  """Random access to records; `labels` is available without decoding any image.
+
+  File-backed sources also have `undecoded(index) -> EncodedImage`, the image before decoding (see `undecoded`).
+  """
 
   labels: np.ndarray  # int64 [N]
   num_classes: int
@@ -50,19 +63,77 @@ def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return np.bincount(labels, minlength=num_classes).astype(np.int64)
 
 
-def decode_image(data: bytes, channels: int, what: str) -> np.ndarray:
-  """Decodes encoded image bytes with Pillow to uint8 H x W x `channels` (1 or 3).
+@dataclasses.dataclass(frozen=True)
+class EncodedImage:
+  """An image file's bytes, not yet decoded, and how to decode them.
 
-  `what` names the image in the error raised when the bytes do not decode.
+  `channels`: 1 decodes to grey, 3 to RGB; `what` names the image in decode errors.
   """
-  try:
-    with Image.open(io.BytesIO(data)) as image:
-      array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-  except Image.UnidentifiedImageError as e:
-    raise DataError(f"{what}: cannot decode image (not a format Pillow reads)") from e
-  except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(f"{what}: cannot decode image ({e})") from e
-  return array[..., None] if array.ndim == 2 else array
+  data: bytes
+  channels: int
+  what: str
+
+  @contextlib.contextmanager
+  def open(self) -> Iterator[Image.Image]:
+    """The image opened lazily (size and format read from the header, pixels not yet decoded).
+
+    Decoding errors inside the `with` block, where the pixels are loaded, raise a DataError naming the image.
+    """
+    try:
+      with Image.open(io.BytesIO(self.data)) as image:
+        yield image
+    except Image.UnidentifiedImageError as e:
+      raise DataError(f"{self.what}: cannot decode image (not a format Pillow reads)") from e
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+      raise DataError(f"{self.what}: cannot decode image ({e})") from e
+
+  def jpeg_header(self) -> tuple[int, int, bool] | None:
+    """(height, width, grey) where `decode_jpeg` applies: simplejpeg is installed and the file is a JPEG in
+    YCbCr or grey; else None, and Pillow decodes the file (`open`)."""
+    if simplejpeg is None or not self.data.startswith(b"\xff\xd8"):
+      return None
+    try:
+      height, width, colourspace, _ = simplejpeg.decode_jpeg_header(self.data)
+    except ValueError:
+      return None
+    return (height, width, colourspace == "Gray") if colourspace in ("YCbCr", "Gray") else None
+
+  def decode_jpeg(self, layout: str, eighths: int = 8) -> np.ndarray | None:
+    """The JPEG (one `jpeg_header` accepts) decoded by libjpeg-turbo at DCT scale eighths / 8, uint8
+    ceil(H * eighths / 8) x ceil(W * eighths / 8) x (1, 3 or 4) for `layout` 'GRAY', 'RGB' or 'RGBX' (RGB
+    and a padding byte: Pillow's own pixel layout, which PIL wraps without a copy).
+
+    At eighths 8, 4, 2 and 1 the pixels are Pillow's (with draft mode below 8): both are libjpeg-turbo with
+    its default accurate integer IDCT and fancy chroma upsampling. None where libjpeg-turbo rejects the data
+    or warns about it (truncated or corrupt): Pillow then decodes the file or raises the DataError, as it
+    does without simplejpeg.
+    """
+    header = self.jpeg_header()
+    if header is None:
+      return None
+    height, width, _ = header
+    try:
+      return simplejpeg.decode_jpeg(self.data, layout, min_height=-(-height * eighths // 8),
+                                    min_width=-(-width * eighths // 8))
+    except ValueError:
+      return None
+
+  def decode(self) -> np.ndarray:
+    """The whole image, uint8 H x W x `channels` (libjpeg-turbo's `decode_jpeg` where it applies, for RGB:
+    the same pixels as Pillow, faster)."""
+    pixels = self.decode_jpeg("RGB") if self.channels == 3 else None
+    if pixels is not None:
+      return pixels
+    with self.open() as image:
+      array = np.asarray(image.convert("L" if self.channels == 1 else "RGB"), dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def undecoded(source: Source, index: int) -> np.ndarray | EncodedImage:
+  """Record `index` of `source` as the transforms take it: `source.undecoded(index)` where the source has
+  that method (file-backed sources), else the decoded `source[index]`."""
+  method = getattr(source, "undecoded", None)
+  return method(index) if method is not None else source[index]
 
 
 def read_list_file(list_file: str) -> list[tuple[int, str, int]]:
@@ -132,9 +203,12 @@ class ListFileSource:
     except OSError as e:
       raise DataError(f"{path}: cannot read image ({e.strerror}; listed at {self.where(index)})") from e
 
+  def undecoded(self, index: int) -> EncodedImage:
+    """The image file of record `index`, read but not decoded."""
+    return EncodedImage(self.read_bytes(index), 3, f"{self.image_path(index)} (listed at {self.where(index)})")
+
   def __getitem__(self, index: int) -> np.ndarray:
-    what = f"{self.image_path(index)} (listed at {self.where(index)})"
-    return decode_image(self.read_bytes(index), 3, what)
+    return self.undecoded(index).decode()
 
 
 def _json_entries(content, key: str, fields: tuple[str, ...], json_file: str) -> list[tuple]:
@@ -280,12 +354,17 @@ class TfdsSource:
   def __len__(self) -> int:
     return len(self._ds)
 
-  def __getitem__(self, index: int) -> np.ndarray:
+  def undecoded(self, index: int) -> np.ndarray | EncodedImage:
+    """Record `index`'s image: its encoded bytes where stored encoded, else the uint8 array."""
     image = self._ds[index][self.image_key]
     if isinstance(image, bytes):
-      return decode_image(image, self._channels, f"{self._ds.dataset_info.data_dir} record {index}")
+      return EncodedImage(image, self._channels, f"{self._ds.dataset_info.data_dir} record {index}")
     image = np.asarray(image, dtype=np.uint8)
     return image[..., None] if image.ndim == 2 else image
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    image = self.undecoded(index)
+    return image.decode() if isinstance(image, EncodedImage) else image
 
 
 def fashion_mnist(split: str, data_dir: str | None = None) -> Source:

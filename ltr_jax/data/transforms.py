@@ -1,5 +1,11 @@
-"""Host-side image transforms (uint8 HWC in, uint8 HWC out).
+"""Host-side image transforms (image in, uint8 HWC out).
 
+A transform takes what `sources.undecoded` gives: a uint8 H x W x C array, or an `EncodedImage` (a file's
+bytes). From a file, the crop and resize transforms read the size from the header, draw the crop box, and
+decode a JPEG at the smallest DCT scale 1/k (k in 1, 2, 4, 8) at which the box still covers the output
+size, with simplejpeg where installed (the `fast` extra) or Pillow's draft mode (the same pixels, slower),
+then resize straight from the box (one antialiased bilinear pass); colour jitter works on uint8 images
+(lookup tables and one colour-matrix pass), so no full-image float copies are made.
 Mean/std normalisation happens on the device inside the jitted step, so batches cross to the device
 as uint8 (4x fewer bytes). Each random transform takes an explicit numpy Generator, which the pipeline
 keys by the sample's global position: augmentations are identical whatever the number of workers, and
@@ -8,25 +14,126 @@ a resumed run sees the same pixels as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 from PIL import Image
 
+from ltr_jax.data.sources import EncodedImage
 from ltr_jax.errors import ConfigError
 
 
 class Transform(Protocol):
-  def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator) -> np.ndarray: ...
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-  pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-  out = np.asarray(pil.resize((width, height), Image.BILINEAR))
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 grey, as PIL and torchvision
+_DRAFT_SCALES = (8, 4, 2, 1)  # the DCT scales 1/k at which Pillow decodes a JPEG (libjpeg-turbo also has n/8)
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom in the image's full-resolution pixels
+
+
+def _as_array(image: np.ndarray | EncodedImage) -> np.ndarray:
+  return image if isinstance(image, np.ndarray) else image.decode()
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+  out = np.asarray(image)
   return out[..., None] if out.ndim == 2 else out
 
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 grey, as PIL and torchvision
+def draft_scale(box_width: float, box_height: float, size: tuple[int, int]) -> int:
+  """The largest k of 1, 2, 4, 8 with the box / k still at least `size` (width, height): the DCT scale 1/k
+  at which a JPEG can be decoded without turning the resize of the box into an upsampling."""
+  fit = min(box_width / size[0], box_height / size[1])
+  return next((k for k in _DRAFT_SCALES if k <= fit), 1)
+
+
+def _resized(image: Image.Image, mode: str, box: Box, size: tuple[int, int]) -> Image.Image:
+  """The region `box` of `image` resized to `size` (PIL's antialiased bilinear, straight from the box), in
+  `mode`."""
+  if image.mode not in ("L", "RGBX", mode):  # palette, alpha, CMYK, 16-bit, ...: as EncodedImage.decode
+    image = image.convert(mode)
+  out = image.resize(size, Image.Resampling.BILINEAR, box=box)
+  return out if out.mode == mode else out.convert(mode)  # grey to RGB after the resize: 3x less work
+
+
+def _resized_region(image: np.ndarray | EncodedImage, box_of: Callable[[int, int], Box],
+                    size: tuple[int, int]) -> Image.Image:
+  """The region box_of(height, width) of `image` resized to `size`, 'L' (one channel) or 'RGB'.
+
+  A JPEG is decoded at scale 1/draft_scale(box), the box divided accordingly: by libjpeg-turbo where
+  `EncodedImage.decode_jpeg` applies, else by Pillow's draft mode. Both are libjpeg-turbo with the same
+  settings, so the pixels are the same; simplejpeg is faster (no Python-side chunked reads, and it decodes
+  into Pillow's own pixel layout, which PIL wraps without a copy). `box_of` is called once.
+  """
+  if isinstance(image, np.ndarray):
+    grey = image.shape[-1] == 1
+    return _resized(Image.fromarray(image[..., 0] if grey else image), "L" if grey else "RGB",
+                    box_of(image.shape[0], image.shape[1]), size)
+  mode = "L" if image.channels == 1 else "RGB"
+  box = None
+  header = image.jpeg_header()
+  if header is not None:
+    box = box_of(header[0], header[1])
+    k = draft_scale(box[2] - box[0], box[3] - box[1], size)
+    layout = "GRAY" if header[2] or mode == "L" else "RGBX"
+    pixels = image.decode_jpeg(layout, 8 // k)
+    if pixels is not None:
+      raw = "L" if layout == "GRAY" else "RGBX"
+      decoded = Image.frombuffer(raw, (pixels.shape[1], pixels.shape[0]), pixels, "raw", raw, 0, 1)
+      return _resized(decoded, mode, (box[0] / k, box[1] / k, box[2] / k, box[3] / k), size)
+  with image.open() as pil:
+    if box is None:
+      box = box_of(pil.height, pil.width)
+    k = draft_scale(box[2] - box[0], box[3] - box[1], size)
+    width = pil.width
+    drafted = pil.draft(mode, (pil.width // k, pil.height // k))  # None: not a JPEG
+    if drafted is not None:
+      k = round(width / drafted[1][2])  # Pillow picks the scale from the size asked for
+      box = (box[0] / k, box[1] / k, box[2] / k, box[3] / k)
+    return _resized(pil, mode, box, size)
+
+
+def jitter_params(strength: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """ColorJitter's random draw: the (brightness, contrast, saturation) factors, uniform in
+  [1 - strength, 1 + strength], and the order to apply them in (a permutation of 0, 1, 2)."""
+  return rng.uniform(1 - strength, 1 + strength, size=3), rng.permutation(3)
+
+
+def color_jitter(image: Image.Image, factors: np.ndarray, order: np.ndarray) -> Image.Image:
+  """torchvision's ColorJitter on a PIL image ('L' or 'RGB') with the given `jitter_params`.
+
+  As torchvision does on PIL images (ImageEnhance) and on uint8 tensors, each step is clipped to [0, 255]
+  and truncated to an integer: brightness scales, contrast blends with the mean grey level (rounded),
+  saturation blends with the grey image. Brightness and contrast map each channel value on its own, so
+  consecutive ones compose into one lookup table (the mean grey is read off the histogram through the
+  table); saturation is one colour-matrix pass.
+  """
+  identity = np.arange(256, dtype=np.float64)
+  lut = identity
+  for op in order:
+    if op == 0:  # brightness
+      lut = np.clip(np.floor(factors[0] * lut), 0, 255)
+    elif op == 1:  # contrast
+      histogram = np.asarray(image.histogram(), np.float64).reshape(-1, 256)
+      band_means = histogram @ lut / histogram[0].sum()
+      grey = round(float(band_means[0] if len(band_means) == 1 else np.dot(_LUMA, band_means)))
+      lut = np.clip(np.floor(factors[1] * lut + (1 - factors[1]) * grey), 0, 255)
+    elif image.mode == "RGB":  # saturation (none in a grey image)
+      image = _apply_lut(image, lut)
+      lut = identity
+      matrix = factors[2] * np.eye(3) + (1 - factors[2]) * np.array([_LUMA] * 3)
+      # PIL rounds (adds 0.5, then truncates); an offset of -0.5 makes it truncate.
+      image = image.convert("RGB", tuple(np.concatenate([matrix, np.full((3, 1), -0.5)], axis=1).ravel()))
+  return _apply_lut(image, lut)
+
+
+def _apply_lut(image: Image.Image, lut: np.ndarray) -> Image.Image:
+  """`image` with every channel value v replaced by lut[v] (unchanged where lut is the identity)."""
+  if np.array_equal(lut, np.arange(256)):
+    return image
+  return image.point(lut.astype(np.int64).tolist() * len(image.getbands()))
 
 
 class PadCropFlip:
@@ -35,7 +142,8 @@ class PadCropFlip:
   def __init__(self, size: int, pad: int = 4):
     self.size, self.pad = size, pad
 
-  def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator) -> np.ndarray:
+    image = _as_array(image)
     height, width, channels = image.shape
     # Window origin in padded coordinates; copy the part of the image it overlaps (np.pad is slower).
     y = int(rng.integers(0, height + 2 * self.pad - self.size + 1)) - self.pad
@@ -47,7 +155,7 @@ class PadCropFlip:
 
 
 class RandomResizedCropFlip:
-  """Inception-style crop (area scale, aspect ratio as in torchvision), flip, and optional colour jitter.
+  """torchvision's RandomResizedCrop, RandomHorizontalFlip and optional ColorJitter, in that order.
 
   `jitter` is the ColorJitter strength for brightness, contrast and saturation (0.4 for ImageNet-LT,
   0 for iNaturalist); the three are applied in a random order, like torchvision.
@@ -57,7 +165,9 @@ class RandomResizedCropFlip:
                ratio: tuple[float, float] = (3 / 4, 4 / 3), jitter: float = 0.0):
     self.size, self.scale, self.ratio, self.jitter = size, scale, ratio, jitter
 
-  def _crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+  def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(top, left, height, width): area fraction uniform in `scale`, log aspect ratio uniform in log `ratio`,
+    10 tries, then the largest centre crop with the ratio clamped to `ratio`."""
     area = height * width
     log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
     for _ in range(10):
@@ -66,7 +176,6 @@ class RandomResizedCropFlip:
       w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
       if 0 < w <= width and 0 < h <= height:
         return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-    # Fallback: the largest centre crop whose aspect ratio is within bounds.
     aspect = width / height
     if aspect < self.ratio[0]:
       w, h = width, int(round(width / self.ratio[0]))
@@ -76,48 +185,44 @@ class RandomResizedCropFlip:
       h, w = height, width
     return (height - h) // 2, (width - w) // 2, h, w
 
-  def _color_jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    out = image.astype(np.float32)
-    factors = rng.uniform(1 - self.jitter, 1 + self.jitter, size=3).astype(np.float32)
-    for op in rng.permutation(3):
-      if op == 0:  # brightness
-        out *= factors[0]
-      elif op == 1:  # contrast: blend with the mean grey level
-        grey = out.mean() if out.shape[-1] == 1 else (out @ _LUMA).mean()
-        out = factors[1] * out + (1 - factors[1]) * grey
-      elif out.shape[-1] == 3:  # saturation: blend with the grey image, as one 3x3 colour matrix
-        out = out @ (factors[2] * np.eye(3, dtype=np.float32) + (1 - factors[2]) * _LUMA[:, None])
-      np.clip(out, 0, 255, out=out)
-    return out.round().astype(np.uint8)
+  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator) -> np.ndarray:
+    def box_of(height: int, width: int) -> Box:
+      y, x, h, w = self.crop_box(height, width, rng)
+      return x, y, x + w, y + h
 
-  def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    y, x, h, w = self._crop_box(image.shape[0], image.shape[1], rng)
-    out = _resize(np.ascontiguousarray(image[y:y + h, x:x + w]), self.size, self.size)
+    out = _resized_region(image, box_of, (self.size, self.size))
     if rng.random() < 0.5:
-      out = out[:, ::-1]
-    return self._color_jitter(out, rng) if self.jitter > 0 else out
+      out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return _to_array(color_jitter(out, *jitter_params(self.jitter, rng)) if self.jitter > 0 else out)
 
 
 class ResizeCenterCrop:
-  """Evaluation transform: resize the shorter side to `resize`, then centre-crop `size` x `size`."""
+  """Evaluation transform, torchvision's Resize(resize) + CenterCrop(size) in one resize of the crop's box."""
 
   def __init__(self, resize: int = 256, size: int = 224):
     self.resize, self.size = resize, size
 
-  def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-    height, width = image.shape[:2]
-    scale = self.resize / min(height, width)
-    new_h, new_w = max(self.size, round(height * scale)), max(self.size, round(width * scale))
-    out = _resize(image, new_w, new_h)
-    y, x = (new_h - self.size) // 2, (new_w - self.size) // 2
-    return out[y:y + self.size, x:x + self.size]
+  def crop_box(self, height: int, width: int) -> Box:
+    """The centre crop's box (left, top, right, bottom) in the image's pixels: the shorter side resized to
+    `resize` (the longer one truncated, as torchvision), then `size` x `size` from the middle."""
+    if width <= height:
+      new_w, new_h = self.resize, int(self.resize * height / width)
+    else:
+      new_w, new_h = int(self.resize * width / height), self.resize
+    top, left = int(round((new_h - self.size) / 2)), int(round((new_w - self.size) / 2))
+    # Multiplied before divided: a crop edge on the resized image's edge maps to the image's edge exactly.
+    return (left * width / new_w, top * height / new_h, (left + self.size) * width / new_w,
+            (top + self.size) * height / new_h)
+
+  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator | None = None) -> np.ndarray:
+    return _to_array(_resized_region(image, self.crop_box, (self.size, self.size)))
 
 
 class Identity:
   """Evaluation transform for data already at the model's input size (28x28, 32x32)."""
 
-  def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-    return image
+  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator | None = None) -> np.ndarray:
+    return _as_array(image)
 
 
 def train_transform(kind: str, image_size: int, jitter: float = 0.0) -> Transform:
@@ -135,6 +240,8 @@ def eval_transform(kind: str, image_size: int, resize: int = 256) -> Transform:
   if kind == "identity":
     return Identity()
   if kind == "resize_center_crop":
+    if resize < image_size:
+      raise ConfigError(f"config key data.resize: {resize} is smaller than data.image_size {image_size}")
     return ResizeCenterCrop(resize, image_size)
   raise ConfigError(f"config key data.eval_transform: unknown transform {kind!r} "
                    "(expected 'identity' or 'resize_center_crop')")
