@@ -3,6 +3,10 @@
 A group's accuracy is the mean per-class accuracy of its classes (SPEC "Evaluation"); 'all' is the mean over
 every evaluated class. On a balanced evaluation split (the long-tailed benchmarks' test sets) the mean of
 per-class accuracies equals the plain top-1 accuracy; on an imbalanced split it weighs classes, not images.
+
+Calibration of the softmax over logits [N, C]: expected calibration error (Guo et al. 2017, 15 equal-width
+confidence bins as in MiSLAS), the per-bin data of a reliability diagram, and the mean negative log-likelihood.
+They run on host logits in float64 chunks of rows, so no float64 copy of a large [N, C] matrix is made.
 """
 from __future__ import annotations
 
@@ -62,3 +66,58 @@ def group_accuracy(per_class_acc: np.ndarray, groups: np.ndarray) -> dict[str, f
   result = {"all": mean(np.ones(groups.shape, bool))}
   result.update({name: mean(groups == name) for name in GROUPS})
   return result
+
+
+def _softmax_rows(logits, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(confidence max_j p_j, prediction argmax_j p_j, -log p_y) per row, in float64, chunks of ~4M entries."""
+  labels = np.asarray(labels)
+  if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+    raise DataError(f"logits of shape {logits.shape} for labels of shape {labels.shape}")
+  outside = labels[(labels < 0) | (labels >= logits.shape[1])]
+  if outside.size:
+    raise DataError(f"evaluation label {int(outside[0])} is outside 0..{logits.shape[1] - 1}")
+  n, chunk_rows = logits.shape[0], max(1, (1 << 22) // max(1, logits.shape[1]))
+  confidence, prediction, nll_rows = np.empty(n), np.empty(n, np.int64), np.empty(n)
+  for start in range(0, n, chunk_rows):
+    z = np.asarray(logits[start:start + chunk_rows], np.float64)
+    rows, part = np.arange(len(z)), slice(start, start + len(z))
+    top = z.argmax(axis=1)
+    # log sum_j exp(z_j) - z_max, summed after the shift: the largest term is exp(0) = 1.
+    log_normaliser = np.log(np.exp(z - z[rows, top][:, None]).sum(axis=1))
+    prediction[part] = top
+    confidence[part] = np.exp(-log_normaliser)
+    nll_rows[part] = z[rows, top] + log_normaliser - z[rows, labels[part]]
+  return confidence, prediction, nll_rows
+
+
+def reliability_bins(logits, labels, num_bins: int = 15) -> dict[str, np.ndarray]:
+  """Per-bin data of a reliability diagram of the softmax of `logits` [N, C] (numpy or jax).
+
+  Bin b holds the images whose confidence max_j p_j lies in (b / B, (b + 1) / B] (right-closed, as Guo et al.
+  and MiSLAS's np.digitize(right=True)). Returns 'edges' [B + 1], 'count' [B], and 'accuracy' and
+  'confidence' [B] in percent: the top-1 accuracy and the mean confidence of each bin, NaN for an empty bin.
+  """
+  if num_bins < 1:
+    raise DataError(f"{num_bins} calibration bins; need at least 1")
+  confidence, prediction, _ = _softmax_rows(logits, labels)
+  edges = np.linspace(0.0, 1.0, num_bins + 1)
+  bins = np.digitize(confidence, edges[1:-1], right=True)
+  count = np.bincount(bins, minlength=num_bins)
+  correct = np.bincount(bins, weights=prediction == np.asarray(labels), minlength=num_bins)
+  total_confidence = np.bincount(bins, weights=confidence, minlength=num_bins)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return {"edges": edges, "count": count, "accuracy": 100.0 * correct / count,
+            "confidence": 100.0 * total_confidence / count}
+
+
+def expected_calibration_error(logits, labels, num_bins: int = 15) -> float:
+  """ECE = sum_b |B_b| / N * |acc(B_b) - conf(B_b)| over the bins of `reliability_bins`, in percent."""
+  bins = reliability_bins(logits, labels, num_bins)
+  filled = bins["count"] > 0
+  gaps = np.abs(bins["accuracy"][filled] - bins["confidence"][filled])
+  return float(np.sum(bins["count"][filled] * gaps) / np.sum(bins["count"]))
+
+
+def nll(logits, labels) -> float:
+  """Mean negative log-likelihood -log softmax(z)_y over the images, in nats."""
+  return float(np.mean(_softmax_rows(logits, labels)[2]))

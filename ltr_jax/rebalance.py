@@ -1,9 +1,11 @@
-"""Classifier re-balancing on cached features (paper Sec. 4): cRT and LWS, trained with optax.
+"""Classifier re-balancing on cached features: cRT and LWS (paper Sec. 4) and weight balancing (WB), with optax.
 
-Both draw class-balanced batches (IndexSampler, strategy 'class': i.i.d. draws, N // batch steps per epoch),
-gather them on the host from the feature matrix (numpy or jax; only the batch is moved per step), and run a
-jitted step: cross-entropy, SGD with momentum, cosine learning rate from the base lr to 0 at the last step.
-Weight decay is added to the gradient before momentum, as torch.optim.SGD does in the reference.
+cRT and LWS draw class-balanced batches (IndexSampler, strategy 'class': i.i.d. draws, N // batch steps per
+epoch), WB instance-balanced ones with a class-balanced loss. Batches are gathered on the host from the feature
+matrix (numpy or jax; only the batch is moved per step) and fed to a jitted step: the loss (cross-entropy
+unless stated), SGD with momentum, cosine learning rate from the base lr to 0 at the last step, and for WB a
+projection of the head after every step. Weight decay is added to the gradient before momentum, as
+torch.optim.SGD does in the references.
 """
 from __future__ import annotations
 
@@ -15,19 +17,27 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from ltr_jax import classifiers
+from ltr_jax import classifiers, losses
 from ltr_jax.data.sampling import IndexSampler
-from ltr_jax.errors import DataError, TrainingError
+from ltr_jax.errors import ConfigError, DataError, TrainingError
 
 LogitsFn = Callable[[object, object, jax.Array], jax.Array]
+BatchLoss = Callable[[jax.Array, jax.Array], jax.Array]  # (logits [B, C], labels [B]) -> scalar
+
+
+def _mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int, *, epochs: int,
          batch_size: int, lr: float, weight_decay: float, momentum: float, seed: int, sampling: str,
-         progress: bool, name: str):
-  """Minimise the mean cross-entropy of logits_fn(params, frozen, z) over sampled batches; returns params.
+         progress: bool, name: str, loss: BatchLoss = _mean_cross_entropy,
+         project: Callable[[object], object] | None = None, on_step: Callable[[object], None] | None = None):
+  """Minimise loss(logits_fn(params, frozen, z), y) over sampled batches; returns params.
 
   `frozen` (arrays not trained) is an argument of the jitted step, not a constant baked into it.
+  `project` maps params back onto a constraint set after every update, inside the step (projected gradient
+  descent); `on_step`, if given, sees the params after every step (one host sync per step).
   """
   labels = np.asarray(labels, dtype=np.int64)
   if labels.shape != (features.shape[0],):
@@ -39,11 +49,10 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
 
   @jax.jit
   def step(params, opt_state, frozen, z, y):
-    def loss_fn(p):
-      return optax.softmax_cross_entropy_with_integer_labels(logits_fn(p, frozen, z), y).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    value, grads = jax.value_and_grad(lambda p: loss(logits_fn(p, frozen, z), y))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    params = optax.apply_updates(params, updates)
+    return (params if project is None else project(params)), opt_state, value
 
   opt_state = tx.init(params)
   with tqdm(total=epochs * steps_per_epoch, desc=name, disable=not progress) as bar:
@@ -51,12 +60,14 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
       indices = sampler.epoch_indices(epoch)
       for k in range(steps_per_epoch):
         batch = indices[k * batch_size:(k + 1) * batch_size]
-        params, opt_state, loss = step(params, opt_state, frozen, features[batch], labels[batch].astype(np.int32))
+        params, opt_state, value = step(params, opt_state, frozen, features[batch], labels[batch].astype(np.int32))
+        if on_step is not None:
+          on_step(params)
         bar.update()
-      loss = float(loss)  # One host sync per epoch.
-      if not np.isfinite(loss):
-        raise TrainingError(f"{name}: loss is {loss} in epoch {epoch}; lower the learning rate")
-      bar.set_postfix(loss=f"{loss:.4f}")
+      value = float(value)  # One host sync per epoch.
+      if not np.isfinite(value):
+        raise TrainingError(f"{name}: loss is {value} in epoch {epoch}; lower the learning rate")
+      bar.set_postfix(loss=f"{value:.4f}")
   return params
 
 
@@ -105,3 +116,72 @@ def train_lws(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *,
   return _fit(jnp.ones(num_classes, jnp.float32), head, _scaled, features, labels, num_classes, epochs=epochs,
               batch_size=batch_size, lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed,
               sampling="class", progress=progress, name="LWS")
+
+
+def maxnorm_radius(W, thresh: float) -> float:
+  """The MaxNorm radius of WB's code: min_j ||w_j|| + thresh * (max_j ||w_j|| - min_j ||w_j||) of head W.
+
+  Alshammari et al.'s MaxNorm_via_PGD sets the radius from the stage-1 head's class-vector norms, so thresh
+  in [0, 1] interpolates between its smallest (0) and its largest (1) class norm; 0.1 on CIFAR-100-LT.
+  """
+  norms = np.linalg.norm(np.asarray(W, np.float64), axis=0)
+  return float(norms.min() + thresh * (norms.max() - norms.min()))
+
+
+def maxnorm_project(W: jax.Array, radius: float) -> jax.Array:
+  """Each class vector w_j (a column of W [d, C]) scaled back onto the ball ||w_j|| <= radius."""
+  norms = jnp.linalg.norm(W, axis=0)
+  return W * jnp.minimum(1.0, radius / jnp.maximum(norms, jnp.finfo(W.dtype).tiny))
+
+
+def _softmax_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """mean_j BCE(p_j, 1[j = y]) per row, p = softmax(logits), each log clamped at -100 as torch's BCE.
+
+  The loss 'softmax' of the Class-balanced-loss-pytorch code that WB's stage 2 calls. log(1 - p_j) is
+  log1p(-p_j) for every class but the top one (p_j <= 1/2 there), and log sum_{k != top} exp(z_k) - lse(z)
+  for the top one, so a confident row gives neither -inf nor a NaN gradient.
+  """
+  log_p = jax.nn.log_softmax(logits)
+  is_top = jnp.arange(logits.shape[-1]) == jnp.argmax(logits, axis=-1, keepdims=True)
+  rest = jax.nn.logsumexp(jnp.where(is_top, -jnp.inf, logits), axis=-1, keepdims=True)
+  log_not_top = rest - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+  log_1m_p = jnp.where(is_top, log_not_top, jnp.log1p(-jnp.exp(jnp.where(is_top, -jnp.inf, log_p))))
+  is_label = jnp.arange(logits.shape[-1]) == labels[:, None]
+  return -jnp.where(is_label, jnp.maximum(log_p, -100.0), jnp.maximum(log_1m_p, -100.0)).mean(axis=-1)
+
+
+WB_LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "ce": optax.softmax_cross_entropy_with_integer_labels,
+    "softmax_bce": _softmax_bce,
+}
+
+
+def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, epochs: int, batch_size: int,
+             lr: float, weight_decay: float, max_norm: float, cb_beta: float = 0.9999, loss: str = "softmax_bce",
+             momentum: float = 0.9, seed: int = 0, sampling: str = "instance", progress: bool = True,
+             on_step: Callable[[tuple[jax.Array, jax.Array]], None] | None = None) -> tuple[jax.Array, jax.Array]:
+  """Weight balancing's stage 2 (Alshammari et al. 2022): the stage-1 head fine-tuned with a class-balanced
+  loss, weight decay and MaxNorm.
+
+  The loss is the batch mean of w_y * l(z, y), with Cui et al.'s w_j = (1 - beta) / (1 - beta^{n_j})
+  normalised to sum to C (`losses.class_balanced_weights`) and l one of WB_LOSSES: 'softmax_bce', what WB's
+  code runs (BCE of the softmax against the one-hot label, averaged over classes), or 'ce', Cui et al.'s
+  softmax CB loss. After every step each class vector is projected onto ||w_j|| <= r, r =
+  maxnorm_radius(W, max_norm) of the initial head; the bias is unconstrained, as in WB's code. Weight decay
+  covers W and b. Batches are instance-balanced (WB's code shuffles the long-tailed set).
+  """
+  if loss not in WB_LOSSES:
+    raise ConfigError(f"WB loss {loss!r} is not one of {', '.join(WB_LOSSES)}")
+  counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
+  empty = np.flatnonzero(counts == 0)
+  if empty.size:
+    raise DataError(f"WB: class {int(empty[0])} has no training features ({empty.size} empty classes in all); "
+                    "its class-balanced weight would be infinite")
+  weights = jnp.asarray(losses.class_balanced_weights(counts, cb_beta), jnp.float32)
+  example_loss = WB_LOSSES[loss]
+  radius = maxnorm_radius(W, max_norm)
+  params = (jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32))
+  return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,
+              lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling,
+              progress=progress, name="WB", loss=lambda z, y: (weights[y] * example_loss(z, y)).mean(),
+              project=lambda p: (maxnorm_project(p[0], radius), p[1]), on_step=on_step)

@@ -1,11 +1,13 @@
-"""cRT and LWS re-balance a head on a synthetic long-tailed Gaussian mixture: few-shot accuracy goes up."""
+"""cRT, LWS and WB re-balance a head on a synthetic long-tailed Gaussian mixture: few-shot accuracy goes up."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ltr_jax import classifiers, metrics, rebalance
 from ltr_jax.data.longtail import group_of_classes
+from ltr_jax.data.sampling import IndexSampler
 
 C, D = 20, 16
 TRAIN = dict(epochs=20, batch_size=64, lr=0.1, weight_decay=5e-4, progress=False)
@@ -56,3 +58,66 @@ def test_lws_raises_few_shot_accuracy_of_its_head(mixture):
   # The learnt scales grow towards the tail: the few-shot classes get the larger ones.
   few = mixture["groups"] == "few"
   assert float(scales[few].mean()) > float(scales[mixture["groups"] == "many"].mean())
+
+
+WB = dict(epochs=10, batch_size=64, lr=0.01, weight_decay=0.1, max_norm=0.1, progress=False)  # WB's CIFAR values
+
+
+def test_wb_keeps_every_class_vector_in_the_maxnorm_ball_and_raises_few_shot(mixture):
+  W, b = mixture["joint"]
+  norms0 = np.linalg.norm(np.asarray(W, np.float64), axis=0)
+  radius = norms0.min() + 0.1 * (norms0.max() - norms0.min())  # WB's code: thresh 0.1 between min and max.
+  assert rebalance.maxnorm_radius(W, 0.1) == pytest.approx(radius)
+  assert norms0.max() > 2 * radius  # The joint head starts far outside the ball.
+  trajectory = []
+  W_wb, b_wb = rebalance.train_wb(mixture["train"], mixture["train_labels"], W, b, C, seed=4,
+                                  on_step=lambda p: trajectory.append(np.linalg.norm(np.asarray(p[0]), axis=0)),
+                                  **WB)
+  trajectory = np.stack(trajectory)
+  assert trajectory.shape == (WB["epochs"] * (len(mixture["train_labels"]) // WB["batch_size"]), C)
+  assert (trajectory <= radius * (1 + 1e-6)).all()  # After every step, every class.
+  np.testing.assert_allclose(trajectory[-1], np.linalg.norm(np.asarray(W_wb), axis=0), rtol=1e-6)
+  assert trajectory[0].max() == pytest.approx(radius, rel=1e-6)  # The constraint is active, not slack.
+  joint = _groups(mixture, mixture["test"] @ W + b)
+  wb = _groups(mixture, mixture["test"] @ W_wb + b_wb)
+  assert wb["few"] > joint["few"] + 10.0, (wb, joint)
+  assert wb["all"] > joint["all"], (wb, joint)
+
+
+def test_wb_first_step_follows_the_class_balanced_formula():
+  # Hand-made counts; Cui et al.'s weights with beta = 0.99: (1 - beta) / (1 - beta^n), normalised to sum to C.
+  counts = np.array([60, 25, 10, 5])
+  raw = 0.01 / (1 - 0.99 ** counts)  # 0.01 / (0.452844, 0.222179, 0.095618, 0.049010), sum 0.375714
+  weights = raw / raw.sum() * 4
+  np.testing.assert_allclose(weights, [0.23510, 0.47918, 1.11343, 2.17229], atol=1e-5)
+  rng = np.random.default_rng(5)
+  labels = np.repeat(np.arange(4), counts)
+  features = (rng.standard_normal((labels.size, 3)) + labels[:, None]).astype(np.float32)
+  W0, b0 = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+  # One step on one batch of all N draws (no decay, a radius no column reaches): W1 = W0 - lr * dL/dW with
+  # L = mean_b w_{y_b} CE(z_b W0 + b0, y_b), the draws being the sampler's first epoch.
+  W1, b1 = rebalance.train_wb(features, labels, W0, b0, 4, epochs=1, batch_size=labels.size, lr=0.5,
+                              weight_decay=0.0, max_norm=100.0, cb_beta=0.99, loss="ce", seed=3, progress=False)
+  draws = IndexSampler(labels, 4, "instance", seed=3, num_epochs=1).epoch_indices(0)
+  z, y = features[draws].astype(np.float64), labels[draws]
+  logits = z @ W0 + b0
+  p = np.exp(logits - logits.max(axis=1, keepdims=True))
+  p /= p.sum(axis=1, keepdims=True)
+  dlogits = weights[y][:, None] * (p - np.eye(4)[y]) / len(y)
+  np.testing.assert_allclose(W1, W0 - 0.5 * z.T @ dlogits, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(b1, b0 - 0.5 * dlogits.sum(axis=0), rtol=1e-4, atol=1e-6)
+
+
+def test_wb_softmax_bce_is_the_binary_cross_entropy_of_the_softmax():
+  logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0], [40.0, 0.0, -3.0], [1.0, 300.0, -2.0]], np.float32)
+  labels = np.array([0, 2, 0, 0])
+  value = rebalance.WB_LOSSES["softmax_bce"](jnp.asarray(logits), jnp.asarray(labels))
+  z = logits.astype(np.float64)
+  p = np.exp(z - z.max(axis=1, keepdims=True))
+  p /= p.sum(axis=1, keepdims=True)
+  one_hot = np.eye(3)[labels]
+  with np.errstate(divide="ignore"):  # log 0 in the last row, clamped at -100 as torch's BCE does.
+    terms = np.maximum(np.log(np.where(one_hot == 1, p, 1 - p)), -100.0)
+  np.testing.assert_allclose(value, -terms.mean(axis=1), rtol=1e-5, atol=1e-7)
+  grads = jax.grad(lambda z: rebalance.WB_LOSSES["softmax_bce"](z, jnp.asarray(labels)).sum())(jnp.asarray(logits))
+  assert np.isfinite(np.asarray(grads)).all()  # Confident rows (p_top = 1 in float32) included.
