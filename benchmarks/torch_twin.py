@@ -1,0 +1,306 @@
+"""The quickstart recipe in plain PyTorch: evidence that ltr_jax's stage 1 and stage 2 are the standard ones.
+
+Every hyper-parameter is read from the config (`--config`, default configs/quickstart.py), and the data are
+ltr_jax's own split (`ltr_jax.data.datasets.build_splits(config.data)`: the same long-tailed Fashion-MNIST
+training subset, validation and test records); loading is not what is compared. Per seed:
+
+Stage 1 (as a torchvision-style training script): instance-balanced sampling as a shuffled pass per epoch with
+drop_last (a fresh torch.randperm, N // batch steps), pad 4 + random crop + horizontal flip on the pixels, then
+(x / 255 - data.mean) / data.std; the twin model of benchmarks/torch_models.py (BatchNorm momentum 0.1, torch's
+default); cross-entropy; torch.optim.SGD(momentum, weight_decay, nesterov from config.train); per step: linear
+warm-up for train.warmup_epochs from peak / warmup_steps to peak = base_lr * batch / 256, then cosine to 0 over
+the remaining steps (the formula of ltr_jax.train.learning_rate_schedule).
+
+Stage 2 on the backbone's features (eval mode, no augmentation), as the paper's Sec. 4:
+- Joint: the stage-1 head.
+- cRT: a new nn.Linear head, class-balanced i.i.d. batches (a class uniformly, then one of its images
+  uniformly; N // batch steps per epoch), SGD momentum 0.9, lr cosine to 0 per step, weight decay on W and b
+  (config.stage2.crt).
+- tau-norm: w_j / ||w_j||^tau, bias dropped, tau over config.stage2.taus chosen by All on the validation split.
+- LWS: scales s (init 1) of the joint logits, s_j (z w_j + b_j), class-balanced batches, config.stage2.lws
+  (weight decay on s where the config sets it, as the reference does).
+Test All / Many / Medium / Few: mean per-class accuracy of each group (ltr_jax.metrics, groups of
+ltr_jax.data.longtail.group_of_classes). The table gives mean ± sample standard deviation over --seeds;
+--ltr_jax_workdirs (run directories holding ltr_jax's results.json) adds ltr_jax's rows and whether each All
+mean lies within 2 standard deviations of the twin's.
+
+  python benchmarks/torch_twin.py --seeds 0,1,2 --json /tmp/torch_twin.json \
+      --ltr_jax_workdirs /tmp/qs0,/tmp/qs1,/tmp/qs2
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ltr_jax import metrics  # noqa: E402
+from ltr_jax.data import datasets  # noqa: E402
+from common import machine, write_json  # noqa: E402
+from torch_models import build_torch_model  # noqa: E402
+
+METHODS = ("joint", "crt", "tau_norm", "lws")
+COLUMNS = ("all", "many", "medium", "few")
+
+
+def load_config(path: str):
+  """get_config() of an experiment file such as configs/quickstart.py."""
+  spec = importlib.util.spec_from_file_location("twin_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def cosine_lr(peak: float, step: int, steps: int) -> float:
+  """optax.cosine_decay_schedule(peak, steps) at `step`: peak at 0, 0 from `steps` on."""
+  return peak * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+
+def stage1_lr(train, steps_per_epoch: int, step: int) -> float:
+  """The lr of update `step` (0-based) of ltr_jax.train.learning_rate_schedule."""
+  peak = train.base_lr * train.batch_size / 256
+  total = train.epochs * steps_per_epoch
+  warmup = int(round(train.warmup_epochs * steps_per_epoch))
+  if step < warmup:
+    return peak / warmup + (peak - peak / warmup) * step / warmup
+  return cosine_lr(peak, step - warmup, max(1, total - warmup))
+
+
+def as_tensor(source) -> tuple[torch.Tensor, torch.Tensor]:
+  """Images uint8 NCHW and labels int64 of every record of a split."""
+  images = np.stack([source[i] for i in range(len(source))])
+  return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.asarray(source.labels))
+
+
+def normalize(images: torch.Tensor, data) -> torch.Tensor:
+  """uint8 (or float pixel values) -> (x / 255 - mean) / std, per channel."""
+  mean = torch.tensor(data.mean, dtype=torch.float32).view(1, -1, 1, 1)
+  std = torch.tensor(data.std, dtype=torch.float32).view(1, -1, 1, 1)
+  return (images.float() / 255 - mean) / std
+
+
+def pad_crop_flip(images: torch.Tensor, size: int, pad: int, gen: torch.Generator) -> torch.Tensor:
+  """torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip() on a batch, each image its own draw."""
+  b, c, h, w = images.shape
+  padded = F.pad(images, (pad, pad, pad, pad))
+  ys = torch.randint(0, h + 2 * pad - size + 1, (b,), generator=gen)
+  xs = torch.randint(0, w + 2 * pad - size + 1, (b,), generator=gen)
+  rows = ys[:, None] + torch.arange(size)
+  cols = xs[:, None] + torch.arange(size)
+  cols = torch.where(torch.rand(b, generator=gen)[:, None] < 0.5, cols.flip(1), cols)
+  return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def train_stage1(config, images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int):
+  """The stage-1 model after config.train.epochs of instance-balanced SGD."""
+  train, data = config.train, config.data
+  torch.manual_seed(seed)
+  gen = torch.Generator().manual_seed(seed)
+  model = build_torch_model(config.model.name, num_classes, in_channels=images.shape[1])
+  opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=train.momentum, weight_decay=train.weight_decay,
+                        nesterov=train.nesterov)
+  steps_per_epoch = max(1, len(labels) // train.batch_size)
+  model.train()
+  step = 0
+  for epoch in range(train.epochs):
+    order = torch.randperm(len(labels), generator=gen)
+    for k in range(steps_per_epoch):
+      batch = order[k * train.batch_size:(k + 1) * train.batch_size]
+      x = normalize(pad_crop_flip(images[batch].float(), data.image_size, 4, gen), data)
+      for group in opt.param_groups:
+        group["lr"] = stage1_lr(train, steps_per_epoch, step)
+      loss = F.cross_entropy(model(x), labels[batch])
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+      step += 1
+    if not torch.isfinite(loss):
+      raise SystemExit(f"stage 1 diverged: loss {loss.item()} in epoch {epoch}")
+  return model.eval()
+
+
+@torch.no_grad()
+def features(model, images: torch.Tensor, data, batch: int) -> torch.Tensor:
+  return torch.cat([model.features(normalize(images[i:i + batch], data)) for i in range(0, len(images), batch)])
+
+
+def class_balanced_batches(labels: torch.Tensor, num_classes: int, batch: int, steps: int,
+                           gen: torch.Generator) -> torch.Tensor:
+  """[steps, batch] i.i.d. indices: a class uniformly, then one of its records uniformly."""
+  order = torch.argsort(labels, stable=True)
+  counts = torch.bincount(labels, minlength=num_classes)
+  starts = torch.cumsum(counts, 0) - counts
+  classes = torch.randint(0, num_classes, (steps * batch,), generator=gen)
+  offsets = (torch.rand(steps * batch, generator=gen, dtype=torch.float64) * counts[classes]).long()
+  return order[starts[classes] + offsets].view(steps, batch)
+
+
+def fit(params: list[torch.Tensor], logits_fn, z: torch.Tensor, labels: torch.Tensor, num_classes: int, hyper,
+        gen: torch.Generator) -> None:
+  """Class-balanced SGD (momentum 0.9, lr cosine to 0 per step) of `params` on cached features."""
+  steps = hyper.epochs * max(1, len(labels) // hyper.batch_size)
+  opt = torch.optim.SGD(params, lr=hyper.lr, momentum=0.9, weight_decay=hyper.weight_decay)
+  for step, batch in enumerate(class_balanced_batches(labels, num_classes, hyper.batch_size, steps, gen)):
+    for group in opt.param_groups:
+      group["lr"] = cosine_lr(hyper.lr, step, steps)
+    loss = F.cross_entropy(logits_fn(z[batch]), labels[batch])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def groups(predictions: torch.Tensor, labels: torch.Tensor, splits) -> dict[str, float]:
+  per_class = metrics.per_class_accuracy(predictions.numpy(), labels.numpy(), splits.num_classes)
+  return metrics.group_accuracy(per_class, splits.groups)
+
+
+def run_seed(config, splits, tensors: dict, seed: int) -> dict:
+  """{method: test groups (+ tau)}, and the seconds of each stage, for one seed."""
+  s2 = config.stage2
+  start = time.perf_counter()
+  model = train_stage1(config, *tensors["train"], splits.num_classes, seed)
+  stage1_seconds = time.perf_counter() - start
+  start = time.perf_counter()
+  z = {split: features(model, tensors[split][0], config.data, s2.batch_size) for split in tensors}
+  y = {split: tensors[split][1] for split in tensors}
+  W, b = model.fc.weight.detach(), model.fc.bias.detach()  # [C, d], [C]
+  gen = torch.Generator().manual_seed(seed)
+  results = {"joint": groups((z["test"] @ W.T + b).argmax(1), y["test"], splits)}
+
+  torch.manual_seed(seed)
+  head = torch.nn.Linear(W.shape[1], splits.num_classes)
+  fit(list(head.parameters()), head, z["train"], y["train"], splits.num_classes, s2.crt, gen)
+  with torch.no_grad():
+    results["crt"] = groups(head(z["test"]).argmax(1), y["test"], splits)
+
+  norms = W.norm(dim=1)
+  val_all = [groups((z["val"] @ (W / norms[:, None] ** tau).T).argmax(1), y["val"], splits)["all"]
+             for tau in s2.taus]
+  tau = float(s2.taus[int(np.argmax(val_all))])
+  results["tau_norm"] = {**groups((z["test"] @ (W / norms[:, None] ** tau).T).argmax(1), y["test"], splits),
+                         "tau": tau}
+
+  scales = torch.ones(splits.num_classes, requires_grad=True)
+  fit([scales], lambda x: scales * (x @ W.T + b), z["train"], y["train"], splits.num_classes, s2.lws, gen)
+  with torch.no_grad():
+    results["lws"] = groups((scales * (z["test"] @ W.T + b)).argmax(1), y["test"], splits)
+  return {"methods": results, "stage1_seconds": stage1_seconds, "stage2_seconds": time.perf_counter() - start}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (nan for one value)."""
+  return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def summary(per_seed: list[dict]) -> dict:
+  """{method: {column: [mean, std]}} over seeds."""
+  return {m: {c: list(mean_std([r[m][c] for r in per_seed])) for c in COLUMNS} for m in METHODS}
+
+
+def read_ltr_jax(workdirs: list[str]) -> list[dict]:
+  """ltr_jax's test groups per method, one dict per run directory's results.json."""
+  runs = []
+  for workdir in workdirs:
+    path = os.path.join(workdir, "results.json")
+    with open(path) as f:
+      methods = json.load(f)["methods"]
+    missing = [m for m in METHODS if m not in methods]
+    if missing:
+      raise SystemExit(f"{path}: no results for {missing} (config key stage2.methods)")
+    runs.append(methods)
+  return runs
+
+
+def table(twin: dict, ltr: dict | None) -> tuple[list[str], dict[str, bool | None]]:
+  """Markdown rows of All and Few per method, and whether ltr_jax's All mean is within 2 sd of the twin's."""
+
+  def cell(stats: list[float]) -> str:
+    return f"{stats[0]:.2f}" if math.isnan(stats[1]) else f"{stats[0]:.2f} ± {stats[1]:.2f}"
+
+  header = "| method | twin All | twin Few |"
+  if ltr:
+    header += " ltr_jax All | ltr_jax Few | ltr_jax All within 2 sd of twin |"
+  lines = [header, "|---|" + "---:|" * (header.count("|") - 2)]
+  within = {}
+  for m in METHODS:
+    row = f"| {m} | {cell(twin[m]['all'])} | {cell(twin[m]['few'])} |"
+    if ltr:
+      mean, sd = twin[m]["all"]
+      within[m] = None if math.isnan(sd) else bool(abs(ltr[m]["all"][0] - mean) <= 2 * sd)
+      verdict = "n/a (one twin seed)" if within[m] is None else "yes" if within[m] else "NO"
+      row += f" {cell(ltr[m]['all'])} | {cell(ltr[m]['few'])} | {verdict} |"
+    lines.append(row)
+  return lines, within
+
+
+def check_config(config) -> None:
+  """The twin implements the quickstart's kind of recipe; anything else would be compared unfairly."""
+  wanted = {"train.sampling": "instance", "train.loss": "ce", "data.train_transform": "pad_crop_flip",
+            "data.eval_transform": "identity"}
+  for key, value in wanted.items():
+    section, name = key.split(".")
+    if config[section][name] != value:
+      raise SystemExit(f"config key {key} is {config[section][name]!r}; the twin implements only {value!r}")
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  parser.add_argument("--config", default=os.path.join(root, "configs", "quickstart.py"))
+  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (config.seed for each run)")
+  parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+  parser.add_argument("--ltr_jax_workdirs", default="", help="comma-separated ltr_jax run directories")
+  parser.add_argument("--json", help="write the results as JSON to this path")
+  args = parser.parse_args()
+  torch.set_num_threads(args.threads)
+  config = load_config(args.config)
+  check_config(config)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  load_before = os.getloadavg()[0]
+
+  splits = datasets.build_splits(config.data)
+  tensors = {split: as_tensor(getattr(splits, split)) for split in ("train", "val", "test")}
+  print(f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test, "
+        f"class counts {splits.class_counts.tolist()}", flush=True)
+  per_seed, seconds = [], []
+  for seed in seeds:
+    out = run_seed(config, splits, tensors, seed)
+    per_seed.append(out["methods"])
+    seconds.append({"stage1": out["stage1_seconds"], "stage2": out["stage2_seconds"]})
+    print(f"seed {seed}: " + ", ".join(f"{m} {out['methods'][m]['all']:.2f}/{out['methods'][m]['few']:.2f}"
+                                      for m in METHODS) +
+          f" (All/Few; stage 1 {out['stage1_seconds']:.0f} s, stage 2 {out['stage2_seconds']:.0f} s)", flush=True)
+  twin = summary(per_seed)
+  ltr = summary(read_ltr_jax(args.ltr_jax_workdirs.split(","))) if args.ltr_jax_workdirs else None
+
+  print(f"\ntest accuracy (%), mean ± sample std over seeds {seeds}; {config.model.name}, {config.train.epochs} "
+        f"epochs; torch {torch.__version__}, {args.threads} threads; 1-min load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after")
+  lines, within = table(twin, ltr)
+  print("\n".join(lines))
+  taus = [r["tau_norm"]["tau"] for r in per_seed]
+  print(f"tau-norm: tau chosen on validation per seed {taus}")
+
+  result = {"config": os.path.relpath(args.config, root), "seeds": seeds, "twin": twin, "per_seed": per_seed,
+            "seconds": seconds, "threads": args.threads,
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+            "machine": machine(f"torch {torch.__version__}", f"numpy {np.__version__}")}
+  if ltr:
+    result.update(ltr_jax=ltr, ltr_jax_workdirs=args.ltr_jax_workdirs.split(","), ltr_jax_within_2sd=within)
+  if args.json:
+    write_json(args.json, result)
+
+
+if __name__ == "__main__":
+  main()
