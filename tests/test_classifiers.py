@@ -1,11 +1,80 @@
-"""tau-normalisation, the factored tau sweep, NCM, LWS and logit adjustment against direct numpy."""
+"""top1, tau-normalisation, the factored tau sweep, NCM, LWS and logit adjustment against direct numpy."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ltr_jax import classifiers
 from ltr_jax.errors import ConfigError, DataError
+
+
+BLOCK = classifiers.TOP1_BLOCK
+
+
+def _assert_top1_is_argmax(scores, block=BLOCK):
+  expected = np.asarray(jnp.argmax(scores, axis=-1))
+  got = np.asarray(jax.jit(classifiers.top1, static_argnums=1)(scores, block))
+  assert got.dtype == np.int32 and got.shape == expected.shape
+  np.testing.assert_array_equal(got, expected)
+  # numpy's argmax (first maximum, first NaN) is the independent reference for float32.
+  if scores.dtype == jnp.float32:
+    np.testing.assert_array_equal(got, np.argmax(np.asarray(scores), axis=-1))
+  if not np.isnan(np.asarray(jnp.sum(scores), np.float32)):  # top1 took its block path: check that path itself.
+    fast = jax.jit(lambda s: classifiers._top1_no_nan(s, block=block))(scores)
+    np.testing.assert_array_equal(np.asarray(fast), expected)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("c", [1, 7, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK, 3 * BLOCK + 5, 8142])
+def test_top1_equals_argmax_random_and_ties(c, dtype):
+  rng = np.random.default_rng(c)
+  _assert_top1_is_argmax(jnp.asarray(rng.standard_normal((64, c)), dtype))
+  # Scores from {0, 1, 2}: each row has many equal maxima, within one block and across blocks.
+  _assert_top1_is_argmax(jnp.asarray(rng.integers(0, 3, (64, c)), dtype))
+  # Rows of one repeated value: every class ties; the answer is class 0.
+  _assert_top1_is_argmax(jnp.full((3, c), 0.5, dtype))
+  # A NaN in some rows, anywhere: its row's answer is its first NaN; the other rows are unchanged.
+  with_nan = rng.standard_normal((64, c))
+  with_nan[rng.integers(0, 64, 8), rng.integers(0, c, 8)] = np.nan
+  _assert_top1_is_argmax(jnp.asarray(with_nan, dtype))
+
+
+def test_top1_ties_at_block_edges_inf_nan_and_leading_axes():
+  c = 3 * BLOCK + 5  # The last block is ragged: 5 real classes.
+  rows = np.zeros((7, c), np.float32)
+  rows[0, [BLOCK - 1, BLOCK]] = 1  # Tie across the first block boundary.
+  rows[1, [BLOCK + 3, 2 * BLOCK]] = 1  # Tie between two later blocks.
+  rows[2, [c - 1]] = 1  # The maximum is the last class of the ragged block (clipped gather repeats it).
+  rows[3] = -1.0
+  rows[3, [2, BLOCK + 2]] = [-0.0, 0.0]  # -0 and +0 are equal maxima: the first.
+  rows[4] = -np.arange(c)  # Strictly decreasing: class 0.
+  rows[5] = -2.0
+  rows[5, 2 * BLOCK + 1] = -1.0  # All negative: a block maximum must not start from 0.
+  rows[6, [BLOCK + 1, 2 * BLOCK + 1]] = [np.inf, np.inf]  # Tied +inf (a sum of +inf: still the block path).
+  all_minus_inf = np.full((12, c), -np.inf, np.float32)  # Class 0: the -inf padding of the last block never wins.
+  nan = np.zeros((12, c), np.float32)  # XLA:CPU's vectorised max drops NaN from 11 rows on: the fallback.
+  nan[0, [5, BLOCK + 7, c - 2]] = np.nan  # The first NaN, as jnp.argmax.
+  nan[1, c - 1] = np.nan
+  nan[2, [3, BLOCK + 3]] = [np.inf, np.nan]  # NaN beats +inf.
+  nan[3, [2 * BLOCK, 2 * BLOCK + 1]] = [-np.inf, np.inf]  # No NaN, but +inf - inf makes the sum NaN.
+  for scores in (rows, all_minus_inf, nan):
+    _assert_top1_is_argmax(jnp.asarray(scores))
+    _assert_top1_is_argmax(jnp.asarray(scores, jnp.bfloat16))
+  rng = np.random.default_rng(0)
+  stacked = rng.integers(0, 4, (3, 5, c)).astype(np.float32)  # [T, B, C], as in the tau sweep.
+  _assert_top1_is_argmax(jnp.asarray(stacked))
+  for block in (1, 2, 4, 6, 8):  # Other blocks, small enough to be ragged or exact on 7..24 classes.
+    for cc in (7, 8, 24):
+      _assert_top1_is_argmax(jnp.asarray(rng.integers(0, 3, (20, cc)), jnp.float32), block)
+
+
+def test_top1_does_not_copy_the_scores():
+  """No [N, C] (or padded [N, C']) buffer besides the input in the compiled top1: the scores are not padded."""
+  scores = jnp.zeros((600, 8142), jnp.float32)
+  compiled = jax.jit(classifiers.top1).lower(scores).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  assert temp < scores.size * scores.dtype.itemsize // 10
 
 
 def _head(seed=0, n=203, d=16, c=37):
@@ -25,9 +94,9 @@ def test_tau_zero_is_joint_without_bias_and_tau_one_is_l2_normalised():
   np.testing.assert_allclose(W1, W / np.linalg.norm(W, axis=0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("as_jax", [False, True])
-def test_tau_sweep_equals_direct_per_tau(as_jax):
-  z, W, _ = _head()
+@pytest.mark.parametrize("as_jax,c", [(False, 37), (True, 37), (False, 300)])
+def test_tau_sweep_equals_direct_per_tau(as_jax, c):
+  z, W, _ = _head(c=c)
   taus = np.linspace(0, 2, 21)
   features = jnp.asarray(z) if as_jax else z
   # chunk_size 64 does not divide N = 203: the padded last chunk must not leak into the result.
@@ -101,3 +170,39 @@ def test_logit_adjust_numbers():
   # The rare class overtakes: 0.5 - ln 0.1 = 2.80 > 2 - ln 0.7 = 2.36.
   assert adjusted.argmax(1).tolist() == [2, 2]
   np.testing.assert_allclose(np.asarray(classifiers.logit_adjust(logits, prior, 0.0)), logits)
+
+
+def test_linear_ncm_and_logit_adjust_predictions_equal_argmax_of_their_logits():
+  # 300 classes (more than one block, a ragged last one); 203 rows in chunks of 64 (a padded last chunk).
+  z, W, b = _head(c=300)
+  np.testing.assert_array_equal(np.asarray(classifiers.linear_predictions(z, W, b, chunk_size=64)),
+                                np.argmax(np.asarray(jnp.asarray(z) @ W + b), axis=1))
+  np.testing.assert_array_equal(np.asarray(classifiers.linear_predictions(jnp.asarray(z), W, chunk_size=64)),
+                                np.argmax(z @ W, axis=1))
+  labels = np.arange(600) % 300
+  train = np.random.default_rng(3).standard_normal((600, 16)).astype(np.float32)
+  centroids, mean = classifiers.ncm_centroids(train, labels, 300)
+  for metric in classifiers.NCM_METRICS:
+    np.testing.assert_array_equal(
+        np.asarray(classifiers.ncm_predictions(z, centroids, mean, metric, chunk_size=64)),
+        np.argmax(np.asarray(classifiers.ncm_logits(z, centroids, mean, metric)), axis=1))
+  prior = np.random.default_rng(4).dirichlet(np.ones(300)).astype(np.float32)
+  taus = np.linspace(0, 2, 5)
+  sweep = np.asarray(classifiers.logit_adjust_sweep_predictions(z, W, b, prior, taus, chunk_size=64))
+  logits = jnp.asarray(z) @ W + b
+  direct = np.stack([np.argmax(np.asarray(classifiers.logit_adjust(logits, prior, t)), axis=1) for t in taus])
+  np.testing.assert_array_equal(sweep, direct)
+  assert len({tuple(p) for p in sweep}) == len(taus)  # tau moves predictions towards rare classes.
+
+
+def test_tau_sweep_with_a_zero_column_takes_the_exact_fallback():
+  """A zero column has norm 0: its scale ||w||^-tau is inf for tau > 0 and its logits 0 * inf = NaN, so the
+  sweep's finite check fails and every tau goes through top1's NaN handling: the NaN class, as argmax."""
+  z, W, _ = _head(c=300)
+  W[:, 5] = 0.0
+  taus = np.array([0.0, 0.5, 1.0])
+  sweep = np.asarray(classifiers.tau_sweep_predictions(z, W, taus, chunk_size=64))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    direct = np.stack([np.argmax(z @ np.asarray(classifiers.tau_normalize(W, t)), axis=1) for t in taus])
+  np.testing.assert_array_equal(sweep, direct)
+  assert (sweep[1:] == 5).all() and (sweep[0] != 5).any()
