@@ -5,11 +5,15 @@ Every key exists here, so a misspelt override (--config.train.lr_base=...) is an
 import ml_collections
 
 
-def _recipe(label: str, frozen: tuple[str, ...], reinit_head: bool = False,
-            lr_scale: float = 1.0) -> ml_collections.ConfigDict:
-  """A stage-2 recipe through the backbone (ltr_jax.finetune): its report label, frozen patterns, whether the
-  stage-1 head is replaced by a new one, and its learning rate as a multiple of stage2.finetune.base_lr."""
-  return ml_collections.ConfigDict(dict(label=label, frozen=frozen, reinit_head=reinit_head, lr_scale=lr_scale))
+def _recipe(label: str, frozen: tuple[str, ...], reinit_head: bool = False, lr_scale: float = 1.0, loss: str = "ce",
+            lr_mults: tuple = (), head_lws: bool = False, paper: bool = True) -> ml_collections.ConfigDict:
+  """A stage-2 recipe through the backbone (ltr_jax.finetune): its report label, frozen patterns (BatchNorm
+  statistics they leave out are re-estimated: MiSLAS's shift learning), whether the stage-1 head is replaced by a
+  new one, its learning rate as a multiple of stage2.finetune.base_lr and per-group multipliers, its loss (a
+  train.loss name, with train's loss hyper-parameters), learned per-class logit scales on the head, and whether
+  it is a method of the paper (Kang et al. 2020) or a later one."""
+  return ml_collections.ConfigDict(dict(label=label, frozen=frozen, reinit_head=reinit_head, lr_scale=lr_scale,
+                                        loss=loss, lr_mults=lr_mults, head_lws=head_lws, paper=paper))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -47,14 +51,27 @@ def get_config() -> ml_collections.ConfigDict:
       preflight=True,
   ))
 
-  c.model = ml_collections.ConfigDict(dict(name="resnext50_32x4d", dtype="float32"))  # dtype: | 'bfloat16'
+  c.model = ml_collections.ConfigDict(dict(
+      name="resnext50_32x4d",
+      dtype="float32",  # | 'bfloat16'
+      head="linear",  # | 'cosine': s * cos(z, w_j), no bias (LDAM's normalised classifier)
+      head_scale=30.0,  # s of the cosine head
+  ))
 
   c.train = ml_collections.ConfigDict(dict(
       sampling="instance",  # 'instance' | 'class' | 'sqrt' | 'progressive'
-      loss="ce",  # | focal | cb_ce | cb_focal | ldam | ldam_drw | balanced_softmax | logit_adjusted
-      # Loss hyper-parameters (ltr_jax.losses.LossHyper): focal gamma, class-balanced beta, LDAM margin and
-      # scale, the epoch at which DRW switches to class-balanced weights, the logit-adjustment tau.
-      focal_gamma=2.0, cb_beta=0.9999, ldam_max_m=0.5, ldam_s=30.0, drw_epoch=160.0, logit_adjust_tau=1.0,
+      mixup_alpha=0.0,  # > 0: mixup of every global batch, lam ~ Beta(alpha, alpha) (MiSLAS's stage 1); 0: off
+      # Deferred re-sampling (DRS, Cao et al. 2019): class-balanced sampling from this (0-based) epoch on;
+      # -1: never. The loss-side counterpart, DRW, is train.loss='ldam_drw' with train.drw_epoch.
+      drs_epoch=-1,
+      # | focal | cb_ce | cb_focal | ldam | ldam_drw (both need model.head='cosine') | balanced_softmax |
+      # logit_adjusted | las
+      loss="ce",
+      # Loss hyper-parameters (ltr_jax.losses.LossHyper): focal gamma, class-balanced beta, the largest LDAM
+      # margin, the epoch at which DRW switches to class-balanced weights, the logit-adjustment tau, and
+      # MiSLAS's label-aware smoothing (epsilon of the largest and smallest class, and the mapping between).
+      focal_gamma=2.0, cb_beta=0.9999, ldam_max_m=0.5, drw_epoch=160.0, logit_adjust_tau=1.0,
+      las_eps_head=0.4, las_eps_tail=0.1, las_mapping="concave",
       epochs=90,
       batch_size=512,  # global, over all devices and hosts
       base_lr=0.1,  # per 256 images: lr = base_lr * batch_size / 256
@@ -80,10 +97,17 @@ def get_config() -> ml_collections.ConfigDict:
       # frozen backbone, on augmented images).
       methods=("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"),
       batch_size=512,  # feature extraction
-      ncm_metric="euclidean",  # 'euclidean' | 'cosine'
+      ncm_metric="euclidean",  # | 'cosine' (the paper's) | 'reference_cos' (the reference's un-normalised centroids)
       taus=tuple(i / 10 for i in range(21)),  # tau sweep for tau-norm and logit adjustment
       crt=ml_collections.ConfigDict(dict(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4)),
-      lws=ml_collections.ConfigDict(dict(epochs=5, batch_size=512, lr=0.2, weight_decay=0.0)),
+      # The reference's cls_lws.yaml decays the scales s like any parameter (5e-4 on ImageNet-LT and Places-LT).
+      lws=ml_collections.ConfigDict(dict(epochs=5, batch_size=512, lr=0.2, weight_decay=5e-4)),
+      # Weight balancing's stage 2 (Alshammari et al. 2022), the values of its code on CIFAR-100-LT
+      # (demo2_second-stage-training.py): the stage-1 head fine-tuned 10 epochs, batch 64, SGD lr 0.01 cosine,
+      # weight decay 0.1, MaxNorm radius min + 0.1 (max - min) of the head's class norms, Cui's class-balanced
+      # weights with beta 0.9999 on the loss its code computes ('softmax_bce'; 'ce' is Cui's softmax CE).
+      wb=ml_collections.ConfigDict(dict(epochs=10, batch_size=64, lr=0.01, weight_decay=0.1, max_norm=0.1,
+                                        cb_beta=0.9999, loss="softmax_bce")),
       # Training through the backbone on augmented images with class-balanced sampling (ltr_jax.finetune):
       # a shared schedule (base_lr per 256 images) and the recipes, each a method name for stage2.methods.
       finetune=ml_collections.ConfigDict(dict(
@@ -96,6 +120,12 @@ def get_config() -> ml_collections.ConfigDict:
               last_block_classifier=_recipe("LB+C", ("backbone/(?!{last_stage}/).*",)),
               backbone_classifier=_recipe("B+C", ()),
               backbone_classifier_tenth_lr=_recipe("B+C (0.1× lr)", (), lr_scale=0.1),
+              # MiSLAS's stage 2 (Zhong et al. 2021, train_stage2.py): the stage-1 classifier and learned
+              # per-class scales trained with label-aware smoothing (train.las_*), the classifier at
+              # lr_factor x the lr (0.05 on ImageNet-LT, iNaturalist and Places-LT), while every BatchNorm of
+              # the frozen backbone re-estimates its statistics on the re-balanced images (shift learning).
+              mislas=_recipe("MiSLAS", ("backbone/.*/(kernel|scale|bias)",), loss="las",
+                             lr_mults=(("head/(kernel|bias)", 0.05),), head_lws=True, paper=False),
           )),
       )),
   ))

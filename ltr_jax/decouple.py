@@ -34,21 +34,52 @@ from ltr_jax.models import LTRModel
 class Head:
   """A classifier over features z: logits = t(z) @ kernel + bias.
 
-  t(z) = z, or, with `center` set (NCM's feature transform), (z - center) / ||z - center||. `extras` holds what
-  the method chose (e.g. tau and its validation / test curves), reported beside its accuracy.
+  t(z) = z; with `center`, z - center; then, with `normalize`, divided by its L2 norm (NCM's cl2n transform
+  centres and normalises, a cosine head normalises). `extras` holds what the method chose (e.g. tau and its
+  validation / test curves), reported beside its accuracy.
   """
   kernel: np.ndarray  # [d, C]
   bias: np.ndarray  # [C]
   center: np.ndarray | None = None  # [d]
+  normalize: bool = False
   extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-  def logits(self, z: np.ndarray) -> np.ndarray:
+  @property
+  def linear(self) -> bool:
+    """Logits linear in the raw features (what a linear model head can hold)."""
+    return self.center is None and not self.normalize
+
+  def inputs(self, z: np.ndarray) -> np.ndarray:
+    """t(z), float32."""
+    z = np.asarray(z, np.float32)
     if self.center is not None:
-      z = np.asarray(classifiers._normalize_rows(z, self.center))  # TODO public
-    return z @ self.kernel + self.bias
+      z = z - self.center
+    if self.normalize:
+      z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+    return z
+
+  def logits(self, z: np.ndarray) -> np.ndarray:
+    return self.inputs(z) @ self.kernel + self.bias
 
   def predict(self, z: np.ndarray) -> np.ndarray:
-    return self.logits(z).argmax(-1)
+    return np.asarray(classifiers.linear_predictions(self.inputs(z), self.kernel, self.bias))
+
+  def replace(self, **changes) -> "Head":
+    return dataclasses.replace(self, **changes)
+
+
+def head_of(model: ml_collections.ConfigDict, params: dict[str, Any]) -> Head:
+  """A model's own classifier (config key `model`, its head parameters) as a Head over its features.
+
+  linear: kernel W, bias b. cosine: s cos(z, w_j) = (z / ||z||) . (s w_j / ||w_j||), no bias. Learned logit
+  scales (MiSLAS's stage 2), if the head has them, multiply each class's column and bias.
+  """
+  kernel = np.asarray(params["kernel"], np.float32)
+  scales = np.asarray(params.get("lws", np.ones(kernel.shape[1])), np.float32)
+  if model.head == "cosine":
+    kernel = model.head_scale * kernel / np.maximum(np.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
+    return Head(kernel * scales, np.zeros(kernel.shape[1], np.float32), normalize=True)
+  return Head(kernel * scales, np.asarray(params["bias"], np.float32) * scales)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,81 +167,114 @@ def joint(features: Features, head: Head, config: ml_collections.ConfigDict) -> 
   return head
 
 
+NCM_METRICS = ("euclidean", "cosine", "reference_cos")  # config key stage2.ncm_metric
+
+
 def ncm(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
-  """Nearest class mean (cl2n): argmin_j ||x - c_j||^2 (euclidean) or argmax_j cos(x, c_j) (cosine), x the
-  centred, L2-normalised feature. Both are linear in x: -||x - c_j||^2 = 2 x.c_j - ||c_j||^2 - ||x||^2, and
-  ||x||^2 is the same for every class (so also the softmax of the head equals that of the distances)."""
+  """Nearest class mean over the cl2n transform x = (z - mean) / ||z - mean|| of the training features.
+
+  stage2.ncm_metric: 'euclidean', argmin_j ||x - c_j||^2; 'cosine', the paper's cosine similarity
+  x.c_j / ||c_j||; 'reference_cos', x.c_j with un-normalised centroids, which the reference KNNClassifier
+  calls 'cos'. Each is linear in x: -||x - c_j||^2 = 2 x.c_j - ||c_j||^2 - ||x||^2, and ||x||^2 is the same for
+  every class, so the softmax over classes equals that of the negative squared distances too. Independent of
+  the stage-1 head's kind.
+  """
   centroids, mean = (np.asarray(a) for a in classifiers.ncm_centroids(
       features.train, features.labels("train"), features.splits.num_classes))
-  if config.stage2.ncm_metric == "cosine":
-    kernel = (centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)).T
-    bias = np.zeros(len(centroids), np.float32)
-  else:
+  metric = config.stage2.ncm_metric
+  bias = np.zeros(len(centroids), np.float32)
+  if metric == "euclidean":
     kernel, bias = 2.0 * centroids.T, -np.sum(centroids * centroids, axis=1)
-  return Head(kernel, bias, center=mean, extras={"metric": config.stage2.ncm_metric})
+  elif metric == "cosine":
+    kernel = (centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)).T
+  else:
+    kernel = centroids.T
+  return Head(kernel, bias, center=mean, normalize=True, extras={"metric": metric})
 
 
 def crt(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
-  """Classifier re-training on the cached (un-augmented) features, class-balanced sampling."""
+  """Classifier re-training on the cached (un-augmented) features, class-balanced sampling: a new classifier of
+  the stage-1 head's kind (linear, or on a cosine head a cosine classifier with the same s)."""
   s2 = config.stage2.crt
-  kernel, bias = rebalance.train_crt(features.train, features.labels("train"), features.splits.num_classes,
-                                     epochs=s2.epochs, batch_size=s2.batch_size, lr=s2.lr,
-                                     weight_decay=s2.weight_decay, seed=config.seed)
-  return Head(np.asarray(kernel), np.asarray(bias))
+  cosine = config.model.head_scale if head.normalize else None
+  kernel, bias = rebalance.train_crt(head.inputs(features.train) if cosine else features.train,
+                                     features.labels("train"), features.splits.num_classes, epochs=s2.epochs,
+                                     batch_size=s2.batch_size, lr=s2.lr, weight_decay=s2.weight_decay,
+                                     seed=config.seed, cosine_scale=cosine)
+  return Head(np.asarray(kernel), np.asarray(bias), normalize=head.normalize)
 
 
 def tau_norm(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
-  """w_j / ||w_j||^tau, bias dropped, tau chosen on validation."""
+  """w_j / ||w_j||^tau, bias dropped, tau chosen on validation. On a cosine head every column already has norm
+  s, so every tau gives the joint classifier (the curve is flat and tau = the first of stage2.taus)."""
   tau, extras = select_tau(
-      features, lambda z: classifiers.tau_sweep_predictions(z, head.kernel, config.stage2.taus), config)
-  return Head(np.asarray(classifiers.tau_normalize(head.kernel, tau)), np.zeros_like(head.bias), extras=extras)
+      features, lambda z: classifiers.tau_sweep_predictions(head.inputs(z), head.kernel, config.stage2.taus), config)
+  return head.replace(kernel=np.asarray(classifiers.tau_normalize(head.kernel, tau)), bias=np.zeros_like(head.bias),
+                      extras=extras)
 
 
 def lws(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
-  """Learnable weight scaling: s_j (w_j z + b_j), only s trained, class-balanced sampling."""
+  """Learnable weight scaling: s_j (w_j t(z) + b_j), only s trained, class-balanced sampling."""
   s2 = config.stage2.lws
-  scales = np.asarray(rebalance.train_lws(features.train, features.labels("train"), head.kernel, head.bias,
-                                          features.splits.num_classes, epochs=s2.epochs, batch_size=s2.batch_size,
-                                          lr=s2.lr, weight_decay=s2.weight_decay, seed=config.seed))
-  return Head(head.kernel * scales[None, :], head.bias * scales)
+  scales = np.asarray(rebalance.train_lws(head.inputs(features.train), features.labels("train"), head.kernel,
+                                          head.bias, features.splits.num_classes, epochs=s2.epochs,
+                                          batch_size=s2.batch_size, lr=s2.lr, weight_decay=s2.weight_decay,
+                                          seed=config.seed))
+  return head.replace(kernel=head.kernel * scales[None, :], bias=head.bias * scales)
 
 
 def logit_adjust(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
   """Post-hoc logit adjustment (Menon et al. 2021): logits - tau log prior_j, tau chosen on validation."""
   counts = features.splits.class_counts
-  log_prior = np.log(counts / counts.sum()).astype(np.float32)
+  prior = counts / counts.sum()
+  tau, extras = select_tau(features, lambda z: classifiers.logit_adjust_sweep_predictions(
+      head.inputs(z), head.kernel, head.bias, prior, config.stage2.taus), config)
+  return head.replace(bias=head.bias - np.float32(tau) * np.log(prior).astype(np.float32), extras=extras)
 
-  def sweep(z):
-    logits = z @ head.kernel + head.bias
-    return np.stack([np.asarray(classifiers.logit_adjust(logits, np.exp(log_prior), t)).argmax(-1)
-                     for t in config.stage2.taus])
 
-  tau, extras = select_tau(features, sweep, config)
-  return Head(head.kernel, head.bias - tau * log_prior, extras=extras)
+def wb(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
+  """Weight balancing's stage 2 (Alshammari et al. 2022): the joint head fine-tuned on the features with a
+  class-balanced loss, weight decay and MaxNorm (ltr_jax.rebalance.train_wb). Linear heads only."""
+  s2 = config.stage2.wb
+  kernel, bias = rebalance.train_wb(features.train, features.labels("train"), head.kernel, head.bias,
+                                    features.splits.num_classes, epochs=s2.epochs, batch_size=s2.batch_size,
+                                    lr=s2.lr, weight_decay=s2.weight_decay, max_norm=s2.max_norm,
+                                    cb_beta=s2.cb_beta, loss=s2.loss, seed=config.seed)
+  return Head(np.asarray(kernel), np.asarray(bias))
 
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
   fn: Method
   label: str  # in reports
+  paper: bool  # a method of Kang et al. 2020 (else a later one)
   needs_val: bool = False  # chooses a hyper-parameter on the validation split
+  linear_only: bool = False  # defined for a linear stage-1 head only (config key model.head)
 
 
 METHODS: dict[str, MethodSpec] = {
-    "joint": MethodSpec(joint, "Joint"),
-    "ncm": MethodSpec(ncm, "NCM"),
-    "crt": MethodSpec(crt, "cRT"),
-    "tau_norm": MethodSpec(tau_norm, "τ-norm", needs_val=True),
-    "lws": MethodSpec(lws, "LWS"),
-    "logit_adjust": MethodSpec(logit_adjust, "Logit adj.", needs_val=True),
+    "joint": MethodSpec(joint, "Joint", paper=True),
+    "ncm": MethodSpec(ncm, "NCM", paper=True),
+    "crt": MethodSpec(crt, "cRT (cached features)", paper=True),
+    "tau_norm": MethodSpec(tau_norm, "τ-norm", paper=True, needs_val=True),
+    "lws": MethodSpec(lws, "LWS", paper=True),
+    "logit_adjust": MethodSpec(logit_adjust, "Logit adj.", paper=False, needs_val=True),
+    "wb": MethodSpec(wb, "WB", paper=False, linear_only=True),
 }
 
 
-def _entry(label: str, head: Head, feats: dict[str, np.ndarray], splits: datasets.Splits) -> dict[str, Any]:
-  """A method's results: label, test All / Many / Medium / Few, per-class test accuracy, validation groups."""
+def _entry(label: str, paper: bool, head: Head, feats: dict[str, np.ndarray], splits: datasets.Splits
+           ) -> dict[str, Any]:
+  """A method's results: label, test All / Many / Medium / Few, per-class test accuracy, calibration of its
+  softmax on test (ECE over 15 bins and NLL, with the reliability bins), validation groups."""
   test = head.predict(feats["test"])
-  entry = {"label": label, **{k: v for k, v in head.extras.items() if k != "tau_curve"},
+  logits = head.logits(feats["test"])
+  bins = metrics.reliability_bins(logits, splits.test.labels)
+  entry = {"label": label, "paper": paper, **{k: v for k, v in head.extras.items() if k != "tau_curve"},
            **_groups_of(test, splits.test.labels, splits),
+           "ece": metrics.expected_calibration_error(logits, splits.test.labels),
+           "nll": metrics.nll(logits, splits.test.labels),
+           "reliability": {k: np.nan_to_num(v, nan=0.0).tolist() for k, v in bins.items()},
            "per_class": metrics.per_class_accuracy(test, splits.test.labels, splits.num_classes).tolist()}
   if feats.get("val") is not None:
     entry["val"] = _groups_of(head.predict(feats["val"]), splits.val.labels, splits)
@@ -232,7 +296,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
         splits: datasets.Splits | None = None) -> dict[str, Any]:
   """Stage 2 on the workdir's stage-1 checkpoint; writes results.json, results.md, plots, a checkpoint.
 
-  mesh and splits default to every device and `datasets.build_splits(config.data)`.
+  mesh and splits default to every device and `datasets.build_splits(config.data)`. The exported checkpoint
+  holds the linear classifier with the best validation All (a linear model head only: a cosine model exports
+  none).
   """
   mesh = mesh or parallel.data_mesh()
   splits = splits or datasets.build_splits(config.data)
@@ -240,33 +306,35 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   model, variables = checkpoints.restore_stage1(config, stage1_dir, splits.num_classes, splits.image_shape, mesh)
   feats = extract_features(model, variables, splits, config, workdir, mesh)
   features = Features(splits, feats["train"], feats.get("val"), feats["test"])
-  joint_head = Head(*(np.asarray(variables["params"]["head"][k], np.float32) for k in ("kernel", "bias")))
+  joint_head = head_of(config.model, variables["params"]["head"])
 
   results: dict[str, Any] = {"dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
                              "groups": splits.groups.tolist(), "weight_norms": {}}
   heads: dict[str, Head] = {}
   for name in config.stage2.methods:
     if name in METHODS:
-      head = heads[name] = METHODS[name].fn(features, joint_head, config)
-      results["methods"][name] = _entry(METHODS[name].label, head, feats, splits)
+      spec = METHODS[name]
+      head = heads[name] = spec.fn(features, joint_head, config)
+      results["methods"][name] = _entry(spec.label, spec.paper, head, feats, splits)
     else:  # a recipe through the backbone
+      recipe = config.stage2.finetune.recipes[name]
       tuned_model, tuned = finetune.run(config, workdir, name, variables, splits, mesh)
       tuned_feats = extract_features(tuned_model, tuned, splits, config, os.path.join(workdir, "finetune", name),
                                      mesh, ("val", "test"))
-      tuned_head = Head(*(np.asarray(tuned["params"]["head"][k], np.float32) for k in ("kernel", "bias")))
-      results["methods"][name] = _entry(config.stage2.finetune.recipes[name].label, tuned_head, tuned_feats, splits)
+      results["methods"][name] = _entry(recipe.label, recipe.paper, head_of(config.model, tuned["params"]["head"]),
+                                        tuned_feats, splits)
   results["tau_curves"] = {name: head.extras["tau_curve"] for name, head in heads.items() if "tau_curve" in head.extras}
   for name, head in heads.items():  # Fig. 2 (left): the norms of the linear heads that differ from joint's
-    if head.center is None and (name == "joint" or not np.array_equal(head.kernel, joint_head.kernel)):
+    if head.linear and (name == "joint" or not np.array_equal(head.kernel, joint_head.kernel)):
       results["weight_norms"][name] = np.linalg.norm(head.kernel, axis=0).tolist()
 
-  linear = {name: head for name, head in heads.items() if head.center is None}
+  linear = {name: head for name, head in heads.items() if head.linear and config.model.head == "linear"}
   val_all = {name: results["methods"][name]["val"]["all"] for name in linear if "val" in results["methods"][name]}
   export = max(val_all, key=val_all.get) if val_all else next(iter(linear), None)
   if export is not None:
     step = checkpoints.Manager(stage1_dir, read_only=True).latest_step()
     _export(export, linear[export], variables, config, splits, workdir, mesh, step)
-    results["exported_method"] = export
+  results["exported_method"] = export
   if jax.process_index() == 0:
     results["files"] = report.write(results, workdir, config)
   return results

@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from ltr_jax import checkpoints, metrics, models, parallel, report
+from ltr_jax import checkpoints, classifiers, metrics, models, parallel, report
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets, pipeline, transforms
 from ltr_jax.data.sources import Source
@@ -32,7 +32,7 @@ def make_predict(model: LTRModel, data: ml_collections.ConfigDict, mesh: Mesh) -
   def predict(variables, images):
     logits, features = model.apply(variables, models.normalize(images, data.mean, data.std, model.dtype),
                                    train=False)
-    return metrics.top1_predictions(logits), features
+    return classifiers.top1(logits), features
 
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(predict, in_shardings=(rep, shard), out_shardings=(shard, shard))
@@ -88,7 +88,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: dat
     raise CheckpointError(f"--checkpoint={directory}: no such directory")
   manager = checkpoints.Manager(directory, read_only=True)
   meta = manager.check_meta(checkpoints.model_meta(config, splits.num_classes))
-  model = models.from_config(config.model, splits.num_classes)
+  model = models.from_config(config.model, splits.num_classes, head_lws=meta.get("head_lws", False))
   variables = manager.restore_model(checkpoints.abstract_variables(model, splits.image_shape, mesh))
   name = meta.get("method", "joint")
   test = evaluate_split(make_predict(model, config.data, mesh), variables, splits.test, splits, config, mesh, "test")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ltr_jax import mixing, parallel
 from ltr_jax.errors import ConfigError, DataError
 
 Loss = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
@@ -25,15 +26,20 @@ class LossHyper:
   focal_gamma: float = 2.0  # Lin et al.
   cb_beta: float = 0.9999  # Cui et al.; also the DRW weights (Cao et al.)
   ldam_max_m: float = 0.5  # the largest LDAM margin, given to the rarest class
-  ldam_s: float = 30.0  # LDAM logit scale (Cao et al. apply it to cosine logits)
   drw_epoch: float = 160.0  # DRW switches to class-balanced weights at this (0-based) epoch, of 200 on CIFAR
   logit_adjust_tau: float = 1.0  # Menon et al.
+  las_eps_head: float = 0.4  # label-aware smoothing (MiSLAS): epsilon of the largest class ...
+  las_eps_tail: float = 0.1  # ... and of the smallest
+  las_mapping: str = "concave"  # how epsilon falls with the class count: concave | linear | convex
 
   def __post_init__(self):
     checks = (("focal_gamma", self.focal_gamma >= 0, ">= 0"), ("cb_beta", 0 <= self.cb_beta < 1, "in [0, 1)"),
-              ("ldam_max_m", self.ldam_max_m >= 0, ">= 0"), ("ldam_s", self.ldam_s > 0, "> 0"),
-              ("drw_epoch", self.drw_epoch >= 0, ">= 0"),
-              ("logit_adjust_tau", math.isfinite(self.logit_adjust_tau), "finite"))
+              ("ldam_max_m", self.ldam_max_m >= 0, ">= 0"), ("drw_epoch", self.drw_epoch >= 0, ">= 0"),
+              ("logit_adjust_tau", math.isfinite(self.logit_adjust_tau), "finite"),
+              ("las_eps_head", 0 <= self.las_eps_head < 1, "in [0, 1)"),
+              ("las_eps_tail", 0 <= self.las_eps_tail < 1, "in [0, 1)"),
+              ("las_mapping", self.las_mapping in mixing.SMOOTHING_MAPPINGS,
+               f"one of {', '.join(mixing.SMOOTHING_MAPPINGS)}"))
     for key, ok, requirement in checks:
       if not ok:
         raise ConfigError(f"config key train.{key} must be {requirement}, got {getattr(self, key)}")
@@ -76,42 +82,47 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, step: jnp.ndarray | 
   return _per_example_ce(logits, labels).mean()
 
 
-def _focal(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+def _focal(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
   """Lin et al.: batch mean of (1 - p_y)^gamma * CE."""
   return lambda logits, labels, step=None: _focal_terms(logits, labels, hp.focal_gamma).mean()
 
 
-def _class_balanced(focal: bool) -> Callable[[np.ndarray, int, LossHyper], Loss]:
+Builder = Callable[[np.ndarray, int, "LossHyper", float], Loss]  # (counts, steps per epoch, hyper, head scale)
+
+
+def _class_balanced(focal: bool) -> Builder:
   """Cui et al.: batch mean of w_y * CE, or of w_y * focal term with `focal`."""
 
-  def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+  def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
     weights = jnp.asarray(class_balanced_weights(counts, hp.cb_beta), jnp.float32)
     gamma = hp.focal_gamma if focal else 0.0
-    return lambda logits, labels, step=None: (weights[labels] * _focal_terms(logits, labels, gamma)).mean()
+    return lambda logits, labels, step=None: (parallel.take(weights, labels, labels) * _focal_terms(logits, labels, gamma)).mean()
 
   return build
 
 
 def _ldam_logits(logits: jnp.ndarray, labels: jnp.ndarray, margins: jnp.ndarray, s: float) -> jnp.ndarray:
-  """s * (logits - Delta_y on the true class) (eq. 5)."""
+  """s (cos_j - Delta_y 1[j = y]) (eq. 5) from a cosine head's logits s cos_j."""
   one_hot = jnp.asarray(labels[:, None] == jnp.arange(logits.shape[-1]), logits.dtype)
-  return s * (logits - one_hot * margins[labels][:, None])
+  return logits - s * one_hot * margins
 
 
-def _ldam(drw: bool) -> Callable[[np.ndarray, int, LossHyper], Loss]:
-  """LDAM; with `drw`, weighted as in Cao et al.'s code: weights 1 before the step of epoch drw_epoch,
-  class-balanced (beta = cb_beta) from then on, reduced as sum(w_y l) / sum(w_y)."""
+def _ldam(drw: bool) -> Builder:
+  """LDAM on the logits s cos(z, w_j) of a cosine head (config key model.head = 'cosine', s = model.head_scale,
+  30 in Cao et al.): the margin Delta_y is subtracted from the true class's cosine before scaling. With `drw`,
+  weighted as in Cao et al.'s code: weights 1 before the step of epoch drw_epoch, class-balanced (beta =
+  cb_beta) from then on, reduced as sum(w_y l) / sum(w_y)."""
 
-  def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+  def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
     margins = jnp.asarray(ldam_margins(counts, hp.ldam_max_m), jnp.float32)
     weights = jnp.asarray(class_balanced_weights(counts, hp.cb_beta), jnp.float32)
     drw_step = math.ceil(hp.drw_epoch * steps_per_epoch)
 
     def loss(logits: jnp.ndarray, labels: jnp.ndarray, step: jnp.ndarray) -> jnp.ndarray:
-      ce = _per_example_ce(_ldam_logits(logits, labels, margins, hp.ldam_s), labels)
+      ce = _per_example_ce(_ldam_logits(logits, labels, margins, logit_scale), labels)
       if not drw:
         return ce.mean()
-      return _weighted_mean(ce, jnp.where(step >= drw_step, weights[labels], 1.0))
+      return _weighted_mean(ce, jnp.where(step >= drw_step, parallel.take(weights, labels, labels), 1.0))
 
     return loss
 
@@ -124,19 +135,24 @@ def _shifted_ce(shift: np.ndarray) -> Loss:
   return lambda logits, labels, step=None: cross_entropy(logits + shift, labels)
 
 
-def _balanced_softmax(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+def _balanced_softmax(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
   """Ren et al. 2020: CE on logits + log n_j (= logit_adjusted with tau 1: the shifts differ by a constant)."""
   return _shifted_ce(np.log(np.asarray(counts, np.float64)))
 
 
-def _logit_adjusted(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper) -> Loss:
+def _logit_adjusted(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
   """Menon et al. 2021: CE on logits + tau * log prior, prior_j = n_j / n."""
   counts = np.asarray(counts, np.float64)
   return _shifted_ce(hp.logit_adjust_tau * np.log(counts / counts.sum()))
 
 
-LOSSES: dict[str, Callable[[np.ndarray, int, LossHyper], Loss]] = {
-    "ce": lambda counts, steps_per_epoch, hp: cross_entropy,
+def _label_aware_smoothing(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
+  """MiSLAS's label-aware smoothing: CE against one-hot labels smoothed by epsilon_y (ltr_jax.mixing)."""
+  return mixing.las_loss(counts, hp.las_eps_head, hp.las_eps_tail, hp.las_mapping)
+
+
+LOSSES: dict[str, Builder] = {
+    "ce": lambda counts, steps_per_epoch, hp, logit_scale: cross_entropy,
     "focal": _focal,
     "cb_ce": _class_balanced(focal=False),
     "cb_focal": _class_balanced(focal=True),
@@ -144,12 +160,16 @@ LOSSES: dict[str, Callable[[np.ndarray, int, LossHyper], Loss]] = {
     "ldam_drw": _ldam(drw=True),
     "balanced_softmax": _balanced_softmax,
     "logit_adjusted": _logit_adjusted,
+    "las": _label_aware_smoothing,
 }
+COSINE_LOSSES = ("ldam", "ldam_drw")  # defined on the logits of a cosine head only
 _COUNT_FREE = ("ce", "focal")
 
 
-def get_loss(name: str, class_counts: np.ndarray, steps_per_epoch: int, **hyper: float) -> Loss:
-  """The loss named by config key train.loss, for the training class counts; `hyper`: LossHyper fields."""
+def get_loss(name: str, class_counts: np.ndarray, steps_per_epoch: int, logit_scale: float = 1.0,
+             **hyper: float) -> Loss:
+  """The loss named by config key train.loss, for the training class counts; `hyper`: LossHyper fields;
+  logit_scale: s of the cosine head (config key model.head_scale) the COSINE_LOSSES scale their margins by."""
   if name not in LOSSES:
     raise ConfigError(f"config key train.loss: unknown loss {name!r} (expected one of {sorted(LOSSES)})")
   hp = LossHyper(**hyper)
@@ -157,4 +177,4 @@ def get_loss(name: str, class_counts: np.ndarray, steps_per_epoch: int, **hyper:
   if name not in _COUNT_FREE and empty.size:
     raise DataError(f"class {int(empty[0])} has no training images ({empty.size} empty classes in all); "
                     f"config key train.loss = {name!r} needs every class count > 0")
-  return LOSSES[name](class_counts, steps_per_epoch, hp)
+  return LOSSES[name](class_counts, steps_per_epoch, hp, logit_scale)

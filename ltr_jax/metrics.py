@@ -10,18 +10,11 @@ They run on host logits in float64 chunks of rows, so no float64 copy of a large
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ltr_jax.errors import DataError
 
 GROUPS = ("many", "medium", "few")
-
-
-def top1_predictions(logits: jax.Array) -> jax.Array:
-  """Index of the largest logit per row, int32."""
-  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
 def _checked(predictions, labels) -> tuple[np.ndarray, np.ndarray]:

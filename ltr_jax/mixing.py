@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ltr_jax import parallel
 from ltr_jax.errors import ConfigError, DataError
 
 Loss = Callable[..., jax.Array]  # (logits [B, C], labels [B], step) -> scalar, as ltr_jax.losses.Loss
@@ -33,7 +34,8 @@ def mixup(key: jax.Array, images: jax.Array, labels: jax.Array,
   lam = jax.random.beta(key_lam, alpha, alpha) if alpha > 0 else jnp.ones(())
   perm = jax.random.permutation(key_perm, images.shape[0])
   lam_x = lam.astype(images.dtype)
-  return lam_x * images + (1 - lam_x) * images[perm], labels, labels[perm], lam
+  return (lam_x * images + (1 - lam_x) * parallel.take(images, perm, images), labels,
+          parallel.take(labels, perm, labels), lam)
 
 
 def mixup_loss(loss: Loss, logits: jax.Array, labels_a: jax.Array, labels_b: jax.Array, lam: jax.Array,
@@ -66,7 +68,7 @@ def label_aware_epsilons(class_counts: np.ndarray, eps_head: float, eps_tail: fl
 
 def las_targets(labels: jax.Array, epsilons: jax.Array, num_classes: int) -> jax.Array:
   """Smoothed label distributions [B, C]: (1 - eps_y) on class y plus eps_y / C on every class."""
-  eps = jnp.asarray(epsilons, jnp.float32)[labels][:, None]
+  eps = parallel.take(jnp.asarray(epsilons, jnp.float32), labels, labels)[:, None]
   return (1 - eps) * jax.nn.one_hot(labels, num_classes) + eps / num_classes
 
 

@@ -54,6 +54,13 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def take(values: jax.Array, index: jax.Array, like: jax.Array) -> jax.Array:
+  """values[index], sharded as `like`. jax.make_mesh's axes are explicit (jax 0.10), and a gather whose output
+  sharding jax cannot infer (a replicated table by sharded labels, a sharded batch by a permutation) is refused
+  ('Resource axis ... not found in mesh'); this names it. Works on unsharded arrays too."""
+  return values.at[index].get(out_sharding=jax.typeof(like).sharding)
+
+
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows -> one global jax.Array per key, sharded over the data axis."""
   sharding = batch_sharded(mesh)

@@ -76,16 +76,22 @@ def _linear(params, frozen, z):
   return z @ W + b
 
 
+def _cosine_kernel(W: jax.Array, scale: float) -> jax.Array:
+  return scale * W / jnp.maximum(jnp.linalg.norm(W, axis=0, keepdims=True), 1e-12)
+
+
 def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: int, lr: float,
               weight_decay: float, momentum: float = 0.9, seed: int = 0,
               init: tuple[jax.Array, jax.Array] | None = None, sampling: str = "class",
-              progress: bool = True) -> tuple[jax.Array, jax.Array]:
+              cosine_scale: float | None = None, progress: bool = True) -> tuple[jax.Array, jax.Array]:
   """cRT: a linear head (W [d, C], b [C]) trained on frozen features with class-balanced sampling.
 
   init None re-initialises the head as torch.nn.Linear does (the reference): W, b ~ U(-1/sqrt(d), 1/sqrt(d));
   init=(W, b) fine-tunes a given head instead (Table 1's "C only"). Weight decay applies to b as well as W,
   as in the reference (torch SGD's weight_decay covers every parameter of the classifier). `sampling` is a
   strategy of ltr_jax.data.sampling; anything but 'class' is a baseline, not cRT.
+  With cosine_scale s, a cosine classifier instead, for L2-normalised features: logits s z.w_j / ||w_j||, no
+  bias (b stays 0); the returned kernel is s w_j / ||w_j||, so that features @ kernel are its logits.
   """
   if init is None:
     d = features.shape[1]
@@ -94,6 +100,11 @@ def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: in
     init = (jax.random.uniform(key_w, (d, num_classes), jnp.float32, -bound, bound),
             jax.random.uniform(key_b, (num_classes,), jnp.float32, -bound, bound))
   params = tuple(jnp.asarray(p, jnp.float32) for p in init)
+  if cosine_scale is not None:
+    (W,) = _fit(params[:1], cosine_scale, lambda p, s, z: z @ _cosine_kernel(p[0], s), features, labels,
+                num_classes, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                momentum=momentum, seed=seed, sampling=sampling, progress=progress, name="cRT")
+    return _cosine_kernel(W, cosine_scale), jnp.zeros(num_classes, jnp.float32)
   return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,
               lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling,
               progress=progress, name="cRT")

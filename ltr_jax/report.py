@@ -1,4 +1,5 @@
-"""Stage-2 report: results.json, results.md (the paper's table) and PNG plots (Figures 2 and 3)."""
+"""Stage-2 report: results.json, results.md (the paper's table with calibration) and PNG plots (Figures 2 and 3,
+per-class accuracy, reliability diagrams)."""
 from __future__ import annotations
 
 import json
@@ -24,13 +25,55 @@ def label(results: dict[str, Any], method: str) -> str:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-  """Method | Many | Medium | Few | All (top-1 %, test split), one row per method."""
-  lines = [f"Top-1 accuracy (%) on the test split of {results['dataset']}", "",
-           "| Method | Many | Medium | Few | All |", "|---|---:|---:|---:|---:|"]
+  """Method | Many | Medium | Few | All (top-1 %, test split) | ECE (%) | NLL, one row per method.
+
+  Methods that are not the paper's carry a dagger.
+  """
+  lines = [f"Top-1 accuracy (%) on the test split of {results['dataset']}, and the calibration of each method's "
+           "softmax (ECE over 15 bins, %; NLL)", "",
+           "| Method | Many | Medium | Few | All | ECE | NLL |", "|---|---:|---:|---:|---:|---:|---:|"]
   for method, r in results["methods"].items():
     note = f" (τ = {r['tau']:g})" if r.get("tau") is not None else ""
-    lines.append(f"| {label(results, method)}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) + " |")
+    later = "" if r.get("paper", True) else " †"
+    nll = "–" if r.get("nll") is None else f"{r['nll']:.3f}"
+    lines.append(f"| {label(results, method)}{later}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) +
+                 f" | {_cell(r.get('ece'))} | {nll} |")
+  if not all(r.get("paper", True) for r in results["methods"].values()):
+    lines += ["", "† not in the paper (Kang et al. 2020): a later method on the same two stages."]
   return "\n".join(lines)
+
+
+def highlighted(results: dict[str, Any]) -> list[str]:
+  """Joint, the paper's best other method and the best later one, by validation All (test All without one)."""
+  methods = results["methods"]
+  score = lambda m: (methods[m].get("val") or methods[m])["all"] or 0.0  # noqa: E731
+  paper = [m for m in methods if methods[m].get("paper", True) and m != "joint"]
+  later = [m for m in methods if not methods[m].get("paper", True)]
+  return [m for m in ("joint" if "joint" in methods else None, max(paper, key=score, default=None),
+                      max(later, key=score, default=None)) if m is not None]
+
+
+def _plot_reliability(results: dict, path: str) -> None:
+  """Reliability diagrams: accuracy against confidence per bin, the gap to the diagonal shaded."""
+  shown = highlighted(results)
+  fig = Figure(figsize=(3.6 * len(shown), 3.6))
+  axes = fig.subplots(1, len(shown), squeeze=False)[0]
+  for ax, method in zip(axes, shown):
+    r = results["methods"][method]
+    bins = r["reliability"]
+    edges = np.asarray(bins["edges"])
+    centers, width = (edges[:-1] + edges[1:]) / 2 * 100, np.diff(edges) * 100
+    filled = np.asarray(bins["count"]) > 0
+    accuracy, confidence = np.asarray(bins["accuracy"]), np.asarray(bins["confidence"])
+    ax.bar(centers[filled], accuracy[filled], width[filled], color="C0", edgecolor="k", lw=0.5, label="accuracy")
+    ax.bar(centers[filled], confidence[filled] - accuracy[filled], width[filled], bottom=accuracy[filled],
+           color="C3", alpha=0.35, edgecolor="C3", lw=0.5, label="gap to confidence")
+    ax.plot([0, 100], [0, 100], "k--", lw=0.8)
+    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="confidence (%)", title=f"{r['label']}: ECE {r['ece']:.1f}%")
+  axes[0].set_ylabel("accuracy (%)")
+  axes[0].legend(fontsize=8, loc="upper left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
 
 
 def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
@@ -98,7 +141,7 @@ def write(results: dict[str, Any], workdir: str, config: ml_collections.ConfigDi
   order = np.argsort(-counts, kind="stable")
   paths = {name: os.path.join(workdir, name) for name in
            ("results.json", "results.md", "weight_norms.png", "tau_curves.png", "per_class_accuracy.png",
-            "sampling_weights.png")}
+            "sampling_weights.png", "reliability.png")}
   with open(paths["results.json"], "w") as f:
     json.dump(results, f, indent=1)
   with open(paths["results.md"], "w") as f:
@@ -113,4 +156,7 @@ def write(results: dict[str, Any], workdir: str, config: ml_collections.ConfigDi
   _plot_per_class(results, counts, paths["per_class_accuracy.png"])
   _plot_sampling(counts, order, config.train.epochs, paths["sampling_weights.png"])
   written += [paths["per_class_accuracy.png"], paths["sampling_weights.png"]]
+  if any("reliability" in r for r in results["methods"].values()):
+    _plot_reliability(results, paths["reliability.png"])
+    written.append(paths["reliability.png"])
   return written

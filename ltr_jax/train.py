@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
-from ltr_jax import checkpoints, evaluate, losses, masks, metrics, models, parallel
+from ltr_jax import checkpoints, classifiers, evaluate, losses, masks, mixing, models, parallel
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets, pipeline, sampling, transforms
 from ltr_jax.errors import TrainingError
@@ -79,26 +79,33 @@ def make_optimizer(recipe: ml_collections.ConfigDict, steps_per_epoch: int, grou
 
 
 def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: losses.Loss,
-                    data: ml_collections.ConfigDict, mesh: Mesh
+                    data: ml_collections.ConfigDict, mesh: Mesh, mixup_alpha: float = 0.0, seed: int = 0
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The jitted step: state replicated and donated, batch sharded on the data axis.
 
   BatchNorm runs in training mode except in the layers the model's frozen patterns freeze (ltr_jax.masks).
+  With mixup_alpha > 0 the global batch is mixed (ltr_jax.mixing) with a key of (seed, step): the same
+  mixing on any number of devices, and on a resumed run.
   """
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     images = models.normalize(batch["image"], data.mean, data.std, model.dtype)
+    loss_on = lambda logits: loss_fn(logits, batch["label"], state.step)  # noqa: E731
+    if mixup_alpha > 0:
+      key = jax.random.fold_in(jax.random.key(seed), state.step)
+      images, labels_a, labels_b, lam = mixing.mixup(key, images, batch["label"], mixup_alpha)
+      loss_on = lambda logits: mixing.mixup_loss(loss_fn, logits, labels_a, labels_b, lam, state.step)  # noqa: E731
 
     def loss_of(params):
       (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
                                          train=True, mutable=["batch_stats"])
-      return loss_fn(logits, batch["label"], state.step), (logits, updates["batch_stats"])
+      return loss_on(logits), (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
-    accuracy = jnp.mean(metrics.top1_predictions(logits) == batch["label"])
+    accuracy = jnp.mean(classifiers.top1(logits) == batch["label"])
     return new_state, {"loss": loss, "accuracy": accuracy}
 
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
@@ -180,7 +187,7 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
   """
   os.makedirs(run_dir, exist_ok=True)
   sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, recipe.sampling, config.seed,
-                                  recipe.epochs)
+                                  recipe.epochs, recipe.drs_epoch)
   steps_per_epoch = pipeline.steps_per_epoch(len(sampler), recipe.batch_size)
   num_steps = recipe.epochs * steps_per_epoch
   abstract_params = checkpoints.abstract_variables(model, splits.image_shape, mesh)["params"]
@@ -188,13 +195,13 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
   tx = make_optimizer(recipe, steps_per_epoch, masks.lr_groups(abstract_params, frozen, recipe.lr_mults))
 
   manager = checkpoints.Manager(os.path.join(run_dir, "checkpoints"), recipe.max_checkpoints)
-  meta = checkpoints.model_meta(config, splits.num_classes, stage)
+  meta = {**checkpoints.model_meta(config, splits.num_classes, stage), "head_lws": model.head_lws}
   state = _initial_state(model, init, tx, manager, meta, splits.image_shape, mesh)
   start_step = int(state.step)
 
-  loss_fn = losses.get_loss(recipe.loss, splits.class_counts, steps_per_epoch,
+  loss_fn = losses.get_loss(recipe.loss, splits.class_counts, steps_per_epoch, config.model.head_scale,
                             **{f.name: recipe[f.name] for f in dataclasses.fields(losses.LossHyper)})
-  train_step = make_train_step(model, tx, loss_fn, config.data, mesh)
+  train_step = make_train_step(model, tx, loss_fn, config.data, mesh, recipe.mixup_alpha, config.seed)
   predict = evaluate.make_predict(model, config.data, mesh)
   batches = pipeline.train_batches(
       splits.train, sampler, transforms.train_transform(config.data.train_transform, config.data.image_size,

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ltr_jax import classifiers, decouple, losses, masks, models
+from ltr_jax import decouple, losses, masks, models, rebalance
 from ltr_jax.data import datasets, sampling, transforms
 from ltr_jax.errors import ConfigError
 
@@ -65,35 +65,49 @@ def _check_patterns(config: ml_collections.ConfigDict) -> None:
                           jax.ShapeDtypeStruct((1, config.data.image_size, config.data.image_size, 3), jnp.float32))
   last = models.last_stage_name(config.model.name)
   trees = (shapes["params"], shapes.get("batch_stats", {}))
-  masks.check_patterns(masks.resolve(config.train.frozen, last), trees, "train.frozen")
-  for pair in config.train.lr_mults:
-    if len(pair) != 2 or not isinstance(pair[1], (int, float)) or not pair[1] > 0:
-      raise ConfigError(f"config key train.lr_mults: {pair!r} is not a (pattern, multiplier > 0) pair")
-  masks.check_patterns(masks.resolve([p for p, _ in config.train.lr_mults], last), trees, "train.lr_mults")
   recipes = config.stage2.finetune.recipes
-  for name in config.stage2.methods:
-    if name in recipes:
-      masks.check_patterns(masks.resolve(recipes[name].frozen, last), trees,
-                           f"stage2.finetune.recipes.{name}.frozen")
+  owners = [("train", config.train)] + [(f"stage2.finetune.recipes.{name}", recipes[name])
+                                        for name in config.stage2.methods if name in recipes]
+  for key, owner in owners:
+    masks.check_patterns(masks.resolve(owner.frozen, last), trees, f"{key}.frozen")
+    for pair in owner.lr_mults:
+      if len(pair) != 2 or not isinstance(pair[1], (int, float)) or not pair[1] > 0:
+        raise ConfigError(f"config key {key}.lr_mults: {pair!r} is not a (pattern, multiplier > 0) pair")
+    masks.check_patterns(masks.resolve([p for p, _ in owner.lr_mults], last), trees, f"{key}.lr_mults")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (one line, naming the key) for the first fault of `config`; returns None if sound."""
   _one_of(config.model.name, sorted(models.ARCHITECTURES), "model.name")
   _one_of(config.model.dtype, sorted(models.DTYPES), "model.dtype")
+  _one_of(config.model.head, models.HEADS, "model.head")
   _one_of(config.data.kind, datasets.KINDS, "data.kind")
   transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter)
   transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
   _one_of(config.train.sampling, sampling.STRATEGIES, "train.sampling")
   _one_of(config.train.loss, sorted(losses.LOSSES), "train.loss")
   losses.LossHyper(**{f.name: config.train[f.name] for f in dataclasses.fields(losses.LossHyper)})
+  if config.train.loss in losses.COSINE_LOSSES and config.model.head != "cosine":
+    raise ConfigError(f"config key train.loss: {config.train.loss!r} puts its margins on cosine logits (Cao et al. "
+                      "2019): set model.head='cosine' (its scale s is model.head_scale)")
+  if config.train.mixup_alpha < 0:
+    raise ConfigError(f"config key train.mixup_alpha must be >= 0, got {config.train.mixup_alpha}")
+  if not -1 <= config.train.drs_epoch < config.train.epochs:
+    raise ConfigError(f"config key train.drs_epoch must be -1 (no re-sampling) or an epoch in [0, train.epochs), "
+                      f"got {config.train.drs_epoch}")
   _positive(config, "data.image_size", "train.epochs", "train.batch_size", "train.base_lr", "stage2.batch_size",
             "stage2.crt.epochs", "stage2.crt.batch_size", "stage2.lws.epochs", "stage2.lws.batch_size",
             "stage2.finetune.epochs", "stage2.finetune.batch_size")
   recipes = config.stage2.finetune.recipes
   for name in config.stage2.methods:
     _one_of(name, [*decouple.METHODS, *recipes], "stage2.methods")
-  _one_of(config.stage2.ncm_metric, classifiers.NCM_METRICS, "stage2.ncm_metric")
+    if name in recipes:
+      _one_of(recipes[name].loss, sorted(losses.LOSSES), f"stage2.finetune.recipes.{name}.loss")
+    elif decouple.METHODS[name].linear_only and config.model.head != "linear":
+      raise ConfigError(f"config key stage2.methods: {name!r} needs a linear head (config key model.head is "
+                        f"{config.model.head!r})")
+  _one_of(config.stage2.ncm_metric, decouple.NCM_METRICS, "stage2.ncm_metric")
+  _one_of(config.stage2.wb.loss, sorted(rebalance.WB_LOSSES), "stage2.wb.loss")
   needs_val = [m for m in config.stage2.methods if m in decouple.METHODS and decouple.METHODS[m].needs_val]
   if needs_val and not _has_validation(config.data):
     raise ConfigError(f"config key stage2.methods: {', '.join(needs_val)} choose tau on a validation split, and "

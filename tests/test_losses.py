@@ -1,18 +1,32 @@
-"""Each stage-1 loss against a float64 numpy computation of its formula."""
+"""Each stage-1 loss against a float64 numpy computation of its formula, on the logits of a real model, and
+inside a jitted step on a batch sharded over a device mesh as training runs it."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltr_jax import losses
+from configs import quickstart
+from ltr_jax import losses, models, parallel
+from ltr_jax.data import sources
 from ltr_jax.errors import ConfigError, DataError
 
-C, B, STEPS_PER_EPOCH = 7, 32, 10
-RNG = np.random.default_rng(0)
-LOGITS = RNG.normal(size=(B, C)).astype(np.float32)
-COSINES = np.tanh(LOGITS)  # LDAM's s = 30 is meant for cosine logits
-LABELS = RNG.integers(0, C, size=B).astype(np.int32)
+C, B, STEPS_PER_EPOCH, S = 7, 32, 10, 30.0
 COUNTS = np.array([500, 300, 120, 60, 20, 7, 2])
+
+
+def _model_logits(head: str) -> np.ndarray:
+  """Logits of the quickstart model with a 7-way `head` on 32 real Fashion-MNIST images (init seed 0)."""
+  config = quickstart.get_config()
+  model = models.create_model("resnet_mini", C, head=head, head_scale=S)
+  images = models.normalize(sources.fashion_mnist("train").images[:B], config.data.mean, config.data.std,
+                            jnp.float32)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
+  return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(variables, images))
+
+
+LOGITS = _model_logits("linear")
+COSINES = _model_logits("cosine") / S  # cos(z, w_j), in [-1, 1]
+LABELS = sources.fashion_mnist("train").labels[:B].astype(np.int32) % C
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -35,30 +49,58 @@ def cb_weights(beta: float) -> np.ndarray:
   return w / w.sum() * C
 
 
-def ldam_logits(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+def ldam_logits(cosines: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """s (cos_j - Delta_y 1[j = y]) (Cao et al., eq. 5)."""
   delta = COUNTS.astype(np.float64) ** -0.25
   delta *= 0.5 / delta.max()
-  z = z.astype(np.float64).copy()
+  z = cosines.astype(np.float64).copy()
   z[np.arange(len(y)), y] -= delta[y]
-  return 30 * z
+  return S * z
+
+
+def las(z: np.ndarray, y: np.ndarray, head: float = 0.4, tail: float = 0.1) -> np.ndarray:
+  """Label-aware smoothing (concave): CE against (1 - eps_y) one_hot(y) + eps_y / C."""
+  x = (COUNTS - COUNTS.min()) / (COUNTS.max() - COUNTS.min())
+  eps = (tail + (head - tail) * np.sin(np.pi / 2 * x))[y]
+  return (1 - eps) * ce(z, y) - eps * log_softmax(z).mean(-1)
 
 
 def run(name: str, logits: np.ndarray = LOGITS, step: int = 0, **hyper) -> float:
-  loss = losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, **hyper)
+  loss = losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, S, **hyper)
   return float(jax.jit(loss)(jnp.asarray(logits), jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)))
 
 
-@pytest.mark.parametrize("name, logits, expected", [
+FORMULAS = [
     ("ce", LOGITS, ce(LOGITS, LABELS).mean()),
     ("focal", LOGITS, focal(LOGITS, LABELS, 2.0).mean()),
     ("cb_ce", LOGITS, (cb_weights(0.9999)[LABELS] * ce(LOGITS, LABELS)).mean()),
     ("cb_focal", LOGITS, (cb_weights(0.9999)[LABELS] * focal(LOGITS, LABELS, 2.0)).mean()),
-    ("ldam", COSINES, ce(ldam_logits(COSINES, LABELS), LABELS).mean()),
+    ("ldam", S * COSINES, ce(ldam_logits(COSINES, LABELS), LABELS).mean()),
+    ("ldam_drw", S * COSINES, ce(ldam_logits(COSINES, LABELS), LABELS).mean()),
     ("balanced_softmax", LOGITS, ce(LOGITS + np.log(COUNTS), LABELS).mean()),
     ("logit_adjusted", LOGITS, ce(LOGITS + np.log(COUNTS / COUNTS.sum()), LABELS).mean()),
-])
+    ("las", LOGITS, las(LOGITS, LABELS).mean()),
+]
+
+
+def test_every_loss_has_a_formula_test():
+  assert sorted(name for name, _, _ in FORMULAS) == sorted(losses.LOSSES)
+
+
+@pytest.mark.parametrize("name, logits, expected", FORMULAS)
 def test_losses_match_their_formulas(name, logits, expected):
   np.testing.assert_allclose(run(name, logits), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, logits, expected", FORMULAS)
+def test_losses_run_on_a_batch_sharded_over_the_mesh(name, logits, expected):
+  """As in the train step: logits and labels sharded on the mesh's data axis (class constants are gathered
+  by sharded labels, which jax refuses without an output sharding)."""
+  mesh = parallel.data_mesh()
+  loss = jax.jit(losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, S),
+                 in_shardings=(parallel.batch_sharded(mesh), parallel.batch_sharded(mesh), parallel.replicated(mesh)))
+  value = loss(jnp.asarray(logits), jnp.asarray(LABELS), jnp.asarray(0, jnp.int32))
+  np.testing.assert_allclose(float(value), expected, rtol=1e-5)
 
 
 def test_losses_hyper_parameters_reach_the_formulas():
@@ -79,13 +121,14 @@ def test_losses_focal_with_gamma_0_is_ce_and_has_finite_gradients_when_certain()
 
 def test_losses_ldam_drw_switches_to_class_balanced_weights_at_the_drw_epoch():
   per_example = ce(ldam_logits(COSINES, LABELS), LABELS)
+  cosine_logits = jnp.asarray(S * COSINES)
   w = cb_weights(0.9999)[LABELS]
   reweighted = (w * per_example).sum() / w.sum()  # torch F.cross_entropy(weight=w)
   for drw_epoch, switch in ((3, 3 * STEPS_PER_EPOCH), (None, 160 * STEPS_PER_EPOCH)):  # None: the default, 160
     hyper = {} if drw_epoch is None else {"drw_epoch": drw_epoch}
-    loss = jax.jit(losses.get_loss("ldam_drw", COUNTS, STEPS_PER_EPOCH, **hyper))
+    loss = jax.jit(losses.get_loss("ldam_drw", COUNTS, STEPS_PER_EPOCH, S, **hyper))
     for step, expected in ((0, per_example.mean()), (switch - 1, per_example.mean()), (switch, reweighted)):
-      np.testing.assert_allclose(loss(jnp.asarray(COSINES), jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)),
+      np.testing.assert_allclose(loss(cosine_logits, jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)),
                                  expected, rtol=1e-5)
 
 
@@ -109,7 +152,7 @@ def test_losses_ldam_margins_by_hand():
 def test_losses_unknown_name_and_bad_hyper_parameters_are_config_errors():
   with pytest.raises(ConfigError, match="train.loss.*'nope'"):
     losses.get_loss("nope", COUNTS, STEPS_PER_EPOCH)
-  for key, value in (("focal_gamma", -1.0), ("cb_beta", 1.0), ("ldam_s", 0.0), ("drw_epoch", -1.0)):
+  for key, value in (("focal_gamma", -1.0), ("cb_beta", 1.0), ("drw_epoch", -1.0), ("las_mapping", "cubic")):
     with pytest.raises(ConfigError, match=f"train.{key}"):
       losses.get_loss("ce", COUNTS, STEPS_PER_EPOCH, **{key: value})
 

@@ -8,11 +8,6 @@ from ltr_jax.data.longtail import group_of_classes
 from ltr_jax.errors import DataError
 
 
-def test_top1_predictions():
-  logits = np.array([[0.1, 0.9, 0.0], [2.0, -1.0, 2.0]], np.float32)
-  assert np.asarray(metrics.top1_predictions(logits)).tolist() == [1, 0]  # Ties: the first index.
-
-
 def test_per_class_and_groups_by_hand():
   # Training counts: class 0 many (500), 1 many (101), 2 medium (100), 3 medium (20), 4 few (19), 5 few (3).
   groups = group_of_classes(np.array([500, 101, 100, 20, 19, 3]))

@@ -104,3 +104,34 @@ def test_empty_class_names_the_class():
 def test_unknown_strategy():
   with pytest.raises(DataError, match="'balanced' is not one of instance, class, sqrt, progressive"):
     class_probabilities(COUNTS, "balanced")
+
+
+def test_an_instance_balanced_epoch_is_a_permutation():
+  """Every image exactly once per epoch (the reference's shuffled DataLoader), a fresh order each epoch."""
+  sampler = IndexSampler(LABELS, len(COUNTS), "instance", seed=3, num_epochs=NUM_EPOCHS)
+  epochs = [sampler.epoch_indices(e) for e in range(3)]
+  for indices in epochs:
+    np.testing.assert_array_equal(np.sort(indices), np.arange(len(LABELS)))
+  assert not np.array_equal(epochs[0], epochs[1])
+  # A resumed sampler (a new object, as after a restart) continues the same permutation mid-epoch.
+  resumed = IndexSampler(LABELS, len(COUNTS), "instance", seed=3, num_epochs=NUM_EPOCHS)
+  k = len(LABELS) + 517
+  assert [resumed[i] for i in range(k, k + 50)] == epochs[1][517:567].tolist()
+
+
+def test_progressive_with_one_epoch_is_instance_balanced():
+  np.testing.assert_array_equal(class_probabilities(COUNTS, "progressive", 0, 1),
+                                class_probabilities(COUNTS, "instance"))
+
+
+def test_deferred_resampling_switches_to_class_balanced_at_its_epoch():
+  drs = 3
+  for epoch, expected in ((0, "instance"), (drs - 1, "instance"), (drs, "class"), (NUM_EPOCHS - 1, "class")):
+    draws = [IndexSampler(LABELS, len(COUNTS), "instance", seed=s, num_epochs=NUM_EPOCHS, drs_epoch=drs)
+             .epoch_indices(epoch) for s in range(200)]
+    observed = np.bincount(LABELS[np.concatenate(draws)], minlength=len(COUNTS))
+    assert chi_square(observed, class_probabilities(COUNTS, expected)) < CHI2_LIMIT, (epoch, expected)
+    other = "class" if expected == "instance" else "instance"
+    assert chi_square(observed, class_probabilities(COUNTS, other)) > 100 * CHI2_LIMIT, (epoch, other)
+    if expected == "instance":  # still a shuffled pass before the switch
+      np.testing.assert_array_equal(np.sort(draws[0]), np.arange(len(LABELS)))

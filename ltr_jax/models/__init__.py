@@ -9,6 +9,7 @@ import ml_collections
 
 from ltr_jax import masks
 from ltr_jax.models.resnet import ARCHITECTURES
+from ltr_jax.models.resnet import HEADS
 from ltr_jax.models.resnet import LTRModel
 from ltr_jax.models.resnet import ResNet
 from ltr_jax.models.resnet import create_model
@@ -18,10 +19,12 @@ from ltr_jax.models.resnet import last_stage_name
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config key model.dtype
 
 
-def from_config(model: ml_collections.ConfigDict, num_classes: int, frozen: Sequence[str] = ()) -> LTRModel:
-  """The model of config key `model` with a `num_classes`-way head; `frozen`: patterns of ltr_jax.masks."""
-  return create_model(model.name, num_classes, DTYPES[model.dtype],
-                      masks.resolve(frozen, last_stage_name(model.name)))
+def from_config(model: ml_collections.ConfigDict, num_classes: int, frozen: Sequence[str] = (),
+                head_lws: bool = False) -> LTRModel:
+  """The model of config key `model` with a `num_classes`-way head; `frozen`: patterns of ltr_jax.masks;
+  head_lws: learned per-class logit scales on the head (MiSLAS's stage 2)."""
+  return create_model(model.name, num_classes, DTYPES[model.dtype], masks.resolve(frozen, last_stage_name(model.name)),
+                      model.head, model.head_scale, head_lws)
 
 
 def init_head(model: LTRModel, seed: int) -> dict[str, jax.Array]:
@@ -37,5 +40,5 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float], dt
   return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
 
 
-__all__ = ["ARCHITECTURES", "DTYPES", "LTRModel", "ResNet", "create_model", "feature_dim", "from_config",
+__all__ = ["ARCHITECTURES", "DTYPES", "HEADS", "LTRModel", "ResNet", "create_model", "feature_dim", "from_config",
            "init_head", "last_stage_name", "normalize"]

@@ -178,15 +178,48 @@ class ResNet(nn.Module):
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
+HEADS = ('linear', 'cosine')
+
+
+class Head(nn.Module):
+  """The classifier g(z): 'linear', z W + b (the paper's), or 'cosine', s * cos(z, w_j) (LDAM's normalised
+  classifier, Cao et al. 2019: no bias, s = `scale`). With `lws`, each class's logit is multiplied by a learned
+  scale (init 1), as MiSLAS's stage 2 trains beside the classifier. Params: kernel [d, C], bias [C] (linear),
+  lws [C] (lws)."""
+  num_classes: int
+  kind: str = 'linear'
+  scale: float = 30.0
+  lws: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', HEAD_INIT, (z.shape[-1], self.num_classes), jnp.float32)
+    if self.kind == 'linear':
+      bias = self.param('bias', nn.initializers.zeros, (self.num_classes,), jnp.float32)
+      logits = jnp.dot(z.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+    elif self.kind == 'cosine':
+      z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+      kernel = kernel / jnp.maximum(jnp.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
+      logits = self.scale * jnp.dot(z.astype(self.dtype), kernel.astype(self.dtype))
+    else:
+      raise ValueError(f'unknown head {self.kind!r}')
+    if self.lws:
+      logits = logits * self.param('lws', nn.initializers.ones, (self.num_classes,), jnp.float32)
+    return logits
+
+
 class LTRModel(nn.Module):
-  """Backbone + linear head. `__call__` returns (float32 logits [B, C], float32 features [B, d])."""
+  """Backbone + head. `__call__` returns (float32 logits [B, C], float32 features [B, d])."""
   backbone: nn.Module
   num_classes: int
   dtype: Dtype = jnp.float32
+  head_kind: str = 'linear'  # HEADS
+  head_scale: float = 30.0  # s of the cosine head
+  head_lws: bool = False  # learned per-class logit scales (MiSLAS stage 2)
 
   def setup(self):
-    self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32,
-                         kernel_init=HEAD_INIT)
+    self.head = Head(self.num_classes, self.head_kind, self.head_scale, self.head_lws, self.dtype)
 
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
     z = self.features(x, train)
@@ -197,7 +230,7 @@ class LTRModel(nn.Module):
     return self.backbone(x, train)
 
   def classify(self, z: jnp.ndarray) -> jnp.ndarray:
-    """Head logits W^T z + b in float32."""
+    """Head logits in float32."""
     return self.head(z).astype(jnp.float32)
 
 
@@ -226,12 +259,15 @@ def _architecture(name: str) -> dict[str, Any]:
   return ARCHITECTURES[name]
 
 
-def create_model(name: str, num_classes: int, dtype: Dtype = jnp.float32, frozen: Sequence[str] = ()) -> LTRModel:
+def create_model(name: str, num_classes: int, dtype: Dtype = jnp.float32, frozen: Sequence[str] = (),
+                 head: str = 'linear', head_scale: float = 30.0, head_lws: bool = False) -> LTRModel:
   """The model `name` (a key of ARCHITECTURES) with a `num_classes`-way head, computing in `dtype`.
 
   `frozen`: resolved patterns of ltr_jax.masks; the BatchNorm layers they freeze run in inference mode.
+  head, head_scale, head_lws: see `Head`.
   """
-  return LTRModel(ResNet(**_architecture(name), dtype=dtype, frozen=tuple(frozen)), num_classes, dtype)
+  return LTRModel(ResNet(**_architecture(name), dtype=dtype, frozen=tuple(frozen)), num_classes, dtype, head,
+                  head_scale, head_lws)
 
 
 def feature_dim(name: str) -> int:
