@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
       eval_transform="resize_center_crop",  # | 'identity'
       resize=256, color_jitter=0.4,
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),  # in [0, 1] units, per channel
-      num_workers=0,  # grain worker processes per host
+      num_workers=-1,  # grain worker processes per host; -1: one per core (the host's cores feed the accelerators)
       # Before any work: every listed image exists, every label in [0, C), no empty training class
       # (ltr_jax.data.preflight). False where stat is slow (some network filesystems).
       preflight=True,

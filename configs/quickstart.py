@@ -22,7 +22,7 @@ def get_config():
   c.data.update(dict(
       name="fashion_mnist_lt", kind="fashion_mnist", imbalance_ratio=100.0, n_max=1000,
       val_per_class=100, image_size=28, train_transform="pad_crop_flip", eval_transform="identity",
-      color_jitter=0.0, mean=(0.286,), std=(0.353,)))
+      color_jitter=0.0, mean=(0.286,), std=(0.353,), num_workers=0))  # 28x28 images: decoded in-process
   c.model.name = "resnet_mini"
   c.train.update(dict(sampling="instance", epochs=30, batch_size=128, base_lr=0.2, weight_decay=5e-4,
                       warmup_epochs=1.0, log_every_steps=20, las_eps_head=0.3, las_eps_tail=0.0))

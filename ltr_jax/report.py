@@ -66,8 +66,9 @@ def _plot_reliability(results: dict, path: str) -> None:
     filled = np.asarray(bins["count"]) > 0
     accuracy, confidence = np.asarray(bins["accuracy"]), np.asarray(bins["confidence"])
     ax.bar(centers[filled], accuracy[filled], width[filled], color="C0", edgecolor="k", lw=0.5, label="accuracy")
-    ax.bar(centers[filled], confidence[filled] - accuracy[filled], width[filled], bottom=accuracy[filled],
-           color="C3", alpha=0.35, edgecolor="C3", lw=0.5, label="gap to confidence")
+    gap = confidence[filled] - accuracy[filled]
+    ax.bar(centers[filled], np.abs(gap), width[filled], bottom=np.minimum(accuracy, confidence)[filled], fill=False,
+           hatch="///", edgecolor="C3", lw=0.5, label="gap to the mean confidence")
     ax.plot([0, 100], [0, 100], "k--", lw=0.8)
     ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="confidence (%)", title=f"{r['label']}: ECE {r['ece']:.1f}%")
   axes[0].set_ylabel("accuracy (%)")

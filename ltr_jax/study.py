@@ -1,10 +1,12 @@
-"""The paper's main study (Figure 1): every sampling strategy for the representation x every classifier.
+"""The paper's main study (Figure 1), and beyond: every stage-1 setting for the representation x every classifier.
 
 python -m ltr_jax.study --config=configs/quickstart.py --workdir=DIR [--seeds=0,1,2]
-  [--strategies=instance,class,sqrt,progressive]
-Each (strategy, seed) is a full stage 1 + stage 2 run in DIR/<strategy>/seed<k> (a finished run is
-reused, an interrupted one resumes). The study writes study.json, study.md (mean +- std over seeds of
-All / Many / Medium / Few per strategy and method) and study.png in the style of Figure 1.
+  [--stage1=instance,class,sqrt,progressive,mixup] [--mixup_alpha=0.2]
+A stage-1 setting is a sampling strategy of the paper, or 'mixup' (instance-balanced sampling with mixup, MiSLAS's
+stage 1). The classifiers are the config's stage2.methods. Each (setting, seed) is a full stage 1 + stage 2 run in
+DIR/<setting>/seed<k> (a finished run is reused, an interrupted one resumes). The study writes study.json,
+study.md (mean +- std over seeds of All / Many / Medium / Few and ECE per setting and method) and study.png in
+the style of Figure 1.
 """
 from __future__ import annotations
 
@@ -18,56 +20,69 @@ import numpy as np
 
 from ltr_jax import cli
 from ltr_jax.data.sampling import STRATEGIES
+from ltr_jax.errors import ConfigError
 from ltr_jax.report import GROUPS
 
 FLAGS = flags.FLAGS
 cli.define_config_flag()
 flags.DEFINE_string("workdir", None, "Directory of the study; one sub-directory per run.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Run seeds (initialisation, sampling, augmentation).")
-flags.DEFINE_list("strategies", list(STRATEGIES), "Stage-1 sampling strategies.")
+STAGE1 = {**{strategy: {"sampling": strategy} for strategy in STRATEGIES}, "mixup": {"sampling": "instance"}}
+flags.DEFINE_list("stage1", list(STAGE1), "Stage-1 settings: sampling strategies, and 'mixup'.")
+# 0.2: MiSLAS's value on ImageNet-LT, iNaturalist and Places-LT. Its CIFAR value, 1.0, gave a lower Joint and
+# MiSLAS All on the quickstart (one run: 61.3 and 71.8, against 63.9 and 73.6 with 0.2).
+flags.DEFINE_float("mixup_alpha", 0.2, "The mixup alpha of the 'mixup' stage-1 setting.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+METRICS = (*GROUPS, "ece")
+
+
 def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list[float]]]]:
-  """{strategy: [results.json of each seed]} -> {strategy: {method: {'label', group: [mean, std]}}}."""
+  """{setting: [results.json of each seed]} -> {setting: {method: {'label', 'paper', metric: [mean, std]}}}."""
   table: dict = {}
-  for strategy, results in runs.items():
+  for setting, results in runs.items():
     for method, entry in results[0]["methods"].items():
-      table.setdefault(strategy, {})[method] = {"label": entry.get("label", method)}
-      for group in GROUPS:
-        values = [r["methods"][method][group] for r in results if r["methods"][method][group] is not None]
-        table[strategy][method][group] = [float(np.mean(values)), float(np.std(values))] if values else None
+      table.setdefault(setting, {})[method] = {"label": entry.get("label", method), "paper": entry.get("paper", True)}
+      for metric in METRICS:
+        values = [r["methods"][method][metric] for r in results if r["methods"][method].get(metric) is not None]
+        table[setting][method][metric] = [float(np.mean(values)), float(np.std(values))] if values else None
   return table
 
 
 def markdown(table: dict, num_seeds: int) -> str:
-  lines = [f"Top-1 (%) on the test split, mean ± std over {num_seeds} seeds", "",
-           "| Stage-1 sampling | Classifier | Many | Medium | Few | All |", "|---|---|---:|---:|---:|---:|"]
-  for strategy, methods in table.items():
-    for method, groups in methods.items():
-      cells = ["–" if groups[g] is None else f"{groups[g][0]:.1f} ± {groups[g][1]:.1f}" for g in GROUPS]
-      lines.append(f"| {strategy} | {groups['label']} | " + " | ".join(cells) + " |")
+  lines = [f"Top-1 (%) on the test split and ECE (%, 15 bins), mean ± std over {num_seeds} seeds; † not in the "
+           "paper", "", "| Stage 1 | Classifier | Many | Medium | Few | All | ECE |", "|---|---|---:|---:|---:|---:|---:|"]
+  for setting, methods in table.items():
+    for method, row in methods.items():
+      cells = ["–" if row[m] is None else f"{row[m][0]:.1f} ± {row[m][1]:.1f}" for m in METRICS]
+      later = "" if row["paper"] else " †"
+      lines.append(f"| {setting} | {row['label']}{later} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
 def plot(table: dict, path: str) -> None:
-  """One panel per classifier; bars: sampling strategies; groups: Many / Medium / Few / All."""
-  strategies = list(table)
+  """One panel per classifier; bars: stage-1 settings; groups: Many / Medium / Few / All."""
+  settings = list(table)
   methods = list(next(iter(table.values())))
-  fig = Figure(figsize=(3.2 * len(methods), 3.4))
-  axes = fig.subplots(1, len(methods), sharey=True)
-  width = 0.8 / len(strategies)
-  for ax, method in zip(np.atleast_1d(axes), methods):
-    for k, strategy in enumerate(strategies):
-      groups = table[strategy][method]
-      means = [np.nan if groups[g] is None else groups[g][0] for g in GROUPS]
-      stds = [0 if groups[g] is None else groups[g][1] for g in GROUPS]
-      ax.bar(np.arange(len(GROUPS)) + (k - (len(strategies) - 1) / 2) * width, means, width, yerr=stds,
-             capsize=2, label=strategy)
+  cols = min(len(methods), 5)
+  rows = -(-len(methods) // cols)
+  fig = Figure(figsize=(3.2 * cols, 3.2 * rows))
+  axes = fig.subplots(rows, cols, sharey=True, squeeze=False).ravel()
+  width = 0.8 / len(settings)
+  for ax, method in zip(axes, methods):
+    for k, setting in enumerate(settings):
+      row = table[setting][method]
+      means = [np.nan if row[g] is None else row[g][0] for g in GROUPS]
+      stds = [0 if row[g] is None else row[g][1] for g in GROUPS]
+      ax.bar(np.arange(len(GROUPS)) + (k - (len(settings) - 1) / 2) * width, means, width, yerr=stds,
+             capsize=2, label=setting)
     ax.set_xticks(range(len(GROUPS)), [g.capitalize() for g in GROUPS])
-    ax.set_title(table[strategies[0]][method]["label"])
-  np.atleast_1d(axes)[0].set_ylabel("top-1 (%)")
-  np.atleast_1d(axes)[0].legend(fontsize=7, title="stage-1 sampling", title_fontsize=7)
+    ax.set_title(table[settings[0]][method]["label"] + ("" if table[settings[0]][method]["paper"] else " †"))
+  for ax in axes[len(methods):]:
+    ax.set_axis_off()
+  axes[0].set_ylabel("top-1 (%)")
+  axes[0].legend(fontsize=7, title="stage 1", title_fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
@@ -82,32 +97,36 @@ def main(argv: list[str]) -> None:
   def run_all() -> dict[str, list[dict]]:
     parallel.initialize(FLAGS.config)
     configs = {}
-    for strategy in FLAGS.strategies:
+    for setting in FLAGS.stage1:
+      if setting not in STAGE1:
+        raise ConfigError(f"--stage1: {setting!r} is not one of {', '.join(STAGE1)}")
       for seed in map(int, FLAGS.seeds):
         config = FLAGS.config.copy_and_resolve_references()
-        config.train.sampling, config.seed = strategy, seed
+        config.train.update(dict(STAGE1[setting], mixup_alpha=FLAGS.mixup_alpha if setting == "mixup" else 0.0))
+        config.seed = seed
         validate.validate(config)  # all of them before the first run
-        configs[strategy, seed] = config
+        configs[setting, seed] = config
     mesh = parallel.data_mesh()
     splits = datasets.build_splits(FLAGS.config.data)  # every run trains on the same data
     if FLAGS.config.data.preflight:
       preflight.check(splits)
     runs: dict[str, list[dict]] = {}
-    for (strategy, seed), config in configs.items():
-      workdir = os.path.join(FLAGS.workdir, strategy, f"seed{seed}")
+    for (setting, seed), config in configs.items():
+      workdir = os.path.join(FLAGS.workdir, setting, f"seed{seed}")
       results_path = os.path.join(workdir, "results.json")
       if not os.path.exists(results_path):
-        print(f"== stage-1 sampling {strategy}, seed {seed}: {workdir}")
+        print(f"== stage 1 {setting}, seed {seed}: {workdir}")
         train.train_and_evaluate(config, workdir, mesh, splits)
         decouple.run(config, workdir, mesh, splits)
       with open(results_path) as f:
-        runs.setdefault(strategy, []).append(json.load(f))
+        runs.setdefault(setting, []).append(json.load(f))
     return runs
 
   table = summarize(cli.run_or_exit(run_all))
   paths = {k: os.path.join(FLAGS.workdir, f"study.{k}") for k in ("json", "md", "png")}
   with open(paths["json"], "w") as f:
-    json.dump({"table": table, "seeds": FLAGS.seeds, "wall_seconds_this_call": time.time() - start}, f, indent=1)
+    json.dump({"table": table, "seeds": FLAGS.seeds, "mixup_alpha": FLAGS.mixup_alpha,
+               "wall_seconds_this_call": time.time() - start}, f, indent=1)
   text = markdown(table, len(FLAGS.seeds))
   with open(paths["md"], "w") as f:
     f.write(text + "\n")

@@ -119,6 +119,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key, size in batches.items():
     if size % jax.device_count():
       raise ConfigError(f"config key {key} = {size} must be a multiple of the {jax.device_count()} devices")
+  if config.data.num_workers < -1:
+    raise ConfigError(f"config key data.num_workers must be -1 (one per core) or >= 0, got {config.data.num_workers}")
   _check_paths(config.data)
   if config.train.init_from and not os.path.isdir(config.train.init_from):
     raise ConfigError(f"config key train.init_from: {config.train.init_from} is not a directory")

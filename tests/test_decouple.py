@@ -3,6 +3,7 @@ features are cached per checkpoint, the exported model evaluates to its reported
 variants train only what they say, and user errors stop with one message."""
 import json
 import os
+import types
 
 import jax
 import numpy as np
@@ -15,11 +16,11 @@ from ltr_jax.errors import CheckpointError, DataError
 
 
 def small_config():
-  """The quickstart data (IR 100, 1000 -> 10 images per class), 10 stage-1 epochs."""
+  """The quickstart (IR 100, 1000 -> 10 images per class, every stage-2 method), 15 stage-1 epochs."""
   config = quickstart.get_config()
-  config.train.update(dict(epochs=10))
+  config.train.update(dict(epochs=15))
   config.stage2.crt.update(dict(epochs=5))
-  config.stage2.finetune.update(dict(epochs=1))
+  config.stage2.finetune.update(dict(epochs=3))
   return config
 
 
@@ -36,10 +37,11 @@ def test_rebalanced_classifiers_raise_few_shot_accuracy(stage2):
   _, _, results = stage2
   methods = results["methods"]
   assert results["dataset"] == "fashion_mnist_lt"
-  assert set(methods) == {"joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"}
-  for method in ("crt", "tau_norm", "lws"):
+  assert set(methods) == {"joint", "ncm", "crt", "crt_augmented", "tau_norm", "lws", "logit_adjust", "wb", "mislas"}
+  for method in ("crt", "crt_augmented", "tau_norm", "lws", "wb", "mislas"):
     assert methods[method]["few"] > methods["joint"]["few"] + 5.0, (method, methods[method], methods["joint"])
-  assert methods["crt"]["all"] > methods["joint"]["all"]
+  for method in ("crt", "crt_augmented", "wb", "mislas"):
+    assert methods[method]["all"] > methods["joint"]["all"] + 1.0, (method, methods[method], methods["joint"])
   # Groups of the quickstart profile: 5 many, 3 medium, 2 few classes.
   assert sorted(results["groups"]) == sorted(["many"] * 5 + ["medium"] * 3 + ["few"] * 2)
   # tau was chosen on validation: it is the argmax of the validation curve, not of the test curve.
@@ -48,14 +50,30 @@ def test_rebalanced_classifiers_raise_few_shot_accuracy(stage2):
   assert methods["tau_norm"]["tau"] == best
 
 
+def test_calibration_is_reported_and_mislas_is_better_calibrated_than_joint(stage2):
+  config, _, results = stage2
+  methods = results["methods"]
+  for name, entry in methods.items():
+    bins = entry["reliability"]
+    assert sum(bins["count"]) == 10_000 and 0 < entry["ece"] < 100 and entry["nll"] > 0, name
+    # The ECE is the count-weighted gap of the stored bins (recomputed here from them).
+    filled = np.asarray(bins["count"]) > 0
+    gap = np.abs(np.asarray(bins["accuracy"]) - np.asarray(bins["confidence"]))[filled]
+    assert entry["ece"] == pytest.approx(float((np.asarray(bins["count"])[filled] * gap).sum() / 10_000), abs=1e-9)
+  assert methods["mislas"]["ece"] < methods["joint"]["ece"], (methods["mislas"]["ece"], methods["joint"]["ece"])
+  assert methods["mislas"]["paper"] is False and methods["crt_augmented"]["paper"] is True
+
+
 def test_report_files_are_written(stage2):
   _, workdir, results = stage2
   with open(os.path.join(workdir, "results.json")) as f:
     on_disk = json.load(f)
   assert on_disk["methods"]["crt"]["all"] == pytest.approx(results["methods"]["crt"]["all"])
   table = open(os.path.join(workdir, "results.md")).read()
-  assert "| cRT |" in table and "| Method | Many | Medium | Few | All |" in table
-  for name in ("weight_norms.png", "tau_curves.png", "per_class_accuracy.png", "sampling_weights.png"):
+  assert "| cRT (cached features) |" in table and "| Method | Many | Medium | Few | All |" in table
+  assert "| MiSLAS † |" in table and "| ECE | NLL |" in table
+  for name in ("weight_norms.png", "tau_curves.png", "per_class_accuracy.png", "sampling_weights.png",
+               "reliability.png"):
     with open(os.path.join(workdir, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -88,7 +106,7 @@ def test_features_are_cached_per_checkpoint(stage2):
 def test_exported_stage2_checkpoint_evaluates_to_the_reported_accuracy(stage2):
   config, workdir, results = stage2
   exported = results["exported_method"]
-  assert exported in ("joint", "crt", "tau_norm", "lws", "logit_adjust")
+  assert exported in ("joint", "crt", "tau_norm", "lws", "logit_adjust", "wb")  # linear heads on the stage-1 backbone
   out = evaluate.run(config, workdir, parallel.data_mesh(), datasets.build_splits(config.data))
   assert out["stage"] == "stage2" and out["method"] == exported
   assert out["test"]["all"] == pytest.approx(results["methods"][exported]["all"], abs=0.02)
@@ -123,3 +141,60 @@ def test_tau_selection_needs_a_validation_split(stage2, tmp_path):
   no_val.data.val_per_class = 0
   with pytest.raises(DataError, match="selected on the validation split, and this dataset has none"):
     decouple.run(no_val, workdir)
+
+
+def test_every_method_on_a_cosine_head(tmp_path):
+  """Stage 2 on a cosine head (s cos(z, w_j)): tau-norm is the joint classifier for every tau (its class vectors
+  all have norm s); cRT re-trains a cosine classifier; the re-balancing methods still raise Few; weight
+  balancing is refused (a linear-head method); no stage-2 checkpoint is exported (not a linear head)."""
+  config = small_config()
+  config.model.head = "cosine"
+  config.train.epochs = 5
+  config.stage2.methods = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "mislas")
+  train.train_and_evaluate(config, str(tmp_path))
+  results = decouple.run(config, str(tmp_path))
+  methods = results["methods"]
+  assert methods["tau_norm"]["per_class"] == methods["joint"]["per_class"]
+  assert {r["all"] for r in results["tau_curves"]["tau_norm"]["val"]} == {methods["joint"]["val"]["all"]}
+  for name in ("crt", "lws", "logit_adjust", "mislas"):
+    assert methods[name]["few"] > methods["joint"]["few"], (name, methods[name], methods["joint"])
+  assert results["exported_method"] is None and not os.path.isdir(tmp_path / "stage2")
+  from ltr_jax import validate
+  from ltr_jax.errors import ConfigError
+  config.stage2.methods = ("joint", "wb")
+  with pytest.raises(ConfigError, match="'wb' needs a linear head"):
+    validate.validate(config)
+  config.model.head = "linear"
+  config.train.loss = "ldam_drw"
+  with pytest.raises(ConfigError, match="train.loss: 'ldam_drw' puts its margins on cosine logits"):
+    validate.validate(config)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "reference_cos"])
+def test_ncm_metrics_are_what_their_names_say(metric):
+  """euclidean: the nearest cl2n class mean; cosine: the paper's cosine similarity to it; reference_cos: the
+  reference KNNClassifier's 'cos', x.c_j with un-normalised centroids. Checked against numpy on features whose
+  class means have very different norms (so the two cosines disagree)."""
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(4), [50, 30, 20, 10])
+  centers = rng.normal(size=(4, 16)) * np.array([[1.0], [3.0], [0.3], [2.0]])
+  train = (centers[labels] + rng.normal(size=(len(labels), 16))).astype(np.float32)
+  test = (centers[rng.integers(0, 4, 400)] + 2 * rng.normal(size=(400, 16))).astype(np.float32)
+  counts = np.bincount(labels)
+  splits = datasets.Splits("toy", 4, types.SimpleNamespace(labels=labels), None, None, counts,
+                           np.array(["many"] * 4), (1, 1, 1))
+  config = quickstart.get_config()
+  config.stage2.ncm_metric = metric
+  head = decouple.ncm(decouple.Features(splits, train, None, test), None, config)
+
+  def cl2n(z):
+    z = z - train.mean(0)
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+  c = np.stack([cl2n(train)[labels == j].mean(0) for j in range(4)])
+  x = cl2n(test)
+  expected = {"euclidean": -((x[:, None] - c[None]) ** 2).sum(-1), "cosine": x @ c.T / np.linalg.norm(c, axis=1),
+              "reference_cos": x @ c.T}[metric].argmax(-1)
+  np.testing.assert_array_equal(head.predict(test), expected)
+  if metric == "reference_cos":
+    cosine = (x @ c.T / np.linalg.norm(c, axis=1)).argmax(-1)
+    assert (cosine != expected).mean() > 0.02  # the two cosines are different classifiers here

@@ -9,6 +9,7 @@ the step number alone, and a run restarted at step s continues exactly.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
 import grain
@@ -59,9 +60,16 @@ class _EvalRecord:
             "label": np.int32(self.source.labels[index]), "index": np.int32(g)}
 
 
+def worker_processes(num_workers: int) -> int:
+  """Config key data.num_workers: -1 is one worker process per core this process may run on (the training
+  process itself needs almost none: benchmarks/pipeline.py); 0 decodes in this process, with threads."""
+  return len(os.sched_getaffinity(0)) if num_workers < 0 else num_workers
+
+
 def _iterate(dataset: grain.MapDataset, local_batch: int, num_workers: int) -> Iterator[dict]:
   if not flags.FLAGS.is_parsed():  # grain reads absl flags; a library caller may not have parsed them
     flags.FLAGS.mark_as_parsed()
+  num_workers = worker_processes(num_workers)
   threads = 0 if num_workers else 4
   # The elements read are whole batches (38 MB at 256 x 224 x 224 x 3): a buffer of one per read thread
   # keeps every thread busy.
