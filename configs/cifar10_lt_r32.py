@@ -7,10 +7,13 @@ Validation (to choose tau; never the test split): 500 images per class held out 
 long-tailed subset leaves unused. The head class of the LDAM profile (n_max 5000) uses all 5000 of its
 images, so the profile here starts at n_max 4500: every class gives 10% of its images to validation, and
 the training set is 0.9x the LDAM one (4500..45 images per class at IR 100 instead of 5000..50).
-Stage 1: 200 epochs, 5 warm-up epochs, instance-balanced, batch 128, SGD momentum 0.9, lr 0.1 (0.2 per 256)
-cosine to 0 (LDAM: steps at epochs 160 and 180), weight decay 2e-4; pad 4 + random crop 32 + flip; the
-CIFAR mean/std of the LDAM code. Stage 2: cRT 10 epochs, lr 0.1, batch 128; LWS 5 epochs, lr 0.1.
-Losses of the LDAM paper as overrides: --config.train.loss=ldam_drw (DRW at epoch 160), =cb_focal, =focal.
+Stage 1, the values of kaidic/LDAM-DRW's cifar_train.py: 200 epochs, 5 warm-up epochs, instance-balanced,
+batch 128, SGD momentum 0.9, lr 0.1 (0.2 per 256), weight decay 2e-4; its lr steps x0.01 at epoch 160 and
+x0.0001 at 180, ltr_jax decays by a cosine to 0. Pad 4 + random crop 32 + flip; the CIFAR mean/std of the
+LDAM code. Stage 2 (no reference values for CIFAR; stage 1's batch, lr and weight decay): cRT 10 epochs,
+lr 0.1, batch 128, weight decay 2e-4, on cached features ("crt") and through the backbone ("crt_augmented",
+with --config.stage2.methods); LWS 5 epochs, lr 0.1, batch 128, weight decay 2e-4.
+The LDAM paper's own method, LDAM-DRW on a cosine head: configs/cifar10_lt_r32_ldam_drw.py.
 """
 from configs import base
 
@@ -18,14 +21,13 @@ from configs import base
 def get_config():
   c = base.get_config()
   c.data.update(dict(
-      name="cifar10_lt", kind="tfds", tfds_name="cifar10", train_split="train", test_split="test",
-      imbalance_ratio=100.0, n_max=4500, val_per_class=500, image_size=32, train_transform="pad_crop_flip",
-      eval_transform="identity", color_jitter=0.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
+      name="cifar10_lt", kind="tfds", tfds_name="cifar10", imbalance_ratio=100.0, n_max=4500, val_per_class=500,
+      image_size=32, train_transform="pad_crop_flip", eval_transform="identity", color_jitter=0.0,
+      mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
   c.model.name = "resnet32"
-  c.train.update(dict(sampling="instance", epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4,
-                      warmup_epochs=5.0, drw_epoch=160.0))
-  c.stage2.update(dict(batch_size=1000))
-  c.stage2.crt.update(dict(epochs=10, batch_size=128, lr=0.1, weight_decay=2e-4))
-  c.stage2.lws.update(dict(epochs=5, batch_size=128, lr=0.1))
-  c.stage2.finetune.update(dict(epochs=10, batch_size=128, base_lr=0.2, weight_decay=2e-4))
+  c.train.update(dict(epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4, warmup_epochs=5.0))
+  c.stage2.batch_size = 1000
+  c.stage2.crt.update(dict(batch_size=128, lr=0.1, weight_decay=2e-4))
+  c.stage2.lws.update(dict(batch_size=128, lr=0.1, weight_decay=2e-4))
+  c.stage2.finetune.update(dict(batch_size=128, base_lr=0.2, weight_decay=2e-4))
   return c

@@ -2,16 +2,26 @@
 
 Data: the OLTR list files Places_LT_train.txt / _val.txt / _test.txt in data.list_dir (62,500 / 7,300 /
 36,500 images, 365 classes; 131 many, 163 medium, 71 few), the Places-365 images under data.image_root.
-tau is chosen on Places_LT_val, results are reported on Places_LT_test.
+tau is chosen on Places_LT_val, results are reported on Places_LT_test. Augmentation and normalisation as
+ImageNet-LT (base.py): RandomResizedCrop 224, flip, ColorJitter 0.4; resize 256, centre crop 224.
 Initialisation: train.init_from, an ImageNet-pretrained ResNet-152 imported once (the head is new):
   python -m ltr_jax.import_torch --config=configs/places_lt_r152.py --kind=torchvision --no_head
       --checkpoint=resnet152-394f9c45.pth --workdir=pretrained/resnet152_imagenet
-Stage 1: the last block (stage4) and the head trained, the rest frozen (BatchNorm statistics included);
-30 epochs, instance-balanced, batch 256, SGD momentum 0.9, lr 0.1 cosine to 0, weight decay 5e-4;
-RandomResizedCrop 224, flip, ColorJitter 0.4. The reference took this stage from OLTR (lr 0.01 for the
-backbone, 0.1 for the head, not in its released configs); ltr_jax has one learning rate, that of the head.
-Stage 2 (the reference's cls_crt.yaml / cls_lws.yaml): cRT 10 epochs, lr 0.1 cosine, batch 256, weight
-decay 5e-4; LWS 5 epochs, lr 0.1, batch 256.
+Stage 1, the paper's protocol (it follows OLTR, Liu et al. 2019) with the values of OLTR's released
+config/Places_LT/stage_1.py (zhmiao/OpenLongTailRecognition-OLTR): 30 epochs, instance-balanced, batch 128,
+SGD momentum 0.9, weight decay 5e-4, classifier lr 0.1 (base_lr 0.2 per 256) and backbone lr 0.001
+(train.lr_mults: 0.01 x the head's); the last block (stage4) and the head trained, the rest frozen, its
+BatchNorm layers in inference mode (ImageNet statistics) in training as at test.
+Deviations from that file, which ltr_jax does not offer or the reference did not keep: its lr steps x0.1 every
+10 epochs (StepLR), ltr_jax decays by a cosine to 0; it fine-tunes every backbone layer ('fix': False), here the
+stages before the last are frozen (--config.train.frozen="()" trains them all at 0.001); it starts from
+Caffe-converted ImageNet weights (ltr_jax imports torchvision's); and it inserts a 2048 -> 512 fc before the
+classifier ('use_fc': True), which the reference's Places-LT stage-2 configs (feat_dim 2048, use_fc false) do not
+have, nor does ltr_jax.
+Stage 2, the reference's values (facebookresearch/classifier-balancing): cRT (config/Places_LT/cls_crt.yaml)
+10 epochs, lr 0.1 cosine, batch 256, weight decay 5e-4, through the backbone ("crt_augmented", the paper's;
+stage2.finetune: base_lr 0.1 per 256) and on cached features ("crt"); LWS (cls_lws.yaml) 5 epochs, lr 0.1,
+batch 256, weight decay 5e-4.
 
 Paper (top-1 %, Many / Medium / Few / All): Joint 45.7 / 27.3 / 8.2 / 30.2; NCM 40.4 / 37.1 / 27.3 / 36.4;
 cRT 42.0 / 37.6 / 24.9 / 36.7; tau-norm 37.8 / 40.7 / 31.8 / 37.9; LWS 37.6 (All).
@@ -21,16 +31,14 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.data.update(dict(
-      name="places_lt", kind="list", num_classes=365, train_list="Places_LT_train.txt",
-      val_list="Places_LT_val.txt", test_list="Places_LT_test.txt", image_size=224,
-      train_transform="random_resized_crop", eval_transform="resize_center_crop", resize=256, color_jitter=0.4,
-      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+  c.data.update(dict(name="places_lt", kind="list", num_classes=365, train_list="Places_LT_train.txt",
+                     val_list="Places_LT_val.txt", test_list="Places_LT_test.txt"))
   c.model.name = "resnet152"
-  c.train.update(dict(sampling="instance", epochs=30, batch_size=256, base_lr=0.1, weight_decay=5e-4,
+  c.train.update(dict(epochs=30, batch_size=128, base_lr=0.2, lr_mults=(("backbone/.*", 0.01),),
                       frozen=("backbone/(?!{last_stage}/).*",), init_from="pretrained/resnet152_imagenet/checkpoints"))
-  c.stage2.update(dict(batch_size=256))
-  c.stage2.crt.update(dict(epochs=10, batch_size=256, lr=0.1, weight_decay=5e-4))
-  c.stage2.lws.update(dict(epochs=5, batch_size=256, lr=0.1))
-  c.stage2.finetune.update(dict(epochs=10, batch_size=256, base_lr=0.1, weight_decay=5e-4))
+  c.stage2.methods = ("joint", "ncm", "crt", "crt_augmented", "tau_norm", "lws", "logit_adjust")
+  c.stage2.batch_size = 256
+  c.stage2.crt.update(dict(batch_size=256, lr=0.1))
+  c.stage2.lws.update(dict(batch_size=256, lr=0.1))
+  c.stage2.finetune.batch_size = 256
   return c

@@ -4,11 +4,12 @@ adapter reads the official format and rejects malformed files with one message.
 Each config in configs/ (except base.py) is built, pointed at a synthetic dataset written here in the format
 the config reads (OLTR list files + JPEGs for ImageNet-LT / Places-LT, iNaturalist JSON + JPEGs, a TFDS
 array_record dataset written by ltr_jax.data.convert for CIFAR, Debian's Fashion-MNIST for the quickstart),
-shrunk (32x32 images, 4 classes, batch 8, 2 stage-1 steps, 1 epoch of cRT / LWS), and run through stage 1
-and stage 2. Everything else (model family, transforms, sampling, stage-2 methods, trainable part,
-init_from) is the config's own. The models too, except those in SMALLER_MODEL: one real step of those takes
-too long on 2 CPU cores (XLA compile time, measured: see SMALLER_MODEL), so they run as the nearest
-architecture that does not.
+shrunk (32x32 images, 4 classes, batch 8, 2 stage-1 steps, 1 epoch of every stage-2 training: cRT, LWS, WB and
+the recipes through the backbone), and run through stage 1 and stage 2. Everything else (model family,
+transforms, sampling, losses, mixup, stage-2 methods and recipes, trainable part, init_from) is the config's
+own. The models too, except those in SMALLER_MODEL: one real step of those takes too long on 2 CPU cores (XLA
+compile time, measured: see SMALLER_MODEL), so they run as the nearest architecture that does not. Configs
+that this shrinking makes identical run once, as one test (see _distinct_runs).
 """
 import glob
 import importlib
@@ -29,12 +30,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if os.path.basename(path) not in ("__init__.py", "base.py"))
 
-# config -> model run here instead. Stage 1 + stage 2 of this test with the real model took 60 s (inat_r50,
-# ResNet-50) and 90-100 s (inat_r101) on 2 busy CPU cores, nearly all of it XLA compilation; ResNet-152 and
-# ResNeXt take longer still. ResNet-10 has the same stem, four stages and head; the real architectures are
-# covered by tests/test_models.py.
-SMALLER_MODEL = {name: "resnet10" for name in ("imagenet_lt_rx50", "imagenet_lt_rx152", "inat_r50", "inat_r101",
-                                                "inat_r152", "places_lt_r152")}
+# model of a config -> model run here instead. Stage 1 + stage 2 of this test with the real model took 60 s
+# (inat_r50, ResNet-50) and 90-100 s (inat_r101) on 2 busy CPU cores, nearly all of it XLA compilation;
+# ResNet-152 and ResNeXt take longer still. ResNet-10 has the same stem, four stages and head; ResNet-32 has the
+# CIFAR stem (3x3, stride 1, no max-pool) of resnet34_cifar (21M parameters). The real architectures are covered
+# by tests/test_models.py.
+SMALLER_MODEL = {**{name: "resnet10" for name in ("resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+                                                  "resnext101_32x4d", "resnext152_32x4d")},
+                 "resnet34_cifar": "resnet32"}
 
 NUM_CLASSES = 4
 TRAIN_COUNTS = (8, 5, 3, 2)  # 18 images: 2 steps of batch 8 (an epoch drops its last partial batch)
@@ -102,18 +105,12 @@ def _tfds_dataset(tmp, name):
   return dict(tfds_name=name, data_dir=os.path.join(tmp, "tfds"))
 
 
-def _tiny_data(config, tmp):
-  """Points config.data at a synthetic dataset in the config's format; keeps the rest of config.data."""
+def _tiny_values(config):
+  """What _tiny_data sets in config whatever the config says, apart from the synthetic files' paths."""
   data = config.data
-  if data.kind == "list":
-    data.update(_list_dataset(tmp, (data.train_list, data.val_list, data.test_list)))
+  if data.kind in ("list", "inat_json"):
     data.num_classes = NUM_CLASSES
-  elif data.kind == "inat_json":
-    data.update(_inat_dataset(tmp))
-    data.num_classes = NUM_CLASSES
-  elif data.kind == "tfds":
-    # Profile 8, 5, 3, 2 (IR 4) of the 12 images per class; validation from the 4 or more left unused.
-    data.update(_tfds_dataset(tmp, f"tiny_{data.tfds_name}"))
+  elif data.kind == "tfds":  # profile 8, 5, 3, 2 (IR 4) of the 12 images per class; validation from the rest
     data.update(dict(n_max=8, imbalance_ratio=4.0, val_per_class=2))
   else:  # the quickstart's real Fashion-MNIST, 18 training images: 4, 3, 2, 2, 2, 1, 1, 1, 1, 1
     assert data.kind == "fashion_mnist"
@@ -122,12 +119,26 @@ def _tiny_data(config, tmp):
     config.stage2.batch_size = 8
 
 
-def _shrink(config, name):
-  config.data.update(dict(image_size=min(config.data.image_size, 32), resize=36))
-  config.model.name = SMALLER_MODEL.get(name, config.model.name)
+def _tiny_data(config, tmp):
+  """Points config.data at a synthetic dataset in the config's format; keeps the rest of config.data."""
+  data = config.data
+  if data.kind == "list":
+    data.update(_list_dataset(tmp, (data.train_list, data.val_list, data.test_list)))
+  elif data.kind == "inat_json":
+    data.update(_inat_dataset(tmp))
+  elif data.kind == "tfds":
+    data.update(_tfds_dataset(tmp, f"tiny_{data.tfds_name}"))
+  _tiny_values(config)
+
+
+def _shrink(config):
+  # Tiny images decode in this process: starting grain's worker processes (data.num_workers = -1) for every
+  # iterator would take most of this test's time; tests/test_pipeline.py covers them.
+  config.data.update(dict(image_size=min(config.data.image_size, 32), resize=36, num_workers=0))
+  config.model.name = SMALLER_MODEL.get(config.model.name, config.model.name)
   config.train.update(dict(epochs=1, batch_size=8, warmup_epochs=0.0, log_every_steps=1))
-  config.stage2.crt.update(dict(epochs=1, batch_size=8))
-  config.stage2.lws.update(dict(epochs=1, batch_size=8))
+  for stage2 in (config.stage2.crt, config.stage2.lws, config.stage2.wb, config.stage2.finetune):
+    stage2.update(dict(epochs=1, batch_size=8))
 
 
 def _init_checkpoint(config, directory):
@@ -157,12 +168,30 @@ def compilation_cache(tmp_path_factory):
     jax.config.update(key, value)
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_config_runs_both_stages(name, tmp_path):
+def _shrunk(name):
   config = importlib.import_module(f"configs.{name}").get_config()
+  _shrink(config)
+  return config
+
+
+def _distinct_runs():
+  """The configs grouped by what this test runs of them: configs that differ only in a model of SMALLER_MODEL
+  (inat_r101 and inat_r152 from inat_r50) or in what the tiny data replaces (CIFAR-10 and CIFAR-100) would run
+  the very same computation, so each group runs once."""
+  groups = {}
+  for name in CONFIGS:
+    config = _shrunk(name)
+    _tiny_values(config)
+    config.data.update(dict(name="", tfds_name=""))  # a TFDS dataset is written as tiny_<tfds_name>
+    groups.setdefault(config.to_json_best_effort(sort_keys=True), []).append(name)
+  return list(groups.values())
+
+
+@pytest.mark.parametrize("names", _distinct_runs(), ids="+".join)
+def test_config_runs_both_stages(names, tmp_path):
+  config = _shrunk(names[0])
   methods = tuple(config.stage2.methods)
   _tiny_data(config, str(tmp_path / "data"))
-  _shrink(config, name)
   init = None
   if config.train.init_from:
     config.train.init_from = str(tmp_path / "init")

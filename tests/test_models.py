@@ -11,7 +11,7 @@ import pytest
 from ltr_jax.models import create_model, feature_dim, last_stage_name
 
 # name -> (input side, input channels): the image size each architecture is meant for.
-INPUTS = {'resnet32': (32, 3), 'resnet_mini': (28, 1)}
+INPUTS = {'resnet32': (32, 3), 'resnet34_cifar': (32, 3), 'resnet_mini': (28, 1)}
 
 TORCHVISION_COUNTS = {  # torchvision's published parameter counts with 1000 classes
     'resnet10': 5_418_792,  # BasicBlock [1, 1, 1, 1]
@@ -58,6 +58,14 @@ def test_param_count_matches_torchvision(name):
 def test_resnet32_matches_ldam():
   # LDAM's resnet32 (option-A shortcuts) on CIFAR-10: 464,154 parameters.
   assert _count(_abstract_variables('resnet32', 10)['params']) == 464_154
+
+
+def test_resnet34_cifar_matches_weight_balancing():
+  # Weight balancing's ResnetEncoder(34, embDimension=100): torchvision's resnet34 (21,797,672 parameters with
+  # 1000 classes) with its 7x7 stem conv (9,408) replaced by a 3x3 one (1,728) and a 100-way fc (51,300 instead
+  # of 513,000).
+  assert _count(_abstract_variables('resnet34_cifar', 100)['params']) == 21_797_672 - 9_408 + 1_728 - 513_000 + 51_300
+  assert _count(_abstract_variables('resnet34_cifar', 1000)['params']) == _torch_count('resnet34_cifar', 1000)
 
 
 @pytest.mark.parametrize('name', ['resnext101_32x4d', 'resnext152_32x4d', 'resnet32', 'resnet_mini'])

@@ -10,6 +10,9 @@ Architectures (`ARCHITECTURES`, shared with the PyTorch twins in benchmarks/torc
 - resnet32: CIFAR ResNet-32 of the LDAM code (Cao et al. 2019, `resnet_cifar.py`): 3x3 stem with 16 channels,
   3 stages of 5 basic blocks (16/32/64 channels), option-A shortcuts (stride-2 subsampling + zero-padded
   channels, no parameters); 0.46M parameters (464,154 with 10 classes).
+- resnet34_cifar: ResNet-34 with a CIFAR stem, the network of weight balancing (Alshammari et al. 2022,
+  `utils/network_arch_resnet.py`): torchvision's resnet34 with a 3x3 stride-1 stem conv and no max-pool
+  (32 -> 32 -> 16 -> 8 -> 4), projection shortcuts; 21,328,292 parameters with 100 classes.
 - resnet_mini: small ResNet for 28x28 grayscale images (Fashion-MNIST) that trains fast on a few CPU cores:
   3x3 stride-2 stem with 16 channels (28 -> 14), 3 stages of 1 basic block (16/32/64 channels, strides 1/2/2,
   14 -> 7 -> 4), projection shortcuts, 64-d features (77,754 parameters with 10 classes). XLA:CPU convolution
@@ -248,6 +251,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     'resnext152_32x4d': dict(_RESNEXT, stage_sizes=(3, 8, 36, 3)),
     'resnet32': dict(stage_sizes=(5, 5, 5), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
                      stem='small', stem_features=16, shortcut='pad'),
+    'resnet34_cifar': dict(_IMAGENET, stage_sizes=(3, 4, 6, 3), stem='small', stem_features=64),
     'resnet_mini': dict(stage_sizes=(1, 1, 1), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
                         stem='small', stem_features=16, stem_strides=2),
 }
