@@ -1,12 +1,22 @@
-"""Shared fixtures: the real Fashion-MNIST files and a small list-file image folder."""
+"""Shared fixtures: the real Fashion-MNIST files and a small list-file image folder; one XLA cache for the run.
+
+A persistent compilation cache shared by every test and every subprocess a test starts (through the environment,
+set before JAX is imported): the same model compiled by a dozen tests and scripts is compiled once. A cached
+executable is the one compilation would produce, so results are unchanged.
+"""
 
 import os
+import tempfile
 
-import numpy as np
-import pytest
-from PIL import Image
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ltr_jax_xla_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-from ltr_jax.data.sources import FASHION_MNIST_DIR
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ltr_jax.data.sources import FASHION_MNIST_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,7 @@ def test_every_method_on_a_cosine_head(tmp_path):
   config = small_config()
   config.model.head = "cosine"
   config.train.epochs = 5
+  config.stage2.finetune.epochs = 1
   config.stage2.methods = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "mislas")
   train.train_and_evaluate(config, str(tmp_path))
   results = decouple.run(config, str(tmp_path))
