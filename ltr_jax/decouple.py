@@ -8,7 +8,7 @@ method. The best linear classifier on validation is exported with the backbone a
 --mode=evaluate and the notebooks load.
 
 Adding a classifier: write `def my_method(features: Features, joint: Head, config) -> Head`, add one line to
-`METHODS` (its name and report label), and test it.
+`METHODS` (its name, report label, and whether it is the paper's), and test it.
 """
 from __future__ import annotations
 

@@ -160,13 +160,13 @@ def new_state(variables: Variables, tx: optax.GradientTransformation, mesh: Mesh
                     batch_stats=variables["batch_stats"], opt_state=opt_state)
 
 
-def _initial_state(model: LTRModel, init: Callable[[], Variables], tx: optax.GradientTransformation,
-                   manager: checkpoints.Manager, meta: dict, image_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
+def _initial_state(abstract: Variables, init: Callable[[], Variables], tx: optax.GradientTransformation,
+                   manager: checkpoints.Manager, meta: dict, mesh: Mesh) -> TrainState:
   """The latest checkpoint of the run (resume), else `init()` with a fresh optimizer state.
 
-  A checkpoint without optimizer state (imported weights) starts with a fresh one at its step.
+  abstract: the model's variables as shapes (the restore target). A checkpoint without optimizer state
+  (imported weights) starts with a fresh one at its step.
   """
-  abstract = checkpoints.abstract_variables(model, image_shape, mesh)
   abstract_opt = checkpoints.replicated_like(jax.eval_shape(tx.init, abstract["params"]), mesh)
   restored = manager.restore_training(abstract, abstract_opt, meta)
   if restored is None:
@@ -190,13 +190,13 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
                                   recipe.epochs, recipe.drs_epoch)
   steps_per_epoch = pipeline.steps_per_epoch(len(sampler), recipe.batch_size)
   num_steps = recipe.epochs * steps_per_epoch
-  abstract_params = checkpoints.abstract_variables(model, splits.image_shape, mesh)["params"]
+  abstract = checkpoints.abstract_variables(model, splits.image_shape, mesh)
   frozen = masks.resolve(recipe.frozen, models.last_stage_name(config.model.name))
-  tx = make_optimizer(recipe, steps_per_epoch, masks.lr_groups(abstract_params, frozen, recipe.lr_mults))
+  tx = make_optimizer(recipe, steps_per_epoch, masks.lr_groups(abstract["params"], frozen, recipe.lr_mults))
 
   manager = checkpoints.Manager(os.path.join(run_dir, "checkpoints"), recipe.max_checkpoints)
   meta = {**checkpoints.model_meta(config, splits.num_classes, stage), "head_lws": model.head_lws}
-  state = _initial_state(model, init, tx, manager, meta, splits.image_shape, mesh)
+  state = _initial_state(abstract, init, tx, manager, meta, mesh)
   start_step = int(state.step)
 
   loss_fn = losses.get_loss(recipe.loss, splits.class_counts, steps_per_epoch, config.model.head_scale,
