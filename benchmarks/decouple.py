@@ -4,18 +4,24 @@ iNaturalist 2018 scale (synthetic float32 features, d = 2048): NCM (class means 
 then predictions on 24,426 validation features, 8,142 classes), one tau (tau = 1) evaluated directly, and the
 21-value tau sweep linspace(0, 2, 21). ImageNet-LT scale (115,846 x 2048, 1,000 classes): cRT 10 epochs and
 LWS 5 epochs, batch 512, lr 0.2 cosine. Training profiles are long-tailed (1000 -> 2 and 1280 -> 5 per class).
-Every JAX prediction takes ltr_jax.classifiers.top1. The row 'argmax' times the top-1 alone on 6,000 x 8,142
-float32 scores at every scale: ltr_jax's top1 beside torch.argmax, and jnp.argmax for reference; it is the
-median of 7 calls after a warm-up, as it takes milliseconds, where the other rows include compilation.
+Every JAX prediction takes ltr_jax.classifiers.top1. Two rows time one step of those alone, at every scale,
+as the median of 7 calls after a warm-up (the other rows include compilation): 'argmax', the top-1 of 6,000 x
+8,142 float32 scores (ltr_jax's top1 beside torch.argmax, and jnp.argmax for reference), and 'matmul', the
+product of 6,000 x 2,048 features and a 2,048 x 8,142 head, the floating-point work of every prediction:
+XLA's dot as ltr_jax's chunk functions call it (chunks of classifiers.PREDICT_CHUNK rows, the head
+classes-major; and for reference in one call) beside torch's matmul in one call.
 
 Each (framework, computation) runs in a fresh child process (`--one jax:ncm`), which builds its inputs with
 numpy, then resets the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs resets VmHWM to the
 current RSS), runs the computation once (compilation included, as a stage-2 run pays it) and reports
 seconds and peak memory = VmHWM - VmRSS at the reset: the memory the computation adds on top of its inputs.
-It also reports the process's CPU seconds (all threads), a steadier comparison while other jobs share
-the machine; the load average at the start and end of the run is recorded beside them.
+It also reports the process's CPU seconds (all threads); the load average at the start and end of the run
+is recorded beside them. The whole set runs `--repeats` times (default 3), each repeat running every
+(computation, framework) in turn, so that a slow spell of this shared machine (its speed drifts by 20-30%
+over minutes) hits both frameworks alike; the table shows the median of each, and the JSON also keeps every
+repeat and the median of the per-repeat JAX / PyTorch ratios.
 
-  python benchmarks/decouple.py --json benchmarks/results/decouple_cpu.json [--scale 0.1]
+  python benchmarks/decouple.py --json benchmarks/results/decouple_cpu.json [--scale 0.1] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -28,7 +34,10 @@ import time
 
 import numpy as np
 
-COMPUTATIONS = ("argmax", "ncm", "tau_one", "tau_sweep", "crt", "lws")
+from common import machine, write_json
+
+COMPUTATIONS = ("argmax", "matmul", "ncm", "tau_one", "tau_sweep", "crt", "lws")
+STEADY = ("argmax", "matmul")  # timed as the median of repeated calls after a warm-up
 FRAMEWORKS = ("jax", "torch")
 D = 2048
 TAUS = np.linspace(0.0, 2.0, 21)
@@ -56,11 +65,22 @@ def _long_tail_counts(num_classes: int, total: int, n_max: int, n_min: int) -> n
   return counts
 
 
+def _features(rng: np.random.Generator, rows: int) -> np.ndarray:
+  """|N(0, 1)| features held as stage 2 holds them: in 64-byte aligned host memory (classifiers.host_array,
+  what inference and the feature cache give), filled in place."""
+  from ltr_jax import classifiers
+  out = classifiers.host_array((rows, D))
+  rng.standard_normal(dtype=np.float32, out=out)
+  return np.abs(out, out=out)
+
+
 def _inputs(computation: str, scale: float) -> dict:
   """Synthetic non-negative (post-ReLU-like) features, long-tailed labels and a head with spread norms."""
   rng = np.random.default_rng(0)
   if computation == "argmax":
     return {"scores": rng.standard_normal(ARGMAX_SHAPE, dtype=np.float32)}
+  if computation == "matmul":
+    return {"z": _features(rng, ARGMAX_SHAPE[0]), "W": rng.standard_normal((D, ARGMAX_SHAPE[1]), dtype=np.float32)}
   inat = computation in ("ncm", "tau_one", "tau_sweep")
   classes = max(2, round((8142 if inat else 1000) * scale))
   n_train = round((437_513 if inat else 115_846) * scale)
@@ -70,9 +90,9 @@ def _inputs(computation: str, scale: float) -> dict:
   if computation != "tau_one" and computation != "tau_sweep":
     counts = _long_tail_counts(classes, n_train, *((1000, 2) if inat else (1280, 5)))
     out["labels"] = rng.permutation(np.repeat(np.arange(classes), counts))
-    out["train"] = np.abs(rng.standard_normal((n_train, D), dtype=np.float32))
+    out["train"] = _features(rng, n_train)
   if inat:
-    out["val"] = np.abs(rng.standard_normal((round(24_426 * scale), D), dtype=np.float32))
+    out["val"] = _features(rng, round(24_426 * scale))
   return out
 
 
@@ -153,17 +173,27 @@ def _run_torch(computation: str, x: dict):
   return params
 
 
-def _argmax_variants(framework: str, scores: np.ndarray) -> dict:
-  """name -> a call computing the top-1 of every row of `scores` to completion; the first is the framework's."""
+def _steady_variants(framework: str, computation: str, x: dict) -> dict:
+  """name -> a call running one of the STEADY computations to completion; the first is the framework's."""
   if framework == "torch":
     import torch
-    t = torch.from_numpy(scores)
+    if computation == "matmul":
+      z, W = torch.from_numpy(x["z"]), torch.from_numpy(x["W"])
+      return {"torch matmul": lambda: z @ W}
+    t = torch.from_numpy(x["scores"])
     return {"torch.argmax": lambda: t.argmax(1)}
   import jax
   import jax.numpy as jnp
 
   from ltr_jax import classifiers
-  s = jnp.asarray(scores)
+  if computation == "matmul":
+    z = jax.device_put(x["z"])
+    chunks = [chunk for chunk, _ in classifiers._row_chunks(x["z"], classifiers.PREDICT_CHUNK)]
+    kernel_t, _ = classifiers._classes_major(x["W"], None)
+    dot = jax.jit(lambda z, k: z @ k.T)
+    return {"XLA dot, chunks of PREDICT_CHUNK rows": lambda: jax.block_until_ready([dot(c, kernel_t) for c in chunks]),
+            "XLA dot, one call": lambda: dot(z, kernel_t).block_until_ready()}
+  s = jnp.asarray(x["scores"])
   top1, argmax = jax.jit(classifiers.top1), jax.jit(lambda s: jnp.argmax(s, axis=-1))
   return {"top1": lambda: top1(s).block_until_ready(), "jnp.argmax": lambda: argmax(s).block_until_ready()}
 
@@ -194,8 +224,8 @@ def run_one(spec: str, scale: float) -> dict:
     f.write("5")
   base_kb = _status_kb("VmRSS")
   variants = {}
-  if computation == "argmax":
-    variants = {name: _median_timed(call) for name, call in _argmax_variants(framework, x["scores"]).items()}
+  if computation in STEADY:
+    variants = {name: _median_timed(call) for name, call in _steady_variants(framework, computation, x).items()}
     seconds, cpu_seconds = next(iter(variants.values()))
   else:
     seconds, cpu_seconds = _timed(lambda: run(computation, x))
@@ -203,10 +233,20 @@ def run_one(spec: str, scale: float) -> dict:
           "peak_memory_gb": (_status_kb("VmHWM") - base_kb) / 2**20}
 
 
+def _child(spec: str, scale: float, env: dict) -> dict:
+  """run_one(spec) in a fresh process."""
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", spec, "--scale", str(scale)],
+                       capture_output=True, text=True, env=env)
+  if out.returncode:
+    sys.exit(f"{spec} failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--json", help="write the results here")
   parser.add_argument("--scale", type=float, default=1.0, help="multiply every row and class count (quick runs)")
+  parser.add_argument("--repeats", type=int, default=3, help="runs of every (computation, framework)")
   parser.add_argument("--one", help="internal: run one framework:computation and print its JSON")
   parser.add_argument("--only", default=",".join(COMPUTATIONS), help="comma-separated computations to run")
   args = parser.parse_args()
@@ -214,39 +254,56 @@ def main() -> None:
     print(json.dumps(run_one(args.one, args.scale)))
     return
 
-  results = {"seconds": {f: {} for f in FRAMEWORKS}, "cpu_seconds": {f: {} for f in FRAMEWORKS},
-             "peak_memory_gb": {f: {} for f in FRAMEWORKS},
-             "scale": args.scale, "features_gb": {  # float32 x 2048: iNat validation (the tau sweep's input)
-                 name: round(rows * args.scale) * D * 4 / 2**30 for name, rows in
-                 (("inat", 24_426), ("inat_train", 437_513), ("imagenet_lt", 115_846))},
-             "argmax_seconds": {}, "load_average_1min": {"start": os.getloadavg()[0]}}
+  computations = args.only.split(",")
+  runs = {f: {c: [] for c in computations} for f in FRAMEWORKS}  # every repeat's run_one result
+  load_start = os.getloadavg()[0]
   here = os.path.dirname(os.path.abspath(__file__))
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(here), os.environ.get("PYTHONPATH")])))
-  for computation in args.only.split(","):
-    for framework in FRAMEWORKS:
-      spec = f"{framework}:{computation}"
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", spec, "--scale", str(args.scale)],
-                           capture_output=True, text=True, env=env)
-      if out.returncode:
-        sys.exit(f"{spec} failed:\n{out.stderr[-3000:]}")
-      one = json.loads(out.stdout.strip().splitlines()[-1])
-      for key in ("seconds", "cpu_seconds", "peak_memory_gb"):
-        results[key][framework][computation] = one[key]
-      results["argmax_seconds"].update({name: wall for name, (wall, _) in one["variants"].items()})
-      print(f"{spec:16s} {one['seconds']:8.3f} s  {one['cpu_seconds']:8.3f} CPU s  {one['peak_memory_gb']:6.3f} GB",
-            flush=True)
-  results["load_average_1min"]["end"] = os.getloadavg()[0]
+  for repeat in range(args.repeats):
+    for computation in computations:
+      for framework in FRAMEWORKS:
+        one = _child(f"{framework}:{computation}", args.scale, env)
+        runs[framework][computation].append(one)
+        print(f"repeat {repeat + 1}/{args.repeats} {framework + ':' + computation:16s} {one['seconds']:8.3f} s  "
+              f"{one['cpu_seconds']:8.3f} CPU s  {one['peak_memory_gb']:6.3f} GB", flush=True)
+
+  def median(framework: str, computation: str, key: str) -> float:
+    return float(np.median([one[key] for one in runs[framework][computation]]))
+
+  results = {key: {f: {c: median(f, c, key) for c in computations} for f in FRAMEWORKS}
+             for key in ("seconds", "cpu_seconds", "peak_memory_gb")}
+  results.update({
+      "repeats": args.repeats, "statistic": "median over repeats",
+      "ratio_jax_over_torch": {c: float(np.median([j["seconds"] / t["seconds"] for j, t in
+                                                    zip(runs["jax"][c], runs["torch"][c])])) for c in computations},
+      "per_repeat_seconds": {f: {c: [one["seconds"] for one in runs[f][c]] for c in computations}
+                             for f in FRAMEWORKS},
+      "scale": args.scale, "features_gb": {  # float32 x 2048: iNat validation (the tau sweep's input)
+          name: round(rows * args.scale) * D * 4 / 2**30 for name, rows in
+          (("inat", 24_426), ("inat_train", 437_513), ("imagenet_lt", 115_846))},
+      "machine": machine(f"numpy {np.__version__}"),
+      "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]}})
+  results["variant_seconds"] = {  # STEADY computations: every variant, median over repeats
+      c: {name: float(np.median([one["variants"][name][0] for one in runs[f][c]]))
+          for f in FRAMEWORKS for name in runs[f][c][0]["variants"]} for c in computations if c in STEADY}
+  if "matmul" in computations:
+    flops = 2 * ARGMAX_SHAPE[0] * D * ARGMAX_SHAPE[1]
+    results["matmul_gflops_per_second"] = {f: flops / results["seconds"][f]["matmul"] / 1e9 for f in FRAMEWORKS}
 
   print(f"\nscale {args.scale}; features: " + ", ".join(f"{k} {v:.3f} GB" for k, v in results["features_gb"].items()))
-  print(f"{'computation':12s} {'jax s':>9s} {'torch s':>9s} {'jax/torch':>9s} {'CPU s ratio':>11s} "
+  print(f"median of {args.repeats} repeats")
+  print(f"{'computation':12s} {'jax s':>9s} {'torch s':>9s} {'jax/torch':>9s} {'ratio per repeat':>22s} "
         f"{'jax GB':>8s} {'torch GB':>9s}")
-  for c in args.only.split(","):
-    s, cpu, m = results["seconds"], results["cpu_seconds"], results["peak_memory_gb"]
-    print(f"{c:12s} {s['jax'][c]:9.3f} {s['torch'][c]:9.3f} {s['jax'][c] / s['torch'][c]:9.2f} "
-          f"{cpu['jax'][c] / cpu['torch'][c]:11.2f} {m['jax'][c]:8.3f} {m['torch'][c]:9.3f}")
-  if results["argmax_seconds"]:
-    print(f"argmax over {ARGMAX_SHAPE[0]} x {ARGMAX_SHAPE[1]}: "
-          + ", ".join(f"{name} {t:.4f} s" for name, t in results["argmax_seconds"].items()))
+  for c in computations:
+    s, m = results["seconds"], results["peak_memory_gb"]
+    ratios = " ".join(f"{j / t:.2f}" for j, t in zip(*(results["per_repeat_seconds"][f][c] for f in FRAMEWORKS)))
+    print(f"{c:12s} {s['jax'][c]:9.3f} {s['torch'][c]:9.3f} {results['ratio_jax_over_torch'][c]:9.2f} "
+          f"{ratios:>22s} {m['jax'][c]:8.3f} {m['torch'][c]:9.3f}")
+  for c, variants in results["variant_seconds"].items():
+    print(f"{c} ({ARGMAX_SHAPE[0]} x {ARGMAX_SHAPE[1]}{' x ' + str(D) if c == 'matmul' else ''}): "
+          + ", ".join(f"{name} {t:.4f} s" for name, t in variants.items()))
+  if "matmul_gflops_per_second" in results:
+    print("matmul GFLOP/s: " + ", ".join(f"{f} {v:.0f}" for f, v in results["matmul_gflops_per_second"].items()))
   print(f"load average (1 min) at start {results['load_average_1min']['start']:.2f}, "
         f"at end {results['load_average_1min']['end']:.2f}")
   s = results["seconds"]
@@ -255,9 +312,7 @@ def main() -> None:
       print(f"{f}: tau sweep / one tau = {s[f]['tau_sweep'] / s[f]['tau_one']:.2f}x time; sweep peak memory = "
             f"{results['peak_memory_gb'][f]['tau_sweep'] / results['features_gb']['inat']:.2f}x the val features")
   if args.json:
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

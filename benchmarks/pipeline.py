@@ -8,15 +8,18 @@ and hence the decode cost are those of a photo) with a `relative/path label` lis
 1. Per core: one process pinned to one core (os.sched_setaffinity) runs, on every JPEG in turn,
    - train: decode + RandomResizedCrop 224 + horizontal flip + ColorJitter(0.4, 0.4, 0.4);
    - eval: decode + Resize 256 + CenterCrop 224;
+   - decode: the whole JPEG to RGB pixels, nothing else (the floor under both: ltr_jax's decode at full
+     scale, which every crop of a 375-pixel side needs for a 224 output, and torchvision's PIL loader);
    once with ltr_jax's transforms on `sources.undecoded` (RandomResizedCropFlip, ResizeCenterCrop) and once
    with the torchvision-style PIL pipeline written here (`reference_train`, `reference_eval`: torchvision's
    PIL loader, the crop box resized in one `resize(..., box=...)` call, ImageEnhance brightness, contrast
    and saturation in a random order; eval: the shorter side resized to 256, then the centre crop). Both
    draw the same crop boxes, flips and jitter factors from the same generators, and both read the files
    (from the page cache). Where simplejpeg is installed (the `fast` extra), ltr_jax is also timed with it
-   hidden (`ltr_jax_without_simplejpeg`: Pillow decodes, the same pixels). Each image goes through the four in turn, `--rounds` times, and each one's
-   fastest time per image is kept: images / s of wall-clock time (the figure on an idle machine), and of
-   the process's CPU time (less disturbed by other jobs on a busy machine).
+   hidden (`ltr_jax_without_simplejpeg`: Pillow decodes, the same pixels). Each pipeline runs over all the
+   images in one go (as one worker runs one pipeline), the pipelines taking turns `--rounds` times, and each
+   one's fastest time per image is kept: images / s of wall-clock time (the figure on an idle machine), and
+   of the process's CPU time (less disturbed by other jobs on a busy machine).
 2. Scaling: images / s out of `pipeline.train_batches` for data.num_workers = 0, 1, ..., the cores this
    process may use (train transforms as above on the JPEGs, batch 64; PadCropFlip(28) on Fashion-MNIST,
    batch 128). `num_workers=0` is grain's in-process path (a 4-thread read pool, no mp_prefetch). For
@@ -52,6 +55,8 @@ QUALITY, NOISE = 90, 13  # NOISE: the pixel noise std that gives ~75 KB at 500x3
 SIZE, RESIZE, JITTER = 224, 256, 0.4
 PILLOW_ONLY = "ltr_jax_without_simplejpeg"
 ENHANCERS = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+TARGETS = {"train": 1.3, "eval": 2.0}  # ltr_jax / reference, per core (the issue's targets)
+KINDS = ("train", "eval", "decode")  # decode: the whole JPEG to RGB pixels and nothing else
 
 
 def write_jpegs(folder: str, num_images: int, num_classes: int, width: int, height: int, seed: int = 0) -> str:
@@ -122,7 +127,9 @@ def _pillow_only(run):
 def _per_core(list_file: str, root: str, core: int, rounds: int) -> dict:
   """Runs in a process pinned to `core`: {'wall' | 'cpu': {'train' | 'eval': {'ltr_jax' | 'pil_reference': img/s}}}.
 
-  Every image goes through the four pipelines in turn, `rounds` times (after one warm-up round); each
+  Each pipeline runs over all the images in one go, as a worker would (interleaving pipelines image by image
+  lets one decoder's code and tables evict another's from the caches, which changes their ranking), and the
+  pipelines take turns, `rounds` times after one warm-up round, in an order rotated every round; each
   pipeline's time per image is its fastest over the rounds, which other jobs on the core can only slow.
   """
   os.sched_setaffinity(0, {core})
@@ -133,21 +140,25 @@ def _per_core(list_file: str, root: str, core: int, rounds: int) -> dict:
       ("train", "pil_reference"): lambda i, rng: reference_train(source.image_path(i), rng),
       ("eval", "ltr_jax"): lambda i, rng: evaluate(sources.undecoded(source, i)),
       ("eval", "pil_reference"): lambda i, rng: reference_eval(source.image_path(i)),
+      ("decode", "ltr_jax"): lambda i, rng: sources.undecoded(source, i).decode(),
+      ("decode", "pil_reference"): lambda i, rng: np.asarray(_pil_load(source.image_path(i))),
   }
   if sources.simplejpeg is not None:  # also ltr_jax as without the `fast` extra: Pillow decodes
-    runs[("train", PILLOW_ONLY)] = _pillow_only(runs[("train", "ltr_jax")])
-    runs[("eval", PILLOW_ONLY)] = _pillow_only(runs[("eval", "ltr_jax")])
+    for kind in KINDS:
+      runs[(kind, PILLOW_ONLY)] = _pillow_only(runs[(kind, "ltr_jax")])
   seconds = {key: np.full((2, len(source)), np.inf) for key in runs}  # [wall, cpu] x image
+  keys = list(runs)
   for r in range(rounds + 1):  # round 0 warms up (imports, page cache) and is not kept
-    for i in range(len(source)):
-      for key, run in runs.items():
+    for key in keys[r % len(keys):] + keys[:r % len(keys)]:  # a rotated order in every round
+      run = runs[key]
+      for i in range(len(source)):
         rng = np.random.Generator(np.random.Philox(key=[0, i]))  # the same draws in every pipeline
         wall, cpu = time.perf_counter(), time.process_time()
         run(i, rng)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         if r:
           seconds[key][:, i] = np.minimum(seconds[key][:, i], (wall, cpu))
-  result: dict = {"wall": {"train": {}, "eval": {}}, "cpu": {"train": {}, "eval": {}}}
+  result: dict = {"wall": {kind: {} for kind in KINDS}, "cpu": {kind: {} for kind in KINDS}}
   for (kind, name), (wall, cpu) in seconds.items():
     result["wall"][kind][name] = len(source) / wall.sum()
     result["cpu"][kind][name] = len(source) / cpu.sum()
@@ -228,11 +239,16 @@ def main() -> None:
   names = [name for name in per_core["wall"]["train"] if name != "pil_reference"]
   print("| transform | PIL reference | " + " | ".join(f"{name} | ratio" for name in names) + " |")
   print("|---|---:|" + "---:|---:|" * len(names))
-  for kind in ("train", "eval"):
+  for kind in KINDS:
     wall, cpu = per_core["wall"][kind], per_core["cpu"][kind]
     print(f"| {kind} | {wall['pil_reference']:.0f} ({cpu['pil_reference']:.0f}) | " + " | ".join(
         f"{wall[name]:.0f} ({cpu[name]:.0f}) | {wall[name] / wall['pil_reference']:.2f} "
         f"({cpu[name] / cpu['pil_reference']:.2f})" for name in names) + " |")
+  wall = per_core["wall"]
+  for kind, target in TARGETS.items():
+    print(f"{kind} at {target}x the reference is {target * wall[kind]['pil_reference']:.0f} img/s, "
+          f"{1e3 / (target * wall[kind]['pil_reference']):.2f} ms per image; decoding alone takes "
+          f"{1e3 / wall['decode']['ltr_jax']:.2f} ms ({wall['decode']['ltr_jax']:.0f} img/s)")
   print("\nimages / s out of train_batches (steady state, worker start-up excluded; in brackets the share of "
         "a core the consuming process used)")
   print("| input | batch x timed batches | " + " | ".join(f"workers={w}" for w in workers) +

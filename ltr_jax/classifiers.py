@@ -17,13 +17,23 @@ import numpy as np
 from ltr_jax.errors import ConfigError, DataError
 
 NCM_MODES = ("cl2n", "l2n")
-NCM_METRICS = ("euclidean", "cosine")
+NCM_METRICS = ("euclidean", "cosine", "reference_cos")  # config key stage2.ncm_metric
 _EPS = 1e-12  # Guards the L2-normalisation of an all-zero vector (as torch's F.normalize).
 # Classes per block of `top1`, measured on XLA:CPU (CPU seconds, 6000 x 8142 float32 scores; a 21-tau
 # sweep of 512 x 8142 logits): block 32 0.048 s / 37 ms, 64 0.045 / 32, 128 0.045 / 31, 256 0.047 / 35,
 # 512 0.050 / 43; jnp.argmax 0.18 s, torch.argmax 0.13 s on the scores.
 TOP1_BLOCK = 128
 PREDICT_CHUNK = 512  # Rows per chunk of the prediction functions below.
+
+
+def host_array(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+  """Zeros in host memory starting on a 64-byte boundary: the chunk functions here then read it without a copy
+  (on CPU, device_put aliases aligned numpy memory; a large malloc'd array starts 16 bytes past a page, and the
+  copy of every chunk made NCM's class means 1.4x slower at iNaturalist scale)."""
+  size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+  buffer = np.zeros(size + 64, np.uint8)
+  start = -buffer.ctypes.data % 64
+  return buffer[start:start + size].view(dtype).reshape(shape)
 
 
 def _row_chunks(features, chunk_size: int) -> Iterator[tuple[jax.Array, int]]:
@@ -118,8 +128,25 @@ def _classes_major(kernel, bias) -> tuple[jax.Array, jax.Array]:
 
 
 @jax.jit
+def _logits_chunk(z: jax.Array, kernel_t: jax.Array, bias: jax.Array) -> jax.Array:
+  return z @ kernel_t.T + bias
+
+
+@jax.jit
 def _linear_chunk(z: jax.Array, kernel_t: jax.Array, bias: jax.Array) -> jax.Array:
-  return top1(z @ kernel_t.T + bias)
+  return top1(_logits_chunk(z, kernel_t, bias))
+
+
+def linear_logits(features, kernel: jax.Array, bias: jax.Array | None = None,
+                  chunk_size: int = PREDICT_CHUNK) -> np.ndarray:
+  """features @ kernel + bias [N, C] as a host array, computed chunk by chunk of rows (as linear_predictions)."""
+  n = features.shape[0]
+  out = host_array((n, kernel.shape[1]))
+  head = _classes_major(kernel, bias)
+  for i, (chunk, valid) in enumerate(_row_chunks(features, chunk_size)):
+    start = i * min(chunk_size, n)
+    out[start:start + valid] = np.asarray(_logits_chunk(chunk, *head))[:valid]
+  return out
 
 
 def linear_predictions(features, kernel: jax.Array, bias: jax.Array | None = None,
@@ -186,20 +213,22 @@ def _normalize_rows(z: jax.Array, mean: jax.Array) -> jax.Array:
   return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), _EPS)
 
 
-@partial(jax.jit, static_argnums=4, donate_argnums=0)
-def _class_sums(sums: jax.Array, z: jax.Array, labels: jax.Array, mean: jax.Array, num_classes: int) -> jax.Array:
-  # Padded rows carry label num_classes, which segment_sum drops (out of range).
-  return sums + jax.ops.segment_sum(_normalize_rows(z, mean), labels, num_classes)
+@partial(jax.jit, donate_argnums=0)
+def _class_sums(sums: jax.Array, z: jax.Array, labels: jax.Array, mean: jax.Array) -> jax.Array:
+  """sums[labels[i]] += normalised z[i], in place. Padded rows carry label C, out of range: dropped."""
+  return sums.at[labels].add(_normalize_rows(z, mean), mode="drop")
 
 
 def ncm_centroids(train_features, train_labels, num_classes: int, mode: str = "cl2n",
-                  chunk_size: int = 8192) -> tuple[jax.Array, jax.Array]:
+                  chunk_size: int = 1024) -> tuple[jax.Array, jax.Array]:
   """Class means of transformed training features: (centroids [C, d], mean [d]).
 
   mode "cl2n" (the reference's default): subtract the mean training feature, L2-normalise each feature,
   then average per class; "l2n": the same without centring (mean = 0). Centroids are not re-normalised.
   Two streaming passes over `train_features` (numpy or jax) in chunks of rows, so memory stays at
-  [C, d] plus one chunk even for iNaturalist's 437k x 2048 training features.
+  [C, d] plus one chunk even for iNaturalist's 437k x 2048 training features. Chunks of 1024 rows (8 MB at
+  d = 2048): the normalised chunk that the scatter reads then stays in cache (at iNaturalist scale both
+  passes took 1.7 s, against 5.1 s with chunks of 8192, on the 2-core machine of benchmarks/results/).
   """
   if mode not in NCM_MODES:
     raise ConfigError(f"NCM mode {mode!r} is not one of {', '.join(NCM_MODES)}")
@@ -224,7 +253,7 @@ def ncm_centroids(train_features, train_labels, num_classes: int, mode: str = "c
   chunk_size = min(chunk_size, labels.size)
   padded = np.concatenate([labels, np.full(-labels.size % chunk_size, num_classes)]).astype(np.int32)
   for i, (chunk, _) in enumerate(_row_chunks(train_features, chunk_size)):
-    sums = _class_sums(sums, chunk, padded[i * chunk_size:(i + 1) * chunk_size], mean, num_classes)
+    sums = _class_sums(sums, chunk, padded[i * chunk_size:(i + 1) * chunk_size], mean)
   return sums / jnp.asarray(counts, jnp.float32)[:, None], mean
 
 
@@ -232,26 +261,41 @@ def ncm_logits(features: jax.Array, centroids: jax.Array, mean: jax.Array, metri
   """NCM logits [N, C] of features transformed as the centroids were (subtract `mean`, L2-normalise).
 
   euclidean: -||x_hat - c_j||^2, expanded as -(||x_hat||^2 - 2 x_hat.c_j + ||c_j||^2) so that no
-  [N, C, d] tensor is formed; cosine: x_hat.c_j / ||c_j||.
+  [N, C, d] tensor is formed; cosine: x_hat.c_j / ||c_j|| (the paper's cosine similarity); reference_cos:
+  x_hat.c_j (the reference KNNClassifier's 'cos', centroids not normalised).
   """
-  if metric not in NCM_METRICS:
-    raise ConfigError(f"NCM metric {metric!r} is not one of {', '.join(NCM_METRICS)}")
   x = _normalize_rows(jnp.asarray(features), mean)
-  dots = x @ centroids.T
+  kernel, bias = ncm_head(centroids, metric)
+  logits = x @ kernel + bias
+  return logits - jnp.sum(x * x, axis=-1, keepdims=True) if metric == "euclidean" else logits
+
+
+def ncm_head(centroids: jax.Array, metric: str = "euclidean") -> tuple[jax.Array, jax.Array]:
+  """NCM as a linear head over the transformed features x: (kernel [d, C], bias [C]) whose logits x @ kernel +
+  bias rank the classes as ncm_logits does. euclidean: 2 c_j and -||c_j||^2 (-||x - c_j||^2 without -||x||^2,
+  the same for every class); cosine: c_j / ||c_j||; reference_cos (the reference KNNClassifier's 'cos'): c_j."""
+  centroids = jnp.asarray(centroids, jnp.float32)
+  if metric == "euclidean":
+    return 2.0 * centroids.T, -jnp.sum(centroids * centroids, axis=-1)
+  zero = jnp.zeros(centroids.shape[0], jnp.float32)
   if metric == "cosine":
-    return dots / jnp.maximum(jnp.linalg.norm(centroids, axis=-1), _EPS)
-  return 2.0 * dots - jnp.sum(x * x, axis=-1, keepdims=True) - jnp.sum(centroids * centroids, axis=-1)
+    return (centroids / jnp.maximum(jnp.linalg.norm(centroids, axis=-1, keepdims=True), _EPS)).T, zero
+  if metric == "reference_cos":
+    return centroids.T, zero
+  raise ConfigError(f"NCM metric {metric!r} is not one of {', '.join(NCM_METRICS)}")
 
 
-@partial(jax.jit, static_argnums=3)
-def _ncm_chunk(z: jax.Array, centroids: jax.Array, mean: jax.Array, metric: str) -> jax.Array:
-  return top1(ncm_logits(z, centroids, mean, metric))
+@jax.jit
+def _ncm_chunk(z: jax.Array, kernel_t: jax.Array, bias: jax.Array, mean: jax.Array) -> jax.Array:
+  return top1(_normalize_rows(z, mean) @ kernel_t.T + bias)
 
 
 def ncm_predictions(features, centroids: jax.Array, mean: jax.Array, metric: str = "euclidean",
                     chunk_size: int = PREDICT_CHUNK) -> jax.Array:
-  """Top-1 predictions [N] (int32) of NCM: top1(ncm_logits(features, ...)), chunk by chunk of rows."""
-  return _map_rows(_ncm_chunk, features, chunk_size, jnp.asarray(centroids), jnp.asarray(mean), metric)
+  """Top-1 predictions [N] (int32) of NCM (the argmax of ncm_logits), chunk by chunk of rows: the linear head of
+  `ncm_head` over the transformed features."""
+  return _map_rows(_ncm_chunk, features, chunk_size, *_classes_major(*ncm_head(centroids, metric)),
+                   jnp.asarray(mean))
 
 
 def lws_logits(features: jax.Array, W: jax.Array, b: jax.Array, scales: jax.Array) -> jax.Array:

@@ -130,11 +130,12 @@ def extract_features(model: LTRModel, variables: Variables, splits: datasets.Spl
     key = _fingerprint(backbone, config, split, len(source))
     key_path = path + ".fingerprint"
     if os.path.exists(path) and os.path.exists(key_path) and open(key_path).read() == key:
-      features[split] = np.load(path)
+      features[split] = np.load(path, mmap_mode="r")  # read as used; .npy data is 64-byte aligned
       continue
     _, features[split] = evaluate.run_inference(predict, variables, source, config, mesh, f"features {split}")
-    if jax.process_index() == 0:
-      np.save(path, features[split])
+    if jax.process_index() == 0:  # a new file renamed over the old: arrays mapped from the old one stay intact
+      np.save(path + ".tmp.npy", features[split])
+      os.replace(path + ".tmp.npy", path)
       with open(key_path, "w") as f:
         f.write(key)
   return features
@@ -167,9 +168,6 @@ def joint(features: Features, head: Head, config: ml_collections.ConfigDict) -> 
   return head
 
 
-NCM_METRICS = ("euclidean", "cosine", "reference_cos")  # config key stage2.ncm_metric
-
-
 def ncm(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:
   """Nearest class mean over the cl2n transform x = (z - mean) / ||z - mean|| of the training features.
 
@@ -179,17 +177,10 @@ def ncm(features: Features, head: Head, config: ml_collections.ConfigDict) -> He
   every class, so the softmax over classes equals that of the negative squared distances too. Independent of
   the stage-1 head's kind.
   """
-  centroids, mean = (np.asarray(a) for a in classifiers.ncm_centroids(
-      features.train, features.labels("train"), features.splits.num_classes))
   metric = config.stage2.ncm_metric
-  bias = np.zeros(len(centroids), np.float32)
-  if metric == "euclidean":
-    kernel, bias = 2.0 * centroids.T, -np.sum(centroids * centroids, axis=1)
-  elif metric == "cosine":
-    kernel = (centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)).T
-  else:
-    kernel = centroids.T
-  return Head(kernel, bias, center=mean, normalize=True, extras={"metric": metric})
+  centroids, mean = classifiers.ncm_centroids(features.train, features.labels("train"), features.splits.num_classes)
+  kernel, bias = (np.asarray(a) for a in classifiers.ncm_head(centroids, metric))
+  return Head(kernel, bias, center=np.asarray(mean), normalize=True, extras={"metric": metric})
 
 
 def crt(features: Features, head: Head, config: ml_collections.ConfigDict) -> Head:

@@ -54,7 +54,7 @@ def run_inference(predict: Predict, variables: Variables, source: Source, config
     real = index < len(source)  # padding of the last batch
     if features is None:
       predictions = np.zeros(len(source), np.int32)
-      features = np.zeros((len(source), z.shape[-1]), np.float32)
+      features = classifiers.host_array((len(source), z.shape[-1]))
     predictions[index[real]] = top1[real]
     features[index[real]] = z[real]
   return predictions, features

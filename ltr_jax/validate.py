@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ltr_jax import decouple, losses, masks, models, rebalance
+from ltr_jax import classifiers, decouple, losses, masks, models, rebalance
 from ltr_jax.data import datasets, sampling, transforms
 from ltr_jax.errors import ConfigError
 
@@ -106,7 +106,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     elif decouple.METHODS[name].linear_only and config.model.head != "linear":
       raise ConfigError(f"config key stage2.methods: {name!r} needs a linear head (config key model.head is "
                         f"{config.model.head!r})")
-  _one_of(config.stage2.ncm_metric, decouple.NCM_METRICS, "stage2.ncm_metric")
+  _one_of(config.stage2.ncm_metric, classifiers.NCM_METRICS, "stage2.ncm_metric")
   _one_of(config.stage2.wb.loss, sorted(rebalance.WB_LOSSES), "stage2.wb.loss")
   needs_val = [m for m in config.stage2.methods if m in decouple.METHODS and decouple.METHODS[m].needs_val]
   if needs_val and not _has_validation(config.data):

@@ -60,6 +60,17 @@ def test_lws_raises_few_shot_accuracy_of_its_head(mixture):
   assert float(scales[few].mean()) > float(scales[mixture["groups"] == "many"].mean())
 
 
+def test_lws_on_cached_logits_equals_lws_through_the_head(mixture):
+  """Training s on the logits computed once (cache_logits, the default where C <= d) takes the same steps as
+  multiplying every batch by the frozen head."""
+  W, b = mixture["joint"]
+  kwargs = dict(epochs=3, batch_size=64, lr=0.1, weight_decay=5e-4, seed=4, progress=False)
+  cached = rebalance.train_lws(mixture["train"], mixture["train_labels"], W, b, C, cache_logits=True, **kwargs)
+  direct = rebalance.train_lws(mixture["train"], mixture["train_labels"], W, b, C, cache_logits=False, **kwargs)
+  assert not np.allclose(np.asarray(direct), 1.0)
+  np.testing.assert_allclose(np.asarray(cached), np.asarray(direct), rtol=1e-5, atol=1e-6)
+
+
 WB = dict(epochs=10, batch_size=64, lr=0.01, weight_decay=0.1, max_norm=0.1, progress=False)  # WB's CIFAR values
 
 
