@@ -256,7 +256,7 @@ def main() -> None:
 
   computations = args.only.split(",")
   runs = {f: {c: [] for c in computations} for f in FRAMEWORKS}  # every repeat's run_one result
-  load_start = os.getloadavg()[0]
+  load_before = os.getloadavg()[0]
   here = os.path.dirname(os.path.abspath(__file__))
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(here), os.environ.get("PYTHONPATH")])))
   for repeat in range(args.repeats):
@@ -282,7 +282,7 @@ def main() -> None:
           name: round(rows * args.scale) * D * 4 / 2**30 for name, rows in
           (("inat", 24_426), ("inat_train", 437_513), ("imagenet_lt", 115_846))},
       "machine": machine(f"numpy {np.__version__}"),
-      "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]}})
+      "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}})
   results["variant_seconds"] = {  # STEADY computations: every variant, median over repeats
       c: {name: float(np.median([one["variants"][name][0] for one in runs[f][c]]))
           for f in FRAMEWORKS for name in runs[f][c][0]["variants"]} for c in computations if c in STEADY}
@@ -304,8 +304,8 @@ def main() -> None:
           + ", ".join(f"{name} {t:.4f} s" for name, t in variants.items()))
   if "matmul_gflops_per_second" in results:
     print("matmul GFLOP/s: " + ", ".join(f"{f} {v:.0f}" for f, v in results["matmul_gflops_per_second"].items()))
-  print(f"load average (1 min) at start {results['load_average_1min']['start']:.2f}, "
-        f"at end {results['load_average_1min']['end']:.2f}")
+  print(f"load average (1 min) before {results['load_average_1min']['before']:.2f}, "
+        f"after {results['load_average_1min']['after']:.2f}")
   s = results["seconds"]
   if "tau_one" in s["jax"] and "tau_sweep" in s["jax"]:
     for f in FRAMEWORKS:

@@ -140,12 +140,12 @@ def _linear_chunk(z: jax.Array, kernel_t: jax.Array, bias: jax.Array) -> jax.Arr
 def linear_logits(features, kernel: jax.Array, bias: jax.Array | None = None,
                   chunk_size: int = PREDICT_CHUNK) -> np.ndarray:
   """features @ kernel + bias [N, C] as a host array, computed chunk by chunk of rows (as linear_predictions)."""
-  n = features.shape[0]
-  out = host_array((n, kernel.shape[1]))
+  out = host_array((features.shape[0], kernel.shape[1]))
   head = _classes_major(kernel, bias)
-  for i, (chunk, valid) in enumerate(_row_chunks(features, chunk_size)):
-    start = i * min(chunk_size, n)
+  start = 0
+  for chunk, valid in _row_chunks(features, chunk_size):
     out[start:start + valid] = np.asarray(_logits_chunk(chunk, *head))[:valid]
+    start += valid
   return out
 
 
