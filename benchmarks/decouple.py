@@ -22,6 +22,12 @@ over minutes) hits both frameworks alike; the table shows the median of each, an
 repeat and the median of the per-repeat JAX / PyTorch ratios.
 
   python benchmarks/decouple.py --json benchmarks/results/decouple_cpu.json [--scale 0.1] [--repeats 3]
+
+`--device gpu` (benchmarks/gpu.py): PyTorch on CUDA (each input moved to the GPU before the clock starts, cRT / LWS
+with the training features on the GPU and each batch gathered there), JAX on its default backend as always; both
+frameworks' runtimes are started (a first tiny op) before the clock starts, each timed call ends with a device
+synchronisation, and each child also reports its GPU's peak memory (`peak_device_memory_gb`). The default,
+`--device cpu`, is the CPU benchmark above, unchanged.
 """
 from __future__ import annotations
 
@@ -46,6 +52,22 @@ ARGMAX_SHAPE = (6000, 8142)
 ARGMAX_REPEATS = 7
 CRT = dict(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4)
 LWS = dict(epochs=5, batch_size=512, lr=0.2, weight_decay=0.0)
+DEVICE = "cpu"  # --device: 'cpu' (the CPU benchmark) or 'gpu' (PyTorch on cuda; see the module docstring)
+
+
+def _on_gpu() -> bool:
+  return DEVICE == "gpu"
+
+
+def _to(t):
+  """A torch tensor on the benchmark's PyTorch device (the tensor itself on the CPU)."""
+  return t.to("cuda") if _on_gpu() else t
+
+
+def _sync():
+  if _on_gpu():
+    import torch
+    torch.cuda.synchronize()
 
 
 def _status_kb(field: str) -> int:
@@ -100,7 +122,8 @@ def _run_jax(computation: str, x: dict):
   import jax
   import jax.numpy as jnp
 
-  from ltr_jax import classifiers, rebalance
+  from ltr_jax import classifiers
+  from ltr_jax.stage2 import rebalance
   if computation == "ncm":
     centroids, mean = classifiers.ncm_centroids(x["train"], x["labels"], x["classes"])
     return classifiers.ncm_predictions(x["val"], centroids, mean).block_until_ready()
@@ -122,22 +145,22 @@ def _run_torch(computation: str, x: dict):
   import torch.nn.functional as F
 
   from ltr_jax.data.sampling import IndexSampler
-  W = torch.from_numpy(x["W"])
+  W = _to(torch.from_numpy(x["W"]))
   if computation == "ncm":
-    train, labels = torch.from_numpy(x["train"]), torch.from_numpy(x["labels"])
+    train, labels = _to(torch.from_numpy(x["train"])), _to(torch.from_numpy(x["labels"]))
     mean = train.mean(0)
-    sums = torch.zeros(x["classes"], D)
+    sums = torch.zeros(x["classes"], D, device=train.device)
     for start in range(0, len(train), 8192):
       sums.index_add_(0, labels[start:start + 8192], F.normalize(train[start:start + 8192] - mean, dim=1))
     centroids = sums / torch.bincount(labels, minlength=x["classes"])[:, None]
-    z = F.normalize(torch.from_numpy(x["val"]) - mean, dim=1)
+    z = F.normalize(_to(torch.from_numpy(x["val"])) - mean, dim=1)
     logits = 2 * z @ centroids.T - (z * z).sum(1, keepdim=True) - (centroids * centroids).sum(1)
     return logits.argmax(1)
   if computation == "tau_one":
-    return (torch.from_numpy(x["val"]) @ (W / W.norm(dim=0))).argmax(1)
+    return (_to(torch.from_numpy(x["val"])) @ (W / W.norm(dim=0))).argmax(1)
   if computation == "tau_sweep":
-    scales = W.norm(dim=0)[None, :] ** -torch.from_numpy(TAUS.astype(np.float32))[:, None]
-    val = torch.from_numpy(x["val"])
+    scales = W.norm(dim=0)[None, :] ** -_to(torch.from_numpy(TAUS.astype(np.float32)))[:, None]
+    val = _to(torch.from_numpy(x["val"]))
     parts = []
     for start in range(0, len(val), CHUNK):
       scores = val[start:start + CHUNK] @ W
@@ -146,13 +169,13 @@ def _run_torch(computation: str, x: dict):
   config = CRT if computation == "crt" else LWS
   torch.manual_seed(0)
   if computation == "crt":
-    head = torch.nn.Linear(D, x["classes"])
+    head = _to(torch.nn.Linear(D, x["classes"]))
     params = list(head.parameters())
   else:
-    frozen = torch.nn.Linear(D, x["classes"]).requires_grad_(False)
+    frozen = _to(torch.nn.Linear(D, x["classes"])).requires_grad_(False)
     frozen.weight.copy_(W.T)
-    frozen.bias.copy_(torch.from_numpy(x["b"]))
-    scales = torch.nn.Parameter(torch.ones(x["classes"]))
+    frozen.bias.copy_(_to(torch.from_numpy(x["b"])))
+    scales = torch.nn.Parameter(_to(torch.ones(x["classes"])))
     params = [scales]
     def head(z):
       return scales * frozen(z)
@@ -160,12 +183,14 @@ def _run_torch(computation: str, x: dict):
   steps = len(x["labels"]) // config["batch_size"]
   optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=0.9, weight_decay=config["weight_decay"])
   schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"] * steps)
-  labels = torch.from_numpy(x["labels"])
+  labels = _to(torch.from_numpy(x["labels"]))
+  train = _to(torch.from_numpy(x["train"])) if _on_gpu() else None  # on the GPU: features there, batches gathered there
   for epoch in range(config["epochs"]):
-    indices = torch.from_numpy(sampler.epoch_indices(epoch))
+    indices = _to(torch.from_numpy(sampler.epoch_indices(epoch)))
     for k in range(steps):
       batch = indices[k * config["batch_size"]:(k + 1) * config["batch_size"]]
-      loss = F.cross_entropy(head(torch.from_numpy(x["train"][batch.numpy()])), labels[batch])
+      features = train[batch] if _on_gpu() else torch.from_numpy(x["train"][batch.numpy()])
+      loss = F.cross_entropy(head(features), labels[batch])
       optimizer.zero_grad()
       loss.backward()
       optimizer.step()
@@ -178,9 +203,13 @@ def _steady_variants(framework: str, computation: str, x: dict) -> dict:
   if framework == "torch":
     import torch
     if computation == "matmul":
-      z, W = torch.from_numpy(x["z"]), torch.from_numpy(x["W"])
+      z, W = _to(torch.from_numpy(x["z"])), _to(torch.from_numpy(x["W"]))
+      if _on_gpu():
+        return {"torch matmul": lambda: (z @ W, _sync())}
       return {"torch matmul": lambda: z @ W}
-    t = torch.from_numpy(x["scores"])
+    t = _to(torch.from_numpy(x["scores"]))
+    if _on_gpu():
+      return {"torch.argmax": lambda: (t.argmax(1), _sync())}
     return {"torch.argmax": lambda: t.argmax(1)}
   import jax
   import jax.numpy as jnp
@@ -216,9 +245,14 @@ def run_one(spec: str, scale: float) -> dict:
   if framework == "jax":
     import jax  # noqa: F401  Imports before the measurement, in both frameworks.
     run = _run_jax
+    if _on_gpu():  # the runtime started (backend, its memory pool) before the clock starts
+      jax.block_until_ready(jax.numpy.zeros(8) + 1)
   else:
     import torch  # noqa: F401
     run = _run_torch
+    if _on_gpu():
+      torch.zeros(8, device="cuda").add_(1)
+      torch.cuda.synchronize()
   x = _inputs(computation, scale)
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
@@ -228,15 +262,36 @@ def run_one(spec: str, scale: float) -> dict:
     variants = {name: _median_timed(call) for name, call in _steady_variants(framework, computation, x).items()}
     seconds, cpu_seconds = next(iter(variants.values()))
   else:
-    seconds, cpu_seconds = _timed(lambda: run(computation, x))
-  return {"seconds": seconds, "cpu_seconds": cpu_seconds, "variants": variants,
-          "peak_memory_gb": (_status_kb("VmHWM") - base_kb) / 2**20}
+    seconds, cpu_seconds = _timed(lambda: (run(computation, x), _sync()))
+  out = {"seconds": seconds, "cpu_seconds": cpu_seconds, "variants": variants,
+         "peak_memory_gb": (_status_kb("VmHWM") - base_kb) / 2**20}
+  if _on_gpu():
+    out["peak_device_memory_gb"] = _peak_device_memory(framework) / 2**30
+    out["device"] = _device_name(framework)
+  return out
+
+
+def _peak_device_memory(framework: str) -> float:
+  """Bytes at the GPU's peak in this process (JAX: its allocator's peak; torch: max_memory_allocated)."""
+  if framework == "jax":
+    import jax
+    return float((jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", float("nan")))
+  import torch
+  return float(torch.cuda.max_memory_allocated())
+
+
+def _device_name(framework: str) -> str:
+  if framework == "jax":
+    import jax
+    return f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
+  import torch
+  return f"cuda: {torch.cuda.get_device_name()}"
 
 
 def _child(spec: str, scale: float, env: dict) -> dict:
   """run_one(spec) in a fresh process."""
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", spec, "--scale", str(scale)],
-                       capture_output=True, text=True, env=env)
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", spec, "--scale", str(scale)]
+                       + (["--device", DEVICE] if _on_gpu() else []), capture_output=True, text=True, env=env)
   if out.returncode:
     sys.exit(f"{spec} failed:\n{out.stderr[-3000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -249,7 +304,11 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3, help="runs of every (computation, framework)")
   parser.add_argument("--one", help="internal: run one framework:computation and print its JSON")
   parser.add_argument("--only", default=",".join(COMPUTATIONS), help="comma-separated computations to run")
+  parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                      help="gpu: PyTorch on cuda, runtimes started before the clock, device peak memory")
   args = parser.parse_args()
+  global DEVICE
+  DEVICE = args.device
   if args.one:
     print(json.dumps(run_one(args.one, args.scale)))
     return
@@ -271,7 +330,7 @@ def main() -> None:
     return float(np.median([one[key] for one in runs[framework][computation]]))
 
   results = {key: {f: {c: median(f, c, key) for c in computations} for f in FRAMEWORKS}
-             for key in ("seconds", "cpu_seconds", "peak_memory_gb")}
+             for key in ("seconds", "cpu_seconds", "peak_memory_gb") + (("peak_device_memory_gb",) if _on_gpu() else ())}
   results.update({
       "repeats": args.repeats, "statistic": "median over repeats",
       "ratio_jax_over_torch": {c: float(np.median([j["seconds"] / t["seconds"] for j, t in
@@ -281,7 +340,8 @@ def main() -> None:
       "scale": args.scale, "features_gb": {  # float32 x 2048: iNat validation (the tau sweep's input)
           name: round(rows * args.scale) * D * 4 / 2**30 for name, rows in
           (("inat", 24_426), ("inat_train", 437_513), ("imagenet_lt", 115_846))},
-      "machine": machine(f"numpy {np.__version__}"),
+      "machine": machine(f"numpy {np.__version__}", *([f"device {runs[f][computations[0]][0]['device']}"
+                                                       for f in FRAMEWORKS] if _on_gpu() else [])),
       "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}})
   results["variant_seconds"] = {  # STEADY computations: every variant, median over repeats
       c: {name: float(np.median([one["variants"][name][0] for one in runs[f][c]]))

@@ -11,14 +11,28 @@ default); cross-entropy; torch.optim.SGD(momentum, weight_decay, nesterov from c
 warm-up for train.warmup_epochs from peak / warmup_steps to peak = base_lr * batch / 256, then cosine to 0 over
 the remaining steps (the formula of ltr_jax.train.learning_rate_schedule).
 
-Stage 2 on the backbone's features (eval mode, no augmentation), as the paper's Sec. 4:
+Stage 2, each method from a copy of that stage-1 model with the hyper-parameters of its config subtree
+config.stage2.<name>: SGD momentum 0.9, the lr per step cosine to 0 (ltr_jax's schedule; the sources step a
+per-epoch cosine before each epoch, a deviation ltr_jax's README names), N // batch steps per epoch.
 - Joint: the stage-1 head.
-- cRT: a new nn.Linear head, class-balanced i.i.d. batches (a class uniformly, then one of its images
-  uniformly; N // batch steps per epoch), SGD momentum 0.9, lr cosine to 0 per step, weight decay on W and b
-  (config.stage2.crt).
-- tau-norm: w_j / ||w_j||^tau, bias dropped, tau over config.stage2.taus chosen by All on the validation split.
-- LWS: scales s (init 1) of the joint logits, s_j (z w_j + b_j), class-balanced batches, config.stage2.lws
-  (weight decay on s where the config sets it, as the reference does).
+- cRT, as facebookresearch/classifier-balancing's run_networks.py runs it (f162ade): the backbone's parameters
+  set requires_grad=False (`fix: true`, lines 115-120), `model.train()` on every network each epoch (lines
+  247-249: the frozen backbone's BatchNorm normalises with batch statistics and re-estimates its running ones),
+  a new nn.Linear head (lines 678-684), the reference's ClassAwareSampler (data/ClassAwareSampler.py: classes in
+  random cycles, 4 consecutive images of each visited class, its iterators carried across epochs), the stage-1
+  augmentation; the test features in eval() with the re-estimated statistics.
+- LWS, the same way (cls_lws.yaml's models/TauNormClassifier.py): the stage-1 head frozen, per-class scales s
+  (init 1) on its logits, s_j (z w_j + b_j), with weight decay on s.
+- WB, as ShadeAlsha/LTR-weight-balancing runs its stage 2 (e89f292, demo2_second-stage-training.py and
+  utils/trainval.py): only the stage-1 head trains (fc weight and bias, lines 324-329), `model.train()` every
+  epoch, a shuffled pass over the long-tailed set, the stage-1 augmentation, Cui et al.'s class-balanced weights
+  on the loss the config names (cb_softmax_bce: the binary cross-entropy of the softmax, utils/class_balanced_
+  loss.py; cb_ce: softmax cross-entropy), weight decay, and MaxNorm: each class vector projected onto the ball
+  of radius min + t (max - min) of the stage-1 class norms (utils/regularizers.py) after every step or every
+  epoch, as config.stage2.wb.project_every says.
+- On the cached features (eval mode, no augmentation): cRT and LWS with i.i.d. class-balanced draws, WB with
+  shuffled passes: ltr_jax's "cached features" variants.
+- tau-norm: w_j / ||w_j||^tau, bias dropped, tau over config.stage2.tau_norm.taus chosen by All on validation.
 Test All / Many / Medium / Few: mean per-class accuracy of each group (ltr_jax.metrics, groups of
 ltr_jax.data.longtail.group_of_classes). The table gives mean ± sample standard deviation over --seeds;
 --ltr_jax_workdirs (run directories holding ltr_jax's results.json) adds ltr_jax's rows and whether each All
@@ -30,10 +44,12 @@ mean lies within 2 standard deviations of the twin's.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import math
 import os
+import random
 import statistics
 import sys
 import time
@@ -44,12 +60,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from configs import base  # noqa: E402
 from ltr_jax import metrics  # noqa: E402
 from ltr_jax.data import datasets  # noqa: E402
+from ltr_jax.stage2.registry import METHODS as REGISTRY  # noqa: E402
 from common import machine, write_json  # noqa: E402
 from torch_models import build_torch_model  # noqa: E402
 
-METHODS = ("joint", "crt", "tau_norm", "lws")
+METHODS = ("joint", "crt", "crt_cached", "tau_norm", "lws", "lws_cached", "wb", "wb_cached")
+METHOD_LABELS = {m: REGISTRY[m].label for m in METHODS}
 COLUMNS = ("all", "many", "medium", "few")
 
 
@@ -135,29 +154,119 @@ def features(model, images: torch.Tensor, data, batch: int) -> torch.Tensor:
   return torch.cat([model.features(normalize(images[i:i + batch], data)) for i in range(0, len(images), batch)])
 
 
-def class_balanced_batches(labels: torch.Tensor, num_classes: int, batch: int, steps: int,
-                           gen: torch.Generator) -> torch.Tensor:
-  """[steps, batch] i.i.d. indices: a class uniformly, then one of its records uniformly."""
+def iid_class_balanced(labels: torch.Tensor, num_classes: int, gen: torch.Generator):
+  """Endless i.i.d. indices: a class uniformly, then one of its records uniformly (ltr_jax's class-balanced
+  draws, as its cached-feature variants use them)."""
   order = torch.argsort(labels, stable=True)
   counts = torch.bincount(labels, minlength=num_classes)
   starts = torch.cumsum(counts, 0) - counts
-  classes = torch.randint(0, num_classes, (steps * batch,), generator=gen)
-  offsets = (torch.rand(steps * batch, generator=gen, dtype=torch.float64) * counts[classes]).long()
-  return order[starts[classes] + offsets].view(steps, batch)
+  while True:
+    classes = torch.randint(0, num_classes, (4096,), generator=gen)
+    offsets = (torch.rand(4096, generator=gen, dtype=torch.float64) * counts[classes]).long()
+    yield from order[starts[classes] + offsets].tolist()
 
 
-def fit(params: list[torch.Tensor], logits_fn, z: torch.Tensor, labels: torch.Tensor, num_classes: int, hyper,
-        gen: torch.Generator) -> None:
-  """Class-balanced SGD (momentum 0.9, lr cosine to 0 per step) of `params` on cached features."""
-  steps = hyper.epochs * max(1, len(labels) // hyper.batch_size)
+def class_aware_sampler(labels: torch.Tensor, num_classes: int, seed: int, num_samples_cls: int = 4):
+  """The reference's ClassAwareSampler as an endless stream of indices: a class from a RandomCycleIter over the
+  classes (each pass a fresh shuffle), then num_samples_cls consecutive images from that class's own
+  RandomCycleIter (which reshuffles when it wraps, also inside a tuple); the iterators persist across epochs, as
+  the sampler object does in the reference."""
+  rng = random.Random(seed)
+
+  def cycle(items):
+    items = list(items)
+    while True:
+      rng.shuffle(items)
+      yield from items
+
+  per_class = [cycle(torch.nonzero(labels == c).flatten().tolist()) for c in range(num_classes)]
+  classes = cycle(range(num_classes))
+  while True:
+    images = per_class[next(classes)]
+    yield from [next(images) for _ in range(num_samples_cls)]
+
+
+def shuffled_passes(n: int, gen: torch.Generator):
+  """A fresh torch.randperm(n) per pass (DataLoader(shuffle=True)), endless."""
+  while True:
+    yield from torch.randperm(n, generator=gen).tolist()
+
+
+def class_balanced_weights(counts: torch.Tensor, beta: float) -> torch.Tensor:
+  """Cui et al.: (1 - beta) / (1 - beta^n_j), normalised to sum to C (utils/class_balanced_loss.py lines 73-75)."""
+  w = (1.0 - beta) / (1.0 - beta ** counts.double())
+  return (w / w.sum() * len(counts)).float()
+
+
+def wb_loss(hyper, counts: torch.Tensor):
+  """WB's class-balanced loss of (logits, labels): 'cb_softmax_bce' is its CB_loss(..., 'softmax'):
+  F.binary_cross_entropy(softmax, one_hot, weight=w_y) averaged over B x C; 'cb_ce' the weighted softmax CE."""
+  weights = class_balanced_weights(counts, hyper.cb_beta)
+
+  def loss(logits, y):
+    w = weights[y]
+    if hyper.loss == "cb_softmax_bce":
+      one_hot = F.one_hot(y, logits.shape[1]).float()
+      return F.binary_cross_entropy(logits.softmax(1), one_hot, weight=w[:, None].expand_as(one_hot))
+    return (w * F.cross_entropy(logits, y, reduction="none")).mean()
+
+  return loss
+
+
+def maxnorm(weight: torch.Tensor, thresh: float):
+  """MaxNorm_via_PGD (utils/regularizers.py): the radius min + thresh (max - min) of the norms of the rows (class
+  vectors) of `weight` [C, d] now; a function that projects the rows above it back onto the ball, in place."""
+  norms = weight.detach().norm(dim=1)
+  radius = norms.min() + thresh * (norms.max() - norms.min())
+
+  @torch.no_grad()
+  def project():
+    norms = weight.norm(dim=1, keepdim=True)
+    weight.mul_(torch.where(norms > radius, radius / norms, torch.ones_like(norms)))
+
+  return project
+
+
+def fit(params: list[torch.Tensor], forward, indices, labels: torch.Tensor, hyper, loss_fn=F.cross_entropy,
+        project=None, project_every: str = "step", on_epoch=None) -> None:
+  """SGD (momentum 0.9, hyper.weight_decay, lr hyper.lr cosine to 0 per step) of `params` for hyper.epochs of
+  N // hyper.batch_size steps, batches drawn from the index stream `indices`; forward(batch) gives the logits;
+  `project` after every step or every epoch; on_epoch() at each epoch's start."""
+  steps_per_epoch = max(1, len(labels) // hyper.batch_size)
+  steps = hyper.epochs * steps_per_epoch
   opt = torch.optim.SGD(params, lr=hyper.lr, momentum=0.9, weight_decay=hyper.weight_decay)
-  for step, batch in enumerate(class_balanced_batches(labels, num_classes, hyper.batch_size, steps, gen)):
-    for group in opt.param_groups:
-      group["lr"] = cosine_lr(hyper.lr, step, steps)
-    loss = F.cross_entropy(logits_fn(z[batch]), labels[batch])
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+  for epoch in range(hyper.epochs):
+    if on_epoch is not None:
+      on_epoch()
+    for k in range(steps_per_epoch):
+      for group in opt.param_groups:
+        group["lr"] = cosine_lr(hyper.lr, epoch * steps_per_epoch + k, steps)
+      batch = torch.tensor([next(indices) for _ in range(hyper.batch_size)])
+      loss = loss_fn(forward(batch), labels[batch])
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+      if project is not None and project_every == "step":
+        project()
+    if project is not None and project_every == "epoch":
+      project()
+
+
+def through_backbone(stage1, head, params: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor, data,
+                     hyper, indices, gen: torch.Generator, loss_fn=F.cross_entropy, project=None,
+                     project_every: str = "step"):
+  """A copy of `stage1` with every parameter frozen (requires_grad=False), put in train() mode each epoch
+  (BatchNorm on batch statistics, its running statistics re-estimated), on augmented images through `head` (a
+  function of the features); only `params` train. Returns the model in eval() mode."""
+  model = copy.deepcopy(stage1)
+  for p in model.parameters():
+    p.requires_grad_(False)
+
+  def forward(batch):
+    return head(model.features(normalize(pad_crop_flip(images[batch].float(), data.image_size, 4, gen), data)))
+
+  fit(params, forward, indices, labels, hyper, loss_fn, project, project_every, on_epoch=model.train)
+  return model.eval()
 
 
 def groups(predictions: torch.Tensor, labels: torch.Tensor, splits) -> dict[str, float]:
@@ -167,34 +276,63 @@ def groups(predictions: torch.Tensor, labels: torch.Tensor, splits) -> dict[str,
 
 def run_seed(config, splits, tensors: dict, seed: int) -> dict:
   """{method: test groups (+ tau)}, and the seconds of each stage, for one seed."""
-  s2 = config.stage2
+  s2, data = config.stage2, config.data
   start = time.perf_counter()
-  model = train_stage1(config, *tensors["train"], splits.num_classes, seed)
+  images, labels = tensors["train"]
+  stage1 = train_stage1(config, images, labels, splits.num_classes, seed)
   stage1_seconds = time.perf_counter() - start
   start = time.perf_counter()
-  z = {split: features(model, tensors[split][0], config.data, s2.batch_size) for split in tensors}
+  C = splits.num_classes
+  z = {split: features(stage1, tensors[split][0], data, s2.batch_size) for split in tensors}
   y = {split: tensors[split][1] for split in tensors}
-  W, b = model.fc.weight.detach(), model.fc.bias.detach()  # [C, d], [C]
+  W, b = stage1.fc.weight.detach(), stage1.fc.bias.detach()  # [C, d], [C]
   gen = torch.Generator().manual_seed(seed)
-  results = {"joint": groups((z["test"] @ W.T + b).argmax(1), y["test"], splits)}
+  counts = torch.bincount(labels, minlength=C)
+
+  @torch.no_grad()
+  def test_groups(head, model=None):
+    """Test groups of `head` on the test features of `model` (default: stage 1's, cached)."""
+    test = z["test"] if model is None else features(model, tensors["test"][0], data, s2.batch_size)
+    return groups(head(test).argmax(1), y["test"], splits)
+
+  results = {"joint": test_groups(lambda x: x @ W.T + b)}
 
   torch.manual_seed(seed)
-  head = torch.nn.Linear(W.shape[1], splits.num_classes)
-  fit(list(head.parameters()), head, z["train"], y["train"], splits.num_classes, s2.crt, gen)
-  with torch.no_grad():
-    results["crt"] = groups(head(z["test"]).argmax(1), y["test"], splits)
+  head = torch.nn.Linear(W.shape[1], C)
+  model = through_backbone(stage1, head, list(head.parameters()), images, labels, data, s2.crt,
+                           class_aware_sampler(labels, C, seed), gen)
+  results["crt"] = test_groups(head, model)
+  torch.manual_seed(seed)
+  head = torch.nn.Linear(W.shape[1], C)
+  fit(list(head.parameters()), lambda batch: head(z["train"][batch]), iid_class_balanced(labels, C, gen), labels,
+      s2.crt_cached)
+  results["crt_cached"] = test_groups(head)
 
   norms = W.norm(dim=1)
-  val_all = [groups((z["val"] @ (W / norms[:, None] ** tau).T).argmax(1), y["val"], splits)["all"]
-             for tau in s2.taus]
-  tau = float(s2.taus[int(np.argmax(val_all))])
-  results["tau_norm"] = {**groups((z["test"] @ (W / norms[:, None] ** tau).T).argmax(1), y["test"], splits),
-                         "tau": tau}
+  taus = s2.tau_norm.taus
+  val_all = [groups((z["val"] @ (W / norms[:, None] ** tau).T).argmax(1), y["val"], splits)["all"] for tau in taus]
+  tau = float(taus[int(np.argmax(val_all))])
+  results["tau_norm"] = {**test_groups(lambda x: x @ (W / norms[:, None] ** tau).T), "tau": tau}
 
-  scales = torch.ones(splits.num_classes, requires_grad=True)
-  fit([scales], lambda x: scales * (x @ W.T + b), z["train"], y["train"], splits.num_classes, s2.lws, gen)
-  with torch.no_grad():
-    results["lws"] = groups((scales * (z["test"] @ W.T + b)).argmax(1), y["test"], splits)
+  scales = torch.ones(C, requires_grad=True)
+  model = through_backbone(stage1, lambda x: scales * (x @ W.T + b), [scales], images, labels, data, s2.lws,
+                           class_aware_sampler(labels, C, seed), gen)
+  results["lws"] = test_groups(lambda x: scales * (x @ W.T + b), model)
+  cached = torch.ones(C, requires_grad=True)
+  fit([cached], lambda batch: cached * (z["train"][batch] @ W.T + b), iid_class_balanced(labels, C, gen), labels,
+      s2.lws_cached)
+  results["lws_cached"] = test_groups(lambda x: cached * (x @ W.T + b))
+
+  head = copy.deepcopy(stage1.fc)
+  model = through_backbone(stage1, head, list(head.parameters()), images, labels, data, s2.wb,
+                           shuffled_passes(len(labels), gen), gen, wb_loss(s2.wb, counts),
+                           maxnorm(head.weight, s2.wb.max_norm), s2.wb.project_every)
+  results["wb"] = test_groups(head, model)
+  head = copy.deepcopy(stage1.fc)
+  fit(list(head.parameters()), lambda batch: head(z["train"][batch]), shuffled_passes(len(labels), gen), labels,
+      s2.wb_cached, wb_loss(s2.wb_cached, counts), maxnorm(head.weight, s2.wb_cached.max_norm),
+      s2.wb_cached.project_every)
+  results["wb_cached"] = test_groups(head)
   return {"methods": results, "stage1_seconds": stage1_seconds, "stage2_seconds": time.perf_counter() - start}
 
 
@@ -234,7 +372,7 @@ def table(twin: dict, ltr: dict | None) -> tuple[list[str], dict[str, bool | Non
   lines = [header, "|---|" + "---:|" * (header.count("|") - 2)]
   within = {}
   for m in METHODS:
-    row = f"| {m} | {cell(twin[m]['all'])} | {cell(twin[m]['few'])} |"
+    row = f"| {METHOD_LABELS[m]} | {cell(twin[m]['all'])} | {cell(twin[m]['few'])} |"
     if ltr:
       mean, sd = twin[m]["all"]
       within[m] = None if math.isnan(sd) else bool(abs(ltr[m]["all"][0] - mean) <= 2 * sd)
@@ -246,12 +384,17 @@ def table(twin: dict, ltr: dict | None) -> tuple[list[str], dict[str, bool | Non
 
 def check_config(config) -> None:
   """The twin implements the quickstart's kind of recipe; anything else would be compared unfairly."""
-  wanted = {"train.sampling": "instance", "train.loss": "ce", "data.train_transform": "pad_crop_flip",
-            "data.eval_transform": "identity"}
-  for key, value in wanted.items():
-    section, name = key.split(".")
-    if config[section][name] != value:
-      raise SystemExit(f"config key {key} is {config[section][name]!r}; the twin implements only {value!r}")
+  wanted = {"train.sampling": ("instance",), "train.loss": ("ce",), "data.train_transform": ("pad_crop_flip",),
+            "data.eval_transform": ("identity",), "stage2.crt.sampling": ("class",), "stage2.lws.sampling": ("class",),
+            "stage2.crt.frozen": ((base.BACKBONE_PARAMS,),), "stage2.lws.frozen": ((base.BACKBONE_PARAMS, "head/(kernel|bias)"),),
+            "stage2.wb.frozen": ((base.BACKBONE_PARAMS,),), "stage2.wb.sampling": ("instance",),
+            "stage2.wb.loss": ("cb_softmax_bce", "cb_ce"), "stage2.wb_cached.loss": ("cb_softmax_bce", "cb_ce")}
+  for key, values in wanted.items():
+    node = config
+    for part in key.split("."):
+      node = node[part]
+    if node not in values:
+      raise SystemExit(f"config key {key} is {node!r}; the twin implements only {' or '.join(map(repr, values))}")
 
 
 def main() -> None:

@@ -5,15 +5,48 @@ Every key exists here, so a misspelt override (--config.train.lr_base=...) is an
 import ml_collections
 
 
-def _recipe(label: str, frozen: tuple[str, ...], reinit_head: bool = False, lr_scale: float = 1.0, loss: str = "ce",
-            lr_mults: tuple = (), head_lws: bool = False, paper: bool = True) -> ml_collections.ConfigDict:
-  """A stage-2 recipe through the backbone (ltr_jax.finetune): its report label, frozen patterns (BatchNorm
-  statistics they leave out are re-estimated: MiSLAS's shift learning), whether the stage-1 head is replaced by a
-  new one, its learning rate as a multiple of stage2.finetune.base_lr and per-group multipliers, its loss (a
-  train.loss name, with train's loss hyper-parameters), learned per-class logit scales on the head, and whether
-  it is a method of the paper (Kang et al. 2020) or a later one."""
-  return ml_collections.ConfigDict(dict(label=label, frozen=frozen, reinit_head=reinit_head, lr_scale=lr_scale,
-                                        loss=loss, lr_mults=lr_mults, head_lws=head_lws, paper=paper))
+# Frozen patterns of the methods through the backbone (ltr_jax.masks): every backbone parameter, but not its
+# BatchNorm statistics, so BatchNorm runs in training mode and re-estimates them (the reference's `fix: true` with
+# `model.train()`); and everything of the backbone, statistics included (BatchNorm in inference mode).
+BACKBONE_PARAMS = "backbone/.*/(kernel|scale|bias)"
+BACKBONE = "backbone/.*"
+TAUS = tuple(i / 10 for i in range(21))  # the reference's tau sweep, linspace(0, 2, 21)
+
+
+def through_backbone(epochs: int, batch_size: int, lr: float, weight_decay: float, sampling: str = "class",
+                     frozen: tuple[str, ...] = (BACKBONE_PARAMS,), lr_mults: tuple = (), reinit_head: bool = False,
+                     head_lws: bool = False, loss: str = "ce", **loss_hyper) -> ml_collections.ConfigDict:
+  """The subtree of a stage-2 method through the backbone (ltr_jax.stage2.backbone): its schedule (lr at this batch
+  size, cosine to 0, SGD momentum 0.9), sampling, frozen patterns and learning-rate groups (ltr_jax.masks), a new
+  head or the stage-1 one, learned per-class logit scales on the head, its loss (a name of ltr_jax.losses) and the
+  loss hyper-parameters it sets (train.<key> names; the rest are train's)."""
+  return ml_collections.ConfigDict(dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                        sampling=sampling, frozen=frozen, lr_mults=lr_mults, reinit_head=reinit_head,
+                                        head_lws=head_lws, loss=loss, **loss_hyper))
+
+
+def on_features(**values) -> ml_collections.ConfigDict:
+  """The subtree of a stage-2 method on the cached features (ltr_jax.stage2.on_features)."""
+  return ml_collections.ConfigDict(values)
+
+
+CRT = ("crt", "crt_frozen_bn", "crt_cached")  # the paper's cRT and its variants
+TABLE1 = ("classifier", "last_block_classifier", "backbone_classifier", "backbone_classifier_tenth_lr")
+LWS = ("lws", "lws_cached")
+
+
+def crt_schedule(c: ml_collections.ConfigDict, **values) -> None:
+  """Sets `values` (epochs, batch_size, lr, weight_decay) of cRT, its variants and Table 1's fine-tuning variants,
+  which run on cRT's schedule (B+C (0.1x lr) at a tenth of its lr)."""
+  for name in CRT + TABLE1:
+    c.stage2[name].update(values)
+  c.stage2.backbone_classifier_tenth_lr.lr = c.stage2.crt.lr / 10
+
+
+def lws_schedule(c: ml_collections.ConfigDict, **values) -> None:
+  """Sets `values` (epochs, batch_size, lr, weight_decay) of LWS and its variant on cached features."""
+  for name in LWS:
+    c.stage2[name].update(values)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -92,42 +125,48 @@ def get_config() -> ml_collections.ConfigDict:
       log_every_steps=50,
   ))
 
+  # Stage 2: the methods of ltr_jax.stage2.registry, each with its own subtree (what its source runs).
+  # classifier-balancing: config/ImageNet_LT/cls_crt.yaml and cls_lws.yaml at f162ade (cRT 10 / LWS 5 epochs,
+  # batch 512, lr 0.2 cosine, weight decay 5e-4 on the classifier's parameters, the LWS scales included).
   c.stage2 = ml_collections.ConfigDict(dict(
-      # Names of ltr_jax.decouple.METHODS (on cached features) and of stage2.finetune.recipes (through the
-      # frozen backbone, on augmented images).
-      methods=("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"),
+      methods=("joint", "ncm", "crt", "crt_cached", "tau_norm", "lws", "lws_cached", "logit_adjust"),
       batch_size=512,  # feature extraction
-      ncm_metric="euclidean",  # | 'cosine' (the paper's) | 'reference_cos' (the reference's un-normalised centroids)
-      taus=tuple(i / 10 for i in range(21)),  # tau sweep for tau-norm and logit adjustment
-      crt=ml_collections.ConfigDict(dict(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4)),
-      # The reference's cls_lws.yaml decays the scales s like any parameter (5e-4 on ImageNet-LT and Places-LT).
-      lws=ml_collections.ConfigDict(dict(epochs=5, batch_size=512, lr=0.2, weight_decay=5e-4)),
+      # Methods whose backbone + head are written to workdir/stage2/<name>/checkpoints: names, 'best' (the best
+      # validation All) or 'all'. The methods through the backbone are always there (they run there).
+      export=("best",),
+      joint=on_features(),
+      # 'euclidean' | 'cosine' (the paper's) | 'reference_cos' (the reference KNNClassifier's 'cos': x.c_j / d)
+      ncm=on_features(metric="euclidean"),
+      tau_norm=on_features(taus=TAUS),
+      logit_adjust=on_features(taus=TAUS),
+      crt=through_backbone(10, 512, 0.2, 5e-4, reinit_head=True),
+      crt_frozen_bn=through_backbone(10, 512, 0.2, 5e-4, reinit_head=True, frozen=(BACKBONE,)),
+      crt_cached=on_features(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4, sampling="class"),
+      lws=through_backbone(5, 512, 0.2, 5e-4, frozen=(BACKBONE_PARAMS, "head/(kernel|bias)"), head_lws=True),
+      lws_cached=on_features(epochs=5, batch_size=512, lr=0.2, weight_decay=5e-4),
+      # Table 1 of the paper: the stage-1 model fine-tuned with class-balanced sampling on the cRT schedule, the
+      # part named frozen (BatchNorm in training mode throughout, as the reference runs every stage-2 network).
+      classifier=through_backbone(10, 512, 0.2, 5e-4),
+      last_block_classifier=through_backbone(10, 512, 0.2, 5e-4,
+                                             frozen=("backbone/(?!{last_stage}/).*/(kernel|scale|bias)",)),
+      backbone_classifier=through_backbone(10, 512, 0.2, 5e-4, frozen=()),
+      backbone_classifier_tenth_lr=through_backbone(10, 512, 0.02, 5e-4, frozen=()),
       # Weight balancing's stage 2 (Alshammari et al. 2022), the values of its code on CIFAR-100-LT
-      # (demo2_second-stage-training.py): the stage-1 head fine-tuned 10 epochs, batch 64, SGD lr 0.01 cosine,
-      # weight decay 0.1, MaxNorm radius min + 0.1 (max - min) of the head's class norms, Cui's class-balanced
-      # weights with beta 0.9999 on the loss its code computes ('softmax_bce'; 'ce' is Cui's softmax CE).
-      wb=ml_collections.ConfigDict(dict(epochs=10, batch_size=64, lr=0.01, weight_decay=0.1, max_norm=0.1,
-                                        cb_beta=0.9999, loss="softmax_bce")),
-      # Training through the backbone on augmented images with class-balanced sampling (ltr_jax.finetune):
-      # a shared schedule (base_lr per 256 images) and the recipes, each a method name for stage2.methods.
-      finetune=ml_collections.ConfigDict(dict(
-          epochs=10, batch_size=512, base_lr=0.1, weight_decay=5e-4,
-          recipes=ml_collections.ConfigDict(dict(
-              # The reference cRT recipe: a new head on the frozen backbone, stage-1 augmentation.
-              crt_augmented=_recipe("cRT (reference recipe)", ("backbone/.*",), reinit_head=True),
-              # Table 1 of the paper: fine-tune the stage-1 model, with the part named frozen.
-              classifier=_recipe("C", ("backbone/.*",)),
-              last_block_classifier=_recipe("LB+C", ("backbone/(?!{last_stage}/).*",)),
-              backbone_classifier=_recipe("B+C", ()),
-              backbone_classifier_tenth_lr=_recipe("B+C (0.1× lr)", (), lr_scale=0.1),
-              # MiSLAS's stage 2 (Zhong et al. 2021, train_stage2.py): the stage-1 classifier and learned
-              # per-class scales trained with label-aware smoothing (train.las_*), the classifier at
-              # lr_factor x the lr (0.05 on ImageNet-LT, iNaturalist and Places-LT), while every BatchNorm of
-              # the frozen backbone re-estimates its statistics on the re-balanced images (shift learning).
-              mislas=_recipe("MiSLAS", ("backbone/.*/(kernel|scale|bias)",), loss="las",
-                             lr_mults=(("head/(kernel|bias)", 0.05),), head_lws=True, paper=False),
-          )),
-      )),
+      # (ShadeAlsha/LTR-weight-balancing at e89f292, demo2_second-stage-training / utils/trainval.py): the stage-1
+      # classifier trained 10 epochs through the frozen encoder in training mode, batch 64, SGD lr 0.01 cosine,
+      # weight decay 0.1, instance-balanced batches, Cui's class-balanced weights (beta 0.9999) on the softmax-BCE
+      # of its CB_loss('softmax'), MaxNorm radius min + 0.1 (max - min) of the stage-1 class norms; projected
+      # after every step ('step', the paper and its author in that repository's issue 5) or every epoch ('epoch',
+      # its released code).
+      wb=through_backbone(10, 64, 0.01, 0.1, sampling="instance", loss="cb_softmax_bce", cb_beta=0.9999,
+                          max_norm=0.1, project_every="step"),
+      wb_cached=on_features(epochs=10, batch_size=64, lr=0.01, weight_decay=0.1, sampling="instance",
+                            loss="cb_softmax_bce", cb_beta=0.9999, max_norm=0.1, project_every="step"),
+      # MiSLAS's stage 2 (Zhong et al. 2021, train_stage2.py): the stage-1 classifier and learned per-class scales
+      # trained with label-aware smoothing, the classifier at 0.05 x the lr (ImageNet-LT, iNaturalist, Places-LT),
+      # while every BatchNorm of the frozen backbone re-estimates its statistics (shift learning).
+      mislas=through_backbone(10, 512, 0.2, 5e-4, lr_mults=(("head/(kernel|bias)", 0.05),), head_lws=True,
+                              loss="las", las_eps_head=0.4, las_eps_tail=0.1, las_mapping="concave"),
   ))
 
   c.distributed = ml_collections.ConfigDict(dict(

@@ -12,9 +12,10 @@ ShadeAlsha/LTR-weight-balancing:
 - Stage 2 "wb" (demo2_second-stage-training.py, 'MaxNorm_WD'): base.py's stage2.wb, the stage-1 classifier
   fine-tuned 10 epochs, batch 64, lr 0.01 cosine, weight decay 0.1, MaxNorm radius min + 0.1 (max - min) of
   the stage-1 class norms (utils/regularizers.py), class-balanced loss, beta 0.9999 (utils/class_balanced_loss.py,
-  'softmax'). Their code trains it through the frozen backbone on augmented images, its BatchNorm in
-  training mode; ltr_jax trains it on the cached features of the stage-1 backbone.
-The paper's methods (stage2.methods) run on the same features beside it.
+  'softmax'), through the frozen backbone on augmented images with its BatchNorm in training mode, as their
+  code trains it; projected after every step (the paper; their code projects once per epoch:
+  --config.stage2.wb.project_every=epoch). "wb_cached" runs the same on the cached stage-1 features.
+The paper's methods (stage2.methods) run beside it.
 
 Published (Alshammari et al. 2022, CIFAR-100-LT IR 100, top-1 %): 46.08 after stage 1 (cross-entropy with
 weight decay), 53.35 after stage 2 (Many / Medium / Few 72.60 / 51.86 / 32.63). The logs in their repository
@@ -27,5 +28,5 @@ def get_config():
   c = cifar100_lt_r32.get_config()
   c.model.name = "resnet34_cifar"
   c.train.update(dict(epochs=320, batch_size=64, base_lr=0.04, weight_decay=5e-3, warmup_epochs=0.0))
-  c.stage2.methods = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "wb")
+  c.stage2.methods += ("wb", "wb_cached")
   return c

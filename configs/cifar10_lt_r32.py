@@ -11,8 +11,8 @@ Stage 1, the values of kaidic/LDAM-DRW's cifar_train.py: 200 epochs, 5 warm-up e
 batch 128, SGD momentum 0.9, lr 0.1 (0.2 per 256), weight decay 2e-4; its lr steps x0.01 at epoch 160 and
 x0.0001 at 180, ltr_jax decays by a cosine to 0. Pad 4 + random crop 32 + flip; the CIFAR mean/std of the
 LDAM code. Stage 2 (no reference values for CIFAR; stage 1's batch, lr and weight decay): cRT 10 epochs,
-lr 0.1, batch 128, weight decay 2e-4, on cached features ("crt") and through the backbone ("crt_augmented",
-with --config.stage2.methods); LWS 5 epochs, lr 0.1, batch 128, weight decay 2e-4.
+lr 0.1, batch 128, weight decay 2e-4; LWS 5 epochs, lr 0.1, batch 128, weight decay 2e-4; each through the
+backbone (the paper's rows) and on cached features (their variants).
 The LDAM paper's own method, LDAM-DRW on a cosine head: configs/cifar10_lt_r32_ldam_drw.py.
 """
 from configs import base
@@ -27,7 +27,6 @@ def get_config():
   c.model.name = "resnet32"
   c.train.update(dict(epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4, warmup_epochs=5.0))
   c.stage2.batch_size = 1000
-  c.stage2.crt.update(dict(batch_size=128, lr=0.1, weight_decay=2e-4))
-  c.stage2.lws.update(dict(batch_size=128, lr=0.1, weight_decay=2e-4))
-  c.stage2.finetune.update(dict(batch_size=128, base_lr=0.2, weight_decay=2e-4))
+  base.crt_schedule(c, batch_size=128, lr=0.1, weight_decay=2e-4)
+  base.lws_schedule(c, batch_size=128, lr=0.1, weight_decay=2e-4)
   return c

@@ -10,7 +10,7 @@ Data, schedule and stage 2 as configs/cifar10_lt_r32.py. What kaidic/LDAM-DRW's 
   train.drw_epoch, base.py).
 Its lr steps (x0.01 at 160, x0.0001 at 180) become ltr_jax's cosine, so the re-weighted epochs run on the
 cosine's tail rather than at 0.001, then 1e-5 from epoch 180.
-Stage 2 on a cosine head (ltr_jax.decouple): NCM as on any head; cRT trains a new cosine classifier with the
+Stage 2 on a cosine head (ltr_jax.stage2): NCM as on any head; cRT trains a new cosine classifier with the
 same s; tau-norm is the joint classifier at every tau (its columns have norm s); LWS and logit adjustment act
 on the cosine logits.
 

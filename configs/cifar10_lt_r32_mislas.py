@@ -9,6 +9,7 @@ frozen, its BatchNorm statistics included). Stage 1 (cifar10_imb001_stage1_mixup
 Published (their README, CIFAR-10-LT IR 100, top-1 % / ECE % over 15 bins): 82.5 / 3.66 after stage 2;
 72.8 / 2.14 after stage 1 (mixup).
 """
+from configs import base
 from configs import cifar100_lt_r32_mislas
 from configs import cifar10_lt_r32
 
@@ -16,6 +17,6 @@ from configs import cifar10_lt_r32
 def get_config():
   c = cifar100_lt_r32_mislas.get_config()
   c.data = cifar10_lt_r32.get_config().data
-  c.train.update(dict(las_eps_head=0.3, las_eps_tail=0.0))
-  c.stage2.finetune.recipes.mislas.update(dict(frozen=("backbone/.*",), lr_mults=(("head/(kernel|bias)", 0.5),)))
+  c.stage2.mislas.update(dict(las_eps_head=0.3, las_eps_tail=0.0, frozen=(base.BACKBONE,),
+                              lr_mults=(("head/(kernel|bias)", 0.5),)))
   return c

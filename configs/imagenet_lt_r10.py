@@ -1,8 +1,8 @@
 """ImageNet-LT with ResNet-10 (the backbone of OLTR, Liu et al. 2019): Table 2, first column.
 
 Everything else as configs/imagenet_lt_rx50.py (90 epochs, batch 512, lr 0.2 cosine, weight decay 5e-4;
-cRT 10 epochs, lr 0.2, through the backbone ("crt_augmented", the paper's) and on cached features ("crt");
-LWS 5 epochs, lr 0.2; weight decay 5e-4 in stage 2 too).
+cRT 10 epochs and LWS 5 epochs, lr 0.2, weight decay 5e-4, through the backbone (the paper's rows) and on cached
+features (their variants)).
 
 Paper (top-1 %, All): Joint 34.8; NCM 35.5; cRT 41.8; tau-norm 40.6 (no Many / Medium / Few or LWS given).
 """

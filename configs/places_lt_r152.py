@@ -19,9 +19,9 @@ Caffe-converted ImageNet weights (ltr_jax imports torchvision's); and it inserts
 classifier ('use_fc': True), which the reference's Places-LT stage-2 configs (feat_dim 2048, use_fc false) do not
 have, nor does ltr_jax.
 Stage 2, the reference's values (facebookresearch/classifier-balancing): cRT (config/Places_LT/cls_crt.yaml)
-10 epochs, lr 0.1 cosine, batch 256, weight decay 5e-4, through the backbone ("crt_augmented", the paper's;
-stage2.finetune: base_lr 0.1 per 256) and on cached features ("crt"); LWS (cls_lws.yaml) 5 epochs, lr 0.1,
-batch 256, weight decay 5e-4.
+10 epochs, lr 0.1 cosine, batch 256, weight decay 5e-4; LWS (cls_lws.yaml) 5 epochs, lr 0.1, batch 256, weight
+decay 5e-4; each through the backbone with BatchNorm in training mode (the paper's rows) and on cached features
+(their variants).
 
 Paper (top-1 %, Many / Medium / Few / All): Joint 45.7 / 27.3 / 8.2 / 30.2; NCM 40.4 / 37.1 / 27.3 / 36.4;
 cRT 42.0 / 37.6 / 24.9 / 36.7; tau-norm 37.8 / 40.7 / 31.8 / 37.9; LWS 37.6 (All).
@@ -36,9 +36,7 @@ def get_config():
   c.model.name = "resnet152"
   c.train.update(dict(epochs=30, batch_size=128, base_lr=0.2, lr_mults=(("backbone/.*", 0.01),),
                       frozen=("backbone/(?!{last_stage}/).*",), init_from="pretrained/resnet152_imagenet/checkpoints"))
-  c.stage2.methods = ("joint", "ncm", "crt", "crt_augmented", "tau_norm", "lws", "logit_adjust")
   c.stage2.batch_size = 256
-  c.stage2.crt.update(dict(batch_size=256, lr=0.1))
-  c.stage2.lws.update(dict(batch_size=256, lr=0.1))
-  c.stage2.finetune.batch_size = 256
+  base.crt_schedule(c, batch_size=256, lr=0.1)
+  base.lws_schedule(c, batch_size=256, lr=0.1)
   return c

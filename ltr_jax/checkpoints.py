@@ -3,7 +3,7 @@
 A step directory holds the items
 - `model`: {params, batch_stats}, everything needed to run the network;
 - `opt_state`: the optimizer state (absent from imported and stage-2 checkpoints);
-- `meta`: JSON {model, num_classes, stage, step, data_position, config, ...}: enough to refuse a checkpoint of
+- `meta`: JSON {model, num_classes, stage, head, step, data_position, config, ...}: enough to refuse a checkpoint of
   another architecture or class count before touching the arrays. The data-iterator position is the global step
   (the pipeline is a pure function of it).
 Readers that only run the network (stage 2, --mode=evaluate, train.init_from) restore `model` alone, from
@@ -28,9 +28,12 @@ from ltr_jax.models import LTRModel
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 
 
-def model_meta(config: ml_collections.ConfigDict, num_classes: int, stage: str = "stage1") -> dict[str, Any]:
+def model_meta(config: ml_collections.ConfigDict, num_classes: int, stage: str = "stage1",
+               head: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The meta item: model, class count, stage, what the head computes (default: config key model.head; see
+  ltr_jax.models.head.model_spec) and the config."""
   return {"model": config.model.name, "num_classes": int(num_classes), "stage": stage,
-          "config": config.to_json()}
+          "head": head or models.head_spec(config.model), "config": config.to_json()}
 
 
 def abstract_variables(model: LTRModel, image_shape: tuple[int, ...], mesh: Mesh) -> Variables:

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltr_jax.errors import ConfigError, DataError
+from ltr_jax.models import head
 
 NCM_MODES = ("cl2n", "l2n")
-NCM_METRICS = ("euclidean", "cosine", "reference_cos")  # config key stage2.ncm_metric
-_EPS = 1e-12  # Guards the L2-normalisation of an all-zero vector (as torch's F.normalize).
+NCM_METRICS = ("euclidean", "cosine", "reference_cos")  # config key stage2.ncm.metric
 # Classes per block of `top1`, measured on XLA:CPU (CPU seconds, 6000 x 8142 float32 scores; a 21-tau
 # sweep of 512 x 8142 logits): block 32 0.048 s / 37 ms, 64 0.045 / 32, 128 0.045 / 31, 256 0.047 / 35,
 # 512 0.050 / 43; jnp.argmax 0.18 s, torch.argmax 0.13 s on the scores.
@@ -141,10 +141,10 @@ def linear_logits(features, kernel: jax.Array, bias: jax.Array | None = None,
                   chunk_size: int = PREDICT_CHUNK) -> np.ndarray:
   """features @ kernel + bias [N, C] as a host array, computed chunk by chunk of rows (as linear_predictions)."""
   out = host_array((features.shape[0], kernel.shape[1]))
-  head = _classes_major(kernel, bias)
+  layout = _classes_major(kernel, bias)
   start = 0
   for chunk, valid in _row_chunks(features, chunk_size):
-    out[start:start + valid] = np.asarray(_logits_chunk(chunk, *head))[:valid]
+    out[start:start + valid] = np.asarray(_logits_chunk(chunk, *layout))[:valid]
     start += valid
   return out
 
@@ -207,16 +207,10 @@ def _chunk_sum(total: jax.Array, z: jax.Array) -> jax.Array:
   return total + z.sum(axis=0)
 
 
-def _normalize_rows(z: jax.Array, mean: jax.Array) -> jax.Array:
-  """The NCM feature transform: subtract `mean`, then L2-normalise every row."""
-  z = z - mean
-  return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), _EPS)
-
-
 @partial(jax.jit, donate_argnums=0)
 def _class_sums(sums: jax.Array, z: jax.Array, labels: jax.Array, mean: jax.Array) -> jax.Array:
   """sums[labels[i]] += normalised z[i], in place. Padded rows carry label C, out of range: dropped."""
-  return sums.at[labels].add(_normalize_rows(z, mean), mode="drop")
+  return sums.at[labels].add(head.transform(z, mean, normalize=True), mode="drop")
 
 
 def ncm_centroids(train_features, train_labels, num_classes: int, mode: str = "cl2n",
@@ -262,9 +256,10 @@ def ncm_logits(features: jax.Array, centroids: jax.Array, mean: jax.Array, metri
 
   euclidean: -||x_hat - c_j||^2, expanded as -(||x_hat||^2 - 2 x_hat.c_j + ||c_j||^2) so that no
   [N, C, d] tensor is formed; cosine: x_hat.c_j / ||c_j|| (the paper's cosine similarity); reference_cos:
-  x_hat.c_j (the reference KNNClassifier's 'cos', centroids not normalised).
+  x_hat.c_j / d (the reference KNNClassifier's 'cos': centroids not normalised, divided by the feature
+  dimension d; models/KNNClassifier.py lines 77-81 of facebookresearch/classifier-balancing at f162ade).
   """
-  x = _normalize_rows(jnp.asarray(features), mean)
+  x = head.transform(jnp.asarray(features), mean, normalize=True)
   kernel, bias = ncm_head(centroids, metric)
   logits = x @ kernel + bias
   return logits - jnp.sum(x * x, axis=-1, keepdims=True) if metric == "euclidean" else logits
@@ -273,21 +268,21 @@ def ncm_logits(features: jax.Array, centroids: jax.Array, mean: jax.Array, metri
 def ncm_head(centroids: jax.Array, metric: str = "euclidean") -> tuple[jax.Array, jax.Array]:
   """NCM as a linear head over the transformed features x: (kernel [d, C], bias [C]) whose logits x @ kernel +
   bias rank the classes as ncm_logits does. euclidean: 2 c_j and -||c_j||^2 (-||x - c_j||^2 without -||x||^2,
-  the same for every class); cosine: c_j / ||c_j||; reference_cos (the reference KNNClassifier's 'cos'): c_j."""
+  the same for every class); cosine: c_j / ||c_j||; reference_cos (the reference KNNClassifier's 'cos'): c_j / d."""
   centroids = jnp.asarray(centroids, jnp.float32)
   if metric == "euclidean":
     return 2.0 * centroids.T, -jnp.sum(centroids * centroids, axis=-1)
   zero = jnp.zeros(centroids.shape[0], jnp.float32)
   if metric == "cosine":
-    return (centroids / jnp.maximum(jnp.linalg.norm(centroids, axis=-1, keepdims=True), _EPS)).T, zero
+    return head.unit_columns(centroids.T), zero
   if metric == "reference_cos":
-    return centroids.T, zero
+    return centroids.T / centroids.shape[1], zero
   raise ConfigError(f"NCM metric {metric!r} is not one of {', '.join(NCM_METRICS)}")
 
 
 @jax.jit
 def _ncm_chunk(z: jax.Array, kernel_t: jax.Array, bias: jax.Array, mean: jax.Array) -> jax.Array:
-  return top1(_normalize_rows(z, mean) @ kernel_t.T + bias)
+  return top1(head.transform(z, mean, normalize=True) @ kernel_t.T + bias)
 
 
 def ncm_predictions(features, centroids: jax.Array, mean: jax.Array, metric: str = "euclidean",

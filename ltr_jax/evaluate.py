@@ -68,29 +68,40 @@ def evaluate_split(predict: Predict, variables: Variables, source: Source, split
   return metrics.group_accuracy(per_class, splits.groups)
 
 
+def _best_stage2(workdir: str) -> str | None:
+  """The checkpoint of the best method (on validation) of the workdir's last stage-2 run, from its results.json."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    results = json.load(f)
+  return results.get("exported", {}).get(results.get("best"))
+
+
 def _default_checkpoint(workdir: str) -> str:
-  for sub in ("stage2", "checkpoints"):
-    path = os.path.join(workdir, sub)
-    if os.path.isdir(path) and checkpoints.Manager(path, read_only=True).latest_step() is not None:
+  """The best stage-2 method's checkpoint of the workdir's last stage-2 run, else its stage-1 checkpoint."""
+  for path in (_best_stage2(workdir), os.path.join(workdir, "checkpoints")):
+    if path and os.path.isdir(path) and checkpoints.Manager(path, read_only=True).latest_step() is not None:
       return path
-  raise CheckpointError(f"no stage-2 ({workdir}/stage2) or stage-1 ({workdir}/checkpoints) checkpoint "
-                        "to evaluate: pass --checkpoint=DIR or run --mode=train first")
+  raise CheckpointError(f"no stage-2 (the best method of {workdir}/results.json) or stage-1 ({workdir}/checkpoints) "
+                        "checkpoint to evaluate: pass --checkpoint=DIR or run --mode=train first")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: datasets.Splits,
         checkpoint: str | None = None) -> dict:
-  """Evaluates the checkpoint in `checkpoint` (default: the workdir's latest) and writes evaluate.json.
+  """Evaluates the checkpoint in `checkpoint` (default: the workdir's best stage-2 method, else stage 1) and writes
+  evaluate.json.
 
-  Any ltr_jax checkpoint: stage 1, stage 2 (the exported classifier), a fine-tuning run, imported weights.
+  Any ltr_jax checkpoint: stage 1, a stage-2 method's (workdir/stage2/<name>/checkpoints), imported weights.
   """
   directory = checkpoint or _default_checkpoint(workdir)
   if not os.path.isdir(directory):
     raise CheckpointError(f"--checkpoint={directory}: no such directory")
   manager = checkpoints.Manager(directory, read_only=True)
   meta = manager.check_meta(checkpoints.model_meta(config, splits.num_classes))
-  model = models.from_config(config.model, splits.num_classes, head_lws=meta.get("head_lws", False))
+  model = models.from_config(config.model, splits.num_classes, head=meta.get("head"))
   variables = manager.restore_model(checkpoints.abstract_variables(model, splits.image_shape, mesh))
-  name = meta.get("method", "joint")
+  name = meta["stage"].split("/", 1)[1] if meta["stage"].startswith("stage2/") else "joint"
   test = evaluate_split(make_predict(model, config.data, mesh), variables, splits.test, splits, config, mesh, "test")
   result = {"checkpoint": directory, "stage": meta["stage"], "method": name, "test": test}
   if jax.process_index() == 0:

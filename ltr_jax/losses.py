@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -32,17 +33,22 @@ class LossHyper:
   las_eps_tail: float = 0.1  # ... and of the smallest
   las_mapping: str = "concave"  # how epsilon falls with the class count: concave | linear | convex
 
-  def __post_init__(self):
-    checks = (("focal_gamma", self.focal_gamma >= 0, ">= 0"), ("cb_beta", 0 <= self.cb_beta < 1, "in [0, 1)"),
-              ("ldam_max_m", self.ldam_max_m >= 0, ">= 0"), ("drw_epoch", self.drw_epoch >= 0, ">= 0"),
-              ("logit_adjust_tau", math.isfinite(self.logit_adjust_tau), "finite"),
-              ("las_eps_head", 0 <= self.las_eps_head < 1, "in [0, 1)"),
-              ("las_eps_tail", 0 <= self.las_eps_tail < 1, "in [0, 1)"),
-              ("las_mapping", self.las_mapping in mixing.SMOOTHING_MAPPINGS,
+  @classmethod
+  def of(cls, section, key: str = "train") -> "LossHyper":
+    """The fields of config section `section` (config key `key`) that it has; ConfigError naming the key of an
+    invalid one."""
+    hyper = cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
+    checks = (("focal_gamma", hyper.focal_gamma >= 0, ">= 0"), ("cb_beta", 0 <= hyper.cb_beta < 1, "in [0, 1)"),
+              ("ldam_max_m", hyper.ldam_max_m >= 0, ">= 0"), ("drw_epoch", hyper.drw_epoch >= 0, ">= 0"),
+              ("logit_adjust_tau", math.isfinite(hyper.logit_adjust_tau), "finite"),
+              ("las_eps_head", 0 <= hyper.las_eps_head < 1, "in [0, 1)"),
+              ("las_eps_tail", 0 <= hyper.las_eps_tail < 1, "in [0, 1)"),
+              ("las_mapping", hyper.las_mapping in mixing.SMOOTHING_MAPPINGS,
                f"one of {', '.join(mixing.SMOOTHING_MAPPINGS)}"))
-    for key, ok, requirement in checks:
+    for field, ok, requirement in checks:
       if not ok:
-        raise ConfigError(f"config key train.{key} must be {requirement}, got {getattr(self, key)}")
+        raise ConfigError(f"config key {key}.{field} must be {requirement}, got {getattr(hyper, field)!r}")
+    return hyper
 
 
 def class_balanced_weights(class_counts: np.ndarray, beta: float) -> np.ndarray:
@@ -90,13 +96,32 @@ def _focal(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale:
 Builder = Callable[[np.ndarray, int, "LossHyper", float], Loss]  # (counts, steps per epoch, hyper, head scale)
 
 
-def _class_balanced(focal: bool) -> Builder:
-  """Cui et al.: batch mean of w_y * CE, or of w_y * focal term with `focal`."""
+def softmax_bce(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+  """mean_j BCE(p_j, 1[j = y]) per row, p = softmax(logits), each log clamped at -100 as torch's BCE.
+
+  The loss 'softmax' of the Class-balanced-loss-pytorch code that weight balancing's stage 2 calls. log(1 - p_j)
+  is log1p(-p_j) for every class but the top one (p_j <= 1/2 there), and log sum_{k != top} exp(z_k) - lse(z)
+  for the top one, so a confident row gives neither -inf nor a NaN gradient.
+  """
+  log_p = jax.nn.log_softmax(logits)
+  is_top = jnp.arange(logits.shape[-1]) == jnp.argmax(logits, axis=-1, keepdims=True)
+  rest = jax.nn.logsumexp(jnp.where(is_top, -jnp.inf, logits), axis=-1, keepdims=True)
+  log_not_top = rest - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+  log_1m_p = jnp.where(is_top, log_not_top, jnp.log1p(-jnp.exp(jnp.where(is_top, -jnp.inf, log_p))))
+  is_label = jnp.arange(logits.shape[-1]) == labels[:, None]
+  return -jnp.where(is_label, jnp.maximum(log_p, -100.0), jnp.maximum(log_1m_p, -100.0)).mean(axis=-1)
+
+
+PerExample = Callable[[jnp.ndarray, jnp.ndarray, "LossHyper"], jnp.ndarray]
+
+
+def _class_balanced(per_example: PerExample) -> Builder:
+  """Cui et al.: batch mean of w_y * l(z, y), l a per-example loss (cross-entropy, focal, softmax-BCE)."""
 
   def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
     weights = jnp.asarray(class_balanced_weights(counts, hp.cb_beta), jnp.float32)
-    gamma = hp.focal_gamma if focal else 0.0
-    return lambda logits, labels, step=None: (parallel.take(weights, labels, labels) * _focal_terms(logits, labels, gamma)).mean()
+    return lambda logits, labels, step=None: (parallel.take(weights, labels, labels) *
+                                              per_example(logits, labels, hp)).mean()
 
   return build
 
@@ -154,8 +179,10 @@ def _label_aware_smoothing(counts: np.ndarray, steps_per_epoch: int, hp: LossHyp
 LOSSES: dict[str, Builder] = {
     "ce": lambda counts, steps_per_epoch, hp, logit_scale: cross_entropy,
     "focal": _focal,
-    "cb_ce": _class_balanced(focal=False),
-    "cb_focal": _class_balanced(focal=True),
+    "cb_ce": _class_balanced(lambda logits, labels, hp: _per_example_ce(logits, labels)),
+    "cb_focal": _class_balanced(lambda logits, labels, hp: _focal_terms(logits, labels, hp.focal_gamma)),
+    # Weight balancing's stage-2 loss (its code: Cui's weights on the softmax-BCE of Class-balanced-loss-pytorch).
+    "cb_softmax_bce": _class_balanced(lambda logits, labels, hp: softmax_bce(logits, labels)),
     "ldam": _ldam(drw=False),
     "ldam_drw": _ldam(drw=True),
     "balanced_softmax": _balanced_softmax,
@@ -167,14 +194,14 @@ _COUNT_FREE = ("ce", "focal")
 
 
 def get_loss(name: str, class_counts: np.ndarray, steps_per_epoch: int, logit_scale: float = 1.0,
-             **hyper: float) -> Loss:
-  """The loss named by config key train.loss, for the training class counts; `hyper`: LossHyper fields;
+             key: str = "train", **hyper: float) -> Loss:
+  """The loss named by config key <key>.loss, for the training class counts; `hyper`: LossHyper fields;
   logit_scale: s of the cosine head (config key model.head_scale) the COSINE_LOSSES scale their margins by."""
   if name not in LOSSES:
-    raise ConfigError(f"config key train.loss: unknown loss {name!r} (expected one of {sorted(LOSSES)})")
-  hp = LossHyper(**hyper)
+    raise ConfigError(f"config key {key}.loss: unknown loss {name!r} (expected one of {sorted(LOSSES)})")
+  hp = LossHyper.of(hyper, key)
   empty = np.flatnonzero(np.asarray(class_counts) <= 0)
   if name not in _COUNT_FREE and empty.size:
     raise DataError(f"class {int(empty[0])} has no training images ({empty.size} empty classes in all); "
-                    f"config key train.loss = {name!r} needs every class count > 0")
+                    f"config key {key}.loss = {name!r} needs every class count > 0")
   return LOSSES[name](class_counts, steps_per_epoch, hp, logit_scale)

@@ -24,7 +24,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.quiet_logs()
   # Imported here so that --help answers without loading JAX.
-  from ltr_jax import decouple, evaluate, parallel, report, train, validate
+  from ltr_jax import evaluate, parallel, report, train, validate
+  from ltr_jax.stage2 import run as stage2
   from ltr_jax.data import datasets, preflight
   config = FLAGS.config
 
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.mode in ("train", "all"):
       train.train_and_evaluate(config, FLAGS.workdir, mesh, splits)
     if FLAGS.mode in ("decouple", "all"):
-      results = decouple.run(config, FLAGS.workdir, mesh, splits)
+      results = stage2.run(config, FLAGS.workdir, mesh, splits)
       if "files" in results:
         print(report.markdown_table(results))
         print("wrote:\n  " + "\n  ".join(results["files"]))

@@ -24,23 +24,38 @@ def label(results: dict[str, Any], method: str) -> str:
   return results["methods"].get(method, {}).get("label", method)
 
 
+def marks(entry: dict[str, Any]) -> str:
+  """' †' for a method not in the paper, ' ‡' for a variant of a method (not its source's recipe)."""
+  return ("" if entry.get("paper", True) else " †") + (" ‡" if entry.get("variant") else "")
+
+
+def footnotes(entries: dict[str, dict[str, Any]]) -> list[str]:
+  """The lines that explain the marks of `entries` ({method: entry with label, paper, variant})."""
+  lines = []
+  if not all(r.get("paper", True) for r in entries.values()):
+    lines.append("† not in the paper (Kang et al. 2020): a later method on the same two stages.")
+  variants = {r.get("label", m): r["variant"] for m, r in entries.items() if r.get("variant")}
+  if variants:
+    lines.append("‡ a variant, not its source's recipe: " +
+                 "; ".join(f"{label}: {what}" for label, what in variants.items()) + ".")
+  return lines
+
+
 def markdown_table(results: dict[str, Any]) -> str:
   """Method | Many | Medium | Few | All (top-1 %, test split) | ECE (%) | NLL, one row per method.
 
-  Methods that are not the paper's carry a dagger.
+  Methods that are not the paper's carry a dagger, variants of a method a double dagger.
   """
   lines = [f"Top-1 accuracy (%) on the test split of {results['dataset']}, and the calibration of each method's "
            "softmax (ECE over 15 bins, %; NLL)", "",
            "| Method | Many | Medium | Few | All | ECE | NLL |", "|---|---:|---:|---:|---:|---:|---:|"]
   for method, r in results["methods"].items():
     note = f" (τ = {r['tau']:g})" if r.get("tau") is not None else ""
-    later = "" if r.get("paper", True) else " †"
     nll = "–" if r.get("nll") is None else f"{r['nll']:.3f}"
-    lines.append(f"| {label(results, method)}{later}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) +
+    lines.append(f"| {label(results, method)}{marks(r)}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) +
                  f" | {_cell(r.get('ece'))} | {nll} |")
-  if not all(r.get("paper", True) for r in results["methods"].values()):
-    lines += ["", "† not in the paper (Kang et al. 2020): a later method on the same two stages."]
-  return "\n".join(lines)
+  notes = footnotes(results["methods"])
+  return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def highlighted(results: dict[str, Any]) -> list[str]:

@@ -21,7 +21,7 @@ import numpy as np
 from ltr_jax import cli
 from ltr_jax.data.sampling import STRATEGIES
 from ltr_jax.errors import ConfigError
-from ltr_jax.report import GROUPS
+from ltr_jax.report import GROUPS, footnotes, marks
 
 FLAGS = flags.FLAGS
 cli.define_config_flag()
@@ -43,7 +43,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list
   table: dict = {}
   for setting, results in runs.items():
     for method, entry in results[0]["methods"].items():
-      table.setdefault(setting, {})[method] = {"label": entry.get("label", method), "paper": entry.get("paper", True)}
+      table.setdefault(setting, {})[method] = {"label": entry.get("label", method), "paper": entry.get("paper", True),
+                                               "variant": entry.get("variant", "")}
       for metric in METRICS:
         values = [r["methods"][method][metric] for r in results if r["methods"][method].get(metric) is not None]
         table[setting][method][metric] = [float(np.mean(values)), float(np.std(values))] if values else None
@@ -51,14 +52,13 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list
 
 
 def markdown(table: dict, num_seeds: int) -> str:
-  lines = [f"Top-1 (%) on the test split and ECE (%, 15 bins), mean ± std over {num_seeds} seeds; † not in the "
-           "paper", "", "| Stage 1 | Classifier | Many | Medium | Few | All | ECE |", "|---|---|---:|---:|---:|---:|---:|"]
+  lines = [f"Top-1 (%) on the test split and ECE (%, 15 bins), mean ± std over {num_seeds} seeds", "",
+           "| Stage 1 | Classifier | Many | Medium | Few | All | ECE |", "|---|---|---:|---:|---:|---:|---:|"]
   for setting, methods in table.items():
     for method, row in methods.items():
       cells = ["–" if row[m] is None else f"{row[m][0]:.1f} ± {row[m][1]:.1f}" for m in METRICS]
-      later = "" if row["paper"] else " †"
-      lines.append(f"| {setting} | {row['label']}{later} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+      lines.append(f"| {setting} | {row['label']}{marks(row)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines + [""] + footnotes(next(iter(table.values()))))
 
 
 def plot(table: dict, path: str) -> None:
@@ -78,7 +78,7 @@ def plot(table: dict, path: str) -> None:
       ax.bar(np.arange(len(GROUPS)) + (k - (len(settings) - 1) / 2) * width, means, width, yerr=stds,
              capsize=2, label=setting)
     ax.set_xticks(range(len(GROUPS)), [g.capitalize() for g in GROUPS])
-    ax.set_title(table[settings[0]][method]["label"] + ("" if table[settings[0]][method]["paper"] else " †"))
+    ax.set_title(table[settings[0]][method]["label"] + marks(table[settings[0]][method]))
   for ax in axes[len(methods):]:
     ax.set_axis_off()
   axes[0].set_ylabel("top-1 (%)")
@@ -90,7 +90,8 @@ def plot(table: dict, path: str) -> None:
 def main(argv: list[str]) -> None:
   del argv
   cli.quiet_logs()
-  from ltr_jax import decouple, parallel, train, validate  # JAX loads only when a study runs
+  from ltr_jax import parallel, train, validate  # JAX loads only when a study runs
+  from ltr_jax.stage2 import run as stage2
   from ltr_jax.data import datasets, preflight
   start = time.time()
 
@@ -117,7 +118,7 @@ def main(argv: list[str]) -> None:
       if not os.path.exists(results_path):
         print(f"== stage 1 {setting}, seed {seed}: {workdir}")
         train.train_and_evaluate(config, workdir, mesh, splits)
-        decouple.run(config, workdir, mesh, splits)
+        stage2.run(config, workdir, mesh, splits)
       with open(results_path) as f:
         runs.setdefault(setting, []).append(json.load(f))
     return runs

@@ -1,11 +1,12 @@
 """Stage 1: learn the representation and the joint classifier with a sampling strategy.
 
 `train` is the loop: it takes a model, its initial variables, a recipe (a config.train-like section: sampling,
-schedule, loss, frozen patterns, learning-rate multipliers) and a run directory, and trains with a jitted
+schedule, loss, frozen patterns, learning-rate multipliers), optionally a projection of the parameters after each
+update, and a run directory, and trains with a jitted
 data-parallel step (batch sharded, state replicated and donated), SGD with momentum and a cosine schedule,
 periodic validation with Many/Medium/Few, and Orbax checkpoints that a rerun of the same command resumes from,
 bit-for-bit on the same machine. `train_and_evaluate` is stage 1: the loop on config.train. Anything else that
-trains through the backbone (ltr_jax.finetune) calls the loop with its own recipe.
+trains through the backbone (ltr_jax.stage2.backbone) calls the loop with its own recipe.
 """
 from __future__ import annotations
 
@@ -78,14 +79,24 @@ def make_optimizer(recipe: ml_collections.ConfigDict, steps_per_epoch: int, grou
   return optax.multi_transform({g: optax.set_to_zero() if g == masks.FROZEN else sgd(g) for g in labels}, groups)
 
 
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+  """Projected gradient descent: `project` maps the parameters back onto a constraint set after the update of
+  every step, or (every_epoch) after the last step of every epoch only."""
+  project: Callable[[Any], Any]
+  every_epoch: bool = False
+
+
 def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: losses.Loss,
-                    data: ml_collections.ConfigDict, mesh: Mesh, mixup_alpha: float = 0.0, seed: int = 0
+                    data: ml_collections.ConfigDict, mesh: Mesh, mixup_alpha: float = 0.0, seed: int = 0,
+                    constraint: Constraint | None = None, steps_per_epoch: int = 1
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The jitted step: state replicated and donated, batch sharded on the data axis.
 
   BatchNorm runs in training mode except in the layers the model's frozen patterns freeze (ltr_jax.masks).
   With mixup_alpha > 0 the global batch is mixed (ltr_jax.mixing) with a key of (seed, step): the same
-  mixing on any number of devices, and on a resumed run.
+  mixing on any number of devices, and on a resumed run. A `constraint` projects the updated parameters (its
+  every_epoch steps come from steps_per_epoch).
   """
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -103,8 +114,12 @@ def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: 
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state)
+    params = optax.apply_updates(state.params, updates)
+    if constraint is not None and constraint.every_epoch:
+      params = jax.lax.cond((state.step + 1) % steps_per_epoch == 0, constraint.project, lambda p: p, params)
+    elif constraint is not None:
+      params = constraint.project(params)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     accuracy = jnp.mean(classifiers.top1(logits) == batch["label"])
     return new_state, {"loss": loss, "accuracy": accuracy}
 
@@ -177,13 +192,14 @@ def _initial_state(abstract: Variables, init: Callable[[], Variables], tx: optax
 
 def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections.ConfigDict,
           splits: datasets.Splits, config: ml_collections.ConfigDict, run_dir: str, mesh: Mesh,
-          stage: str = "stage1") -> TrainState:
+          stage: str = "stage1", constraint: Constraint | None = None) -> TrainState:
   """Runs (or resumes) the loop in `run_dir` and returns the final state.
 
   model: built with `recipe.frozen` (the BatchNorm modes); init: the initial variables (called only when
   run_dir has no checkpoint); recipe: sampling, epochs, batch_size, base_lr, warmup_epochs, momentum, nesterov,
   weight_decay, loss and its hyper-parameters, frozen, lr_mults, and the logging / checkpoint periods;
-  config: the experiment (data, seed, stage2.batch_size for validation); stage: the checkpoints' meta stage.
+  config: the experiment (data, seed, stage2.batch_size for validation); stage: the checkpoints' meta stage;
+  constraint: a projection of the parameters after their updates.
   """
   os.makedirs(run_dir, exist_ok=True)
   sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, recipe.sampling, config.seed,
@@ -195,13 +211,14 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
   tx = make_optimizer(recipe, steps_per_epoch, masks.lr_groups(abstract["params"], frozen, recipe.lr_mults))
 
   manager = checkpoints.Manager(os.path.join(run_dir, "checkpoints"), recipe.max_checkpoints)
-  meta = {**checkpoints.model_meta(config, splits.num_classes, stage), "head_lws": model.head_lws}
+  meta = checkpoints.model_meta(config, splits.num_classes, stage, model.head_spec)
   state = _initial_state(abstract, init, tx, manager, meta, mesh)
   start_step = int(state.step)
 
   loss_fn = losses.get_loss(recipe.loss, splits.class_counts, steps_per_epoch, config.model.head_scale,
                             **{f.name: recipe[f.name] for f in dataclasses.fields(losses.LossHyper)})
-  train_step = make_train_step(model, tx, loss_fn, config.data, mesh, recipe.mixup_alpha, config.seed)
+  train_step = make_train_step(model, tx, loss_fn, config.data, mesh, recipe.mixup_alpha, config.seed, constraint,
+                               steps_per_epoch)
   predict = evaluate.make_predict(model, config.data, mesh)
   batches = pipeline.train_batches(
       splits.train, sampler, transforms.train_transform(config.data.train_transform, config.data.image_size,

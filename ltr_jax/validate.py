@@ -5,16 +5,17 @@ import_torch) call it first, so a typo fails in seconds, not after hours of stag
 """
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ltr_jax import classifiers, decouple, losses, masks, models, rebalance
+from ltr_jax import classifiers, losses, masks, models
 from ltr_jax.data import datasets, sampling, transforms
 from ltr_jax.errors import ConfigError
+from ltr_jax.stage2 import registry
 
 
 def _one_of(value, choices, key: str) -> None:
@@ -65,15 +66,54 @@ def _check_patterns(config: ml_collections.ConfigDict) -> None:
                           jax.ShapeDtypeStruct((1, config.data.image_size, config.data.image_size, 3), jnp.float32))
   last = models.last_stage_name(config.model.name)
   trees = (shapes["params"], shapes.get("batch_stats", {}))
-  recipes = config.stage2.finetune.recipes
-  owners = [("train", config.train)] + [(f"stage2.finetune.recipes.{name}", recipes[name])
-                                        for name in config.stage2.methods if name in recipes]
+  owners = [("train", config.train)] + [(f"stage2.{name}", config.stage2[name]) for name in config.stage2.methods
+                                        if registry.METHODS[name].runs_on == registry.THROUGH_BACKBONE]
   for key, owner in owners:
     masks.check_patterns(masks.resolve(owner.frozen, last), trees, f"{key}.frozen")
     for pair in owner.lr_mults:
       if len(pair) != 2 or not isinstance(pair[1], (int, float)) or not pair[1] > 0:
         raise ConfigError(f"config key {key}.lr_mults: {pair!r} is not a (pattern, multiplier > 0) pair")
     masks.check_patterns(masks.resolve([p for p, _ in owner.lr_mults], last), trees, f"{key}.lr_mults")
+
+
+def _check_stage2(config: ml_collections.ConfigDict) -> None:
+  """Every method of stage2.methods is registered, its subtree's values are in range, and what it needs is there."""
+  s2 = config.stage2
+  for name in s2.methods:
+    _one_of(name, list(registry.METHODS), "stage2.methods")
+    method, key = registry.METHODS[name], f"stage2.{name}"
+    if name not in s2:
+      raise ConfigError(f"config key {key} is missing: every stage-2 method has its subtree (configs/base.py)")
+    hyper = s2[name]
+    if method.linear_only and config.model.head != "linear":
+      raise ConfigError(f"config key stage2.methods: {name!r} needs a linear head (config key model.head is "
+                        f"{config.model.head!r})")
+    if method.needs_val and not _has_validation(config.data):
+      raise ConfigError(f"config key stage2.methods: {name!r} chooses tau on a validation split, and the config "
+                        "names none: set data.val_list / data.val_json / data.val_split / data.val_per_class, "
+                        "or drop it")
+    for field in ("epochs", "batch_size", "lr"):
+      if field in hyper:
+        _positive(config, f"{key}.{field}")
+    for field in ("weight_decay", "max_norm"):
+      if field in hyper and not hyper[field] >= 0:
+        raise ConfigError(f"config key {key}.{field} must be >= 0, got {hyper[field]!r}")
+    if "sampling" in hyper:
+      _one_of(hyper.sampling, sampling.STRATEGIES, f"{key}.sampling")
+    if "loss" in hyper:
+      _one_of(hyper.loss, sorted(losses.LOSSES), f"{key}.loss")
+      losses.LossHyper.of(hyper, key)
+    if "taus" in hyper and not (len(hyper.taus) and all(map(math.isfinite, hyper.taus))):
+      raise ConfigError(f"config key {key}.taus must be a non-empty tuple of finite numbers, got {hyper.taus!r}")
+    if "metric" in hyper:
+      _one_of(hyper.metric, classifiers.NCM_METRICS, f"{key}.metric")
+    if "project_every" in hyper:
+      _one_of(hyper.project_every, registry.PROJECT_EVERY, f"{key}.project_every")
+    if method.runs_on == registry.THROUGH_BACKBONE and hyper.batch_size % jax.device_count():
+      raise ConfigError(f"config key {key}.batch_size = {hyper.batch_size} must be a multiple of the "
+                        f"{jax.device_count()} devices")
+  for name in s2.export:
+    _one_of(name, ["best", "all", *s2.methods], "stage2.export")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -86,39 +126,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
   _one_of(config.train.sampling, sampling.STRATEGIES, "train.sampling")
   _one_of(config.train.loss, sorted(losses.LOSSES), "train.loss")
-  losses.LossHyper(**{f.name: config.train[f.name] for f in dataclasses.fields(losses.LossHyper)})
+  losses.LossHyper.of(config.train, "train")
   if config.train.loss in losses.COSINE_LOSSES and config.model.head != "cosine":
     raise ConfigError(f"config key train.loss: {config.train.loss!r} puts its margins on cosine logits (Cao et al. "
                       "2019): set model.head='cosine' (its scale s is model.head_scale)")
   if config.train.mixup_alpha < 0:
     raise ConfigError(f"config key train.mixup_alpha must be >= 0, got {config.train.mixup_alpha}")
+  _positive(config, "data.image_size", "train.epochs", "train.batch_size", "train.base_lr", "stage2.batch_size")
   if not -1 <= config.train.drs_epoch < config.train.epochs:
     raise ConfigError(f"config key train.drs_epoch must be -1 (no re-sampling) or an epoch in [0, train.epochs), "
                       f"got {config.train.drs_epoch}")
-  _positive(config, "data.image_size", "train.epochs", "train.batch_size", "train.base_lr", "stage2.batch_size",
-            "stage2.crt.epochs", "stage2.crt.batch_size", "stage2.lws.epochs", "stage2.lws.batch_size",
-            "stage2.finetune.epochs", "stage2.finetune.batch_size")
-  recipes = config.stage2.finetune.recipes
-  for name in config.stage2.methods:
-    _one_of(name, [*decouple.METHODS, *recipes], "stage2.methods")
-    if name in recipes:
-      _one_of(recipes[name].loss, sorted(losses.LOSSES), f"stage2.finetune.recipes.{name}.loss")
-    elif decouple.METHODS[name].linear_only and config.model.head != "linear":
-      raise ConfigError(f"config key stage2.methods: {name!r} needs a linear head (config key model.head is "
-                        f"{config.model.head!r})")
-  _one_of(config.stage2.ncm_metric, classifiers.NCM_METRICS, "stage2.ncm_metric")
-  _one_of(config.stage2.wb.loss, sorted(rebalance.WB_LOSSES), "stage2.wb.loss")
-  needs_val = [m for m in config.stage2.methods if m in decouple.METHODS and decouple.METHODS[m].needs_val]
-  if needs_val and not _has_validation(config.data):
-    raise ConfigError(f"config key stage2.methods: {', '.join(needs_val)} choose tau on a validation split, and "
-                      "the config names none: set data.val_list / data.val_json / data.val_split / "
-                      "data.val_per_class, or drop them")
-  batches = {"train.batch_size": config.train.batch_size, "stage2.batch_size": config.stage2.batch_size}
-  if any(name in recipes for name in config.stage2.methods):
-    batches["stage2.finetune.batch_size"] = config.stage2.finetune.batch_size
-  for key, size in batches.items():
+  for key, size in {"train.batch_size": config.train.batch_size, "stage2.batch_size": config.stage2.batch_size}.items():
     if size % jax.device_count():
       raise ConfigError(f"config key {key} = {size} must be a multiple of the {jax.device_count()} devices")
+  _check_stage2(config)
   if config.data.num_workers < -1:
     raise ConfigError(f"config key data.num_workers must be -1 (one per core) or >= 0, got {config.data.num_workers}")
   _check_paths(config.data)

@@ -58,7 +58,7 @@ def test_quickstart_trains_both_stages_and_shows_the_report(quickstart):
   assert "validation top-1" in _texts(_cell(nb, "train.train_and_evaluate"))
   table = _cell(nb, "report.markdown_table")
   markdown = "".join(out["data"].get("text/markdown", "") for out in table.outputs if "data" in out)
-  for method in ("Joint", "NCM", r"cRT \(cached features\)", "LWS"):
+  for method in ("Joint", "NCM", "cRT", r"cRT \(cached features\) ‡", "LWS"):
     assert re.search(rf"\| {method} \| \d+\.\d \|", markdown), (method, markdown)
   assert re.search(r"\| τ-norm \(τ = [\d.]+\) \|", markdown), markdown
   plots = [c for c in nb.cells if c.cell_type == "code" and "Image(filename" in c.source]

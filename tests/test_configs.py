@@ -4,8 +4,8 @@ adapter reads the official format and rejects malformed files with one message.
 Each config in configs/ (except base.py) is built, pointed at a synthetic dataset written here in the format
 the config reads (OLTR list files + JPEGs for ImageNet-LT / Places-LT, iNaturalist JSON + JPEGs, a TFDS
 array_record dataset written by ltr_jax.data.convert for CIFAR, Debian's Fashion-MNIST for the quickstart),
-shrunk (32x32 images, 4 classes, batch 8, 2 stage-1 steps, 1 epoch of every stage-2 training: cRT, LWS, WB and
-the recipes through the backbone), and run through stage 1 and stage 2. Everything else (model family,
+shrunk (32x32 images, 4 classes, batch 8, 2 stage-1 steps, 1 epoch of every stage-2 training, on the features
+or through the backbone), and run through stage 1 and stage 2. Everything else (model family,
 transforms, sampling, losses, mixup, stage-2 methods and recipes, trainable part, init_from) is the config's
 own. The models too, except those in SMALLER_MODEL: one real step of those takes too long on 2 CPU cores (XLA
 compile time, measured: see SMALLER_MODEL), so they run as the nearest architecture that does not. Configs
@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltr_jax import checkpoints, decouple, models, parallel, train
+from ltr_jax import checkpoints, models, parallel, train
 from ltr_jax.data import convert, datasets
 from ltr_jax.data.sources import INatJsonSource, ListFileSource
 from ltr_jax.errors import DataError
+from ltr_jax.stage2 import run as stage2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -137,8 +138,9 @@ def _shrink(config):
   config.data.update(dict(image_size=min(config.data.image_size, 32), resize=36, num_workers=0))
   config.model.name = SMALLER_MODEL.get(config.model.name, config.model.name)
   config.train.update(dict(epochs=1, batch_size=8, warmup_epochs=0.0, log_every_steps=1))
-  for stage2 in (config.stage2.crt, config.stage2.lws, config.stage2.wb, config.stage2.finetune):
-    stage2.update(dict(epochs=1, batch_size=8))
+  for name in config.stage2.methods:  # one epoch of every stage-2 training, on features or through the backbone
+    if "epochs" in config.stage2[name]:
+      config.stage2[name].update(dict(epochs=1, batch_size=8))
 
 
 def _init_checkpoint(config, directory):
@@ -185,7 +187,7 @@ def test_config_runs_both_stages(names, tmp_path):
   workdir = str(tmp_path / "workdir")
 
   state = train.train_and_evaluate(config, workdir)
-  results = decouple.run(config, workdir)
+  results = stage2.run(config, workdir)
 
   with open(os.path.join(workdir, "results.json")) as f:
     on_disk = json.load(f)

@@ -212,6 +212,6 @@ def test_import_then_decouple_then_evaluate_with_a_last_block_config(tmp_path):
   import json
   decoupled = json.load(open(tmp_path / "W" / "results.json"))["methods"]["joint"]
   evaluated = json.load(open(tmp_path / "W" / "evaluate.json"))
-  assert evaluated["stage"] == "stage2" and evaluated["method"] == "joint"
+  assert evaluated["stage"] == "stage2/joint" and evaluated["method"] == "joint"
   assert evaluated["test"]["all"] == pytest.approx(decoupled["all"], abs=0.011)  # at most one image apart
   assert decoupled["all"] == pytest.approx(torch_accuracy, abs=0.05)

@@ -58,6 +58,13 @@ def ldam_logits(cosines: np.ndarray, y: np.ndarray) -> np.ndarray:
   return S * z
 
 
+def softmax_bce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Weight balancing's loss: the mean over classes of BCE(softmax(z)_j, 1[j = y])."""
+  p = np.exp(log_softmax(z))
+  one_hot = np.eye(z.shape[1])[y]
+  return -(one_hot * np.log(p) + (1 - one_hot) * np.log(1 - p)).mean(-1)
+
+
 def las(z: np.ndarray, y: np.ndarray, head: float = 0.4, tail: float = 0.1) -> np.ndarray:
   """Label-aware smoothing (concave): CE against (1 - eps_y) one_hot(y) + eps_y / C."""
   x = (COUNTS - COUNTS.min()) / (COUNTS.max() - COUNTS.min())
@@ -75,6 +82,7 @@ FORMULAS = [
     ("focal", LOGITS, focal(LOGITS, LABELS, 2.0).mean()),
     ("cb_ce", LOGITS, (cb_weights(0.9999)[LABELS] * ce(LOGITS, LABELS)).mean()),
     ("cb_focal", LOGITS, (cb_weights(0.9999)[LABELS] * focal(LOGITS, LABELS, 2.0)).mean()),
+    ("cb_softmax_bce", LOGITS, (cb_weights(0.9999)[LABELS] * softmax_bce(LOGITS, LABELS)).mean()),
     ("ldam", S * COSINES, ce(ldam_logits(COSINES, LABELS), LABELS).mean()),
     ("ldam_drw", S * COSINES, ce(ldam_logits(COSINES, LABELS), LABELS).mean()),
     ("balanced_softmax", LOGITS, ce(LOGITS + np.log(COUNTS), LABELS).mean()),

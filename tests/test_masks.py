@@ -105,3 +105,25 @@ def test_patterns_that_match_nothing_are_refused(setup):
   assert groups["backbone"]["stem_conv"]["kernel"] == masks.FROZEN
   assert groups["backbone"]["stage1"]["block0"]["conv1"]["kernel"] == 0.01
   assert groups["head"]["bias"] == 2.0
+
+
+def test_a_constraint_projects_after_every_step_or_every_epoch(setup):
+  """train.Constraint in the jitted step: every_epoch projects only after the last step of an epoch."""
+  config, mesh, before, batch = setup
+  model = models.from_config(config.model, 10)
+  recipe = config.train.copy_and_resolve_references()
+  recipe.update(dict(warmup_epochs=0.0, base_lr=2.0))
+  tx = train.make_optimizer(recipe, 100, masks.lr_groups(before["params"], (), ()))
+  radius = 0.01
+  project = lambda p: {**p, "head": {**p["head"], "kernel": p["head"]["kernel"] * jnp.minimum(  # noqa: E731
+      1.0, radius / jnp.linalg.norm(p["head"]["kernel"], axis=0))}}
+  for every_epoch in (False, True):
+    step = train.make_train_step(model, tx, losses.cross_entropy, config.data, mesh,
+                                 constraint=train.Constraint(project, every_epoch), steps_per_epoch=2)
+    state = train.new_state(before, tx, mesh)
+    norms = []
+    for _ in range(4):
+      state, _ = step(state, parallel.global_batch(batch, mesh))
+      norms.append(float(jnp.linalg.norm(state.params["head"]["kernel"], axis=0).max()))
+    projected = [n <= radius * (1 + 1e-5) for n in norms]
+    assert projected == ([True] * 4 if not every_epoch else [False, True, False, True]), (every_epoch, norms)

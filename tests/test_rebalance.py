@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltr_jax import classifiers, metrics, rebalance
+from ltr_jax import classifiers, losses, metrics
+from ltr_jax.stage2 import rebalance
 from ltr_jax.data.longtail import group_of_classes
 from ltr_jax.data.sampling import IndexSampler
 
@@ -108,7 +109,7 @@ def test_wb_first_step_follows_the_class_balanced_formula():
   # One step on one batch of all N draws (no decay, a radius no column reaches): W1 = W0 - lr * dL/dW with
   # L = mean_b w_{y_b} CE(z_b W0 + b0, y_b), the draws being the sampler's first epoch.
   W1, b1 = rebalance.train_wb(features, labels, W0, b0, 4, epochs=1, batch_size=labels.size, lr=0.5,
-                              weight_decay=0.0, max_norm=100.0, cb_beta=0.99, loss="ce", seed=3, progress=False)
+                              weight_decay=0.0, max_norm=100.0, cb_beta=0.99, loss="cb_ce", seed=3, progress=False)
   draws = IndexSampler(labels, 4, "instance", seed=3, num_epochs=1).epoch_indices(0)
   z, y = features[draws].astype(np.float64), labels[draws]
   logits = z @ W0 + b0
@@ -122,7 +123,7 @@ def test_wb_first_step_follows_the_class_balanced_formula():
 def test_wb_softmax_bce_is_the_binary_cross_entropy_of_the_softmax():
   logits = np.array([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0], [40.0, 0.0, -3.0], [1.0, 300.0, -2.0]], np.float32)
   labels = np.array([0, 2, 0, 0])
-  value = rebalance.WB_LOSSES["softmax_bce"](jnp.asarray(logits), jnp.asarray(labels))
+  value = losses.softmax_bce(jnp.asarray(logits), jnp.asarray(labels))
   z = logits.astype(np.float64)
   p = np.exp(z - z.max(axis=1, keepdims=True))
   p /= p.sum(axis=1, keepdims=True)
@@ -130,5 +131,20 @@ def test_wb_softmax_bce_is_the_binary_cross_entropy_of_the_softmax():
   with np.errstate(divide="ignore"):  # log 0 in the last row, clamped at -100 as torch's BCE does.
     terms = np.maximum(np.log(np.where(one_hot == 1, p, 1 - p)), -100.0)
   np.testing.assert_allclose(value, -terms.mean(axis=1), rtol=1e-5, atol=1e-7)
-  grads = jax.grad(lambda z: rebalance.WB_LOSSES["softmax_bce"](z, jnp.asarray(labels)).sum())(jnp.asarray(logits))
+  grads = jax.grad(lambda z: losses.softmax_bce(z, jnp.asarray(labels)).sum())(jnp.asarray(logits))
   assert np.isfinite(np.asarray(grads)).all()  # Confident rows (p_top = 1 in float32) included.
+
+
+def test_wb_projects_once_per_epoch_as_its_released_code_does(mixture):
+  """project_every='epoch' (ShadeAlsha/LTR-weight-balancing utils/trainval.py, after the epoch's batches): the
+  joint head's class vectors stay outside the ball through the whole first epoch (with 'step' they never leave
+  it), and the result is inside."""
+  W, b = mixture["joint"]
+  radius = rebalance.maxnorm_radius(W, 0.1)
+  trajectory = []
+  W_wb, _ = rebalance.train_wb(mixture["train"], mixture["train_labels"], W, b, C, seed=4, project_every="epoch",
+                               on_step=lambda p: trajectory.append(np.linalg.norm(np.asarray(p[0]), axis=0)), **WB)
+  steps = len(mixture["train_labels"]) // WB["batch_size"]
+  trajectory = np.stack(trajectory).reshape(WB["epochs"], steps, C)
+  assert (trajectory[0].max(axis=1) > radius * 1.5).all()  # every step before the first projection
+  assert (np.linalg.norm(np.asarray(W_wb), axis=0) <= radius * (1 + 1e-6)).all()

@@ -36,15 +36,20 @@ def _config(**overrides):
   config = quickstart.get_config()
   for key, value in overrides.items():
     section, name = key.split("__")
-    config[section][name] = value
+    node = config
+    for part in section.split("."):
+      node = node[part]
+    node[name] = value
   return config
 
 
 @pytest.mark.parametrize("key, value", [
     ("model__name", "vgg16"), ("model__dtype", "float16"), ("data__kind", "hdf5"),
     ("data__train_transform", "mixup"), ("data__eval_transform", "ten_crop"), ("train__sampling", "balanced"),
-    ("train__loss", "hinge"), ("stage2__methods", ("joint", "knn")), ("stage2__ncm_metric", "manhattan"),
-    ("stage2__methods", ("joint", "backbone_classifier_0.1lr")),
+    ("train__loss", "hinge"), ("stage2__methods", ("joint", "knn")), ("stage2.ncm__metric", "manhattan"),
+    ("stage2__methods", ("joint", "backbone_classifier_0.1lr")), ("stage2.crt__sampling", "balanced"),
+    ("stage2.wb__loss", "hinge"), ("stage2.wb__project_every", "batch"), ("stage2.lws_cached__lr", 0.0),
+    ("stage2.mislas__las_mapping", "cubic"), ("stage2__export", ("nope",)),
 ])
 def test_every_enum_is_checked(key, value):
   with pytest.raises(ConfigError, match=rf"config key {key.replace('__', '.')}"):
@@ -53,10 +58,14 @@ def test_every_enum_is_checked(key, value):
 
 def test_stage2_and_batch_preconditions():
   validate.validate(quickstart.get_config())  # the quickstart itself is sound
-  with pytest.raises(ConfigError, match="stage2.methods: tau_norm, logit_adjust choose tau on a validation split"):
+  with pytest.raises(ConfigError, match="stage2.methods: 'tau_norm' chooses tau on a validation split"):
     validate.validate(_config(data__val_per_class=0))
   with pytest.raises(ConfigError, match="config key train.batch_size must be > 0"):
     validate.validate(_config(train__batch_size=0))
+  with pytest.raises(ConfigError, match="config key train.epochs must be > 0"):  # not a fault of train.drs_epoch
+    validate.validate(_config(train__epochs=-3))
+  with pytest.raises(ConfigError, match=r"stage2.crt.frozen: pattern 'backbone/nope' matches no parameter"):
+    validate.validate(_config(**{"stage2.crt__frozen": ("backbone/nope",)}))
   with pytest.raises(ConfigError, match=r"config key train.ldam_max_m must be >= 0"):
     validate.validate(_config(train__ldam_max_m=-1.0))
   with pytest.raises(ConfigError, match=r"train.frozen: pattern 'backbone/stage9/\.\*' matches no parameter"):

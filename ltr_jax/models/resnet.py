@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ltr_jax import masks
+from ltr_jax.models import head as head_lib
 
 ModuleDef = Any
 Dtype = Any
@@ -185,14 +186,19 @@ HEADS = ('linear', 'cosine')
 
 
 class Head(nn.Module):
-  """The classifier g(z): 'linear', z W + b (the paper's), or 'cosine', s * cos(z, w_j) (LDAM's normalised
-  classifier, Cao et al. 2019: no bias, s = `scale`). With `lws`, each class's logit is multiplied by a learned
-  scale (init 1), as MiSLAS's stage 2 trains beside the classifier. Params: kernel [d, C], bias [C] (linear),
-  lws [C] (lws)."""
+  """The classifier g(z) as a Flax module; its logits are `ltr_jax.models.head.logits` (the one definition).
+
+  'linear': t(z) W + b (the paper's; t(z) = z unless `center` / `normalize`, which only exported stage-2 heads
+  such as NCM's use). 'cosine': s * cos(z, w_j) (LDAM's normalised classifier, Cao et al. 2019: no bias,
+  s = `scale`). With `lws`, each class's logit is multiplied by a learned scale (init 1): LWS and MiSLAS's
+  stage 2. Params: kernel [d, C], bias [C] (linear), center [d] (center), lws [C] (lws).
+  """
   num_classes: int
   kind: str = 'linear'
   scale: float = 30.0
   lws: bool = False
+  center: bool = False
+  normalize: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -200,11 +206,13 @@ class Head(nn.Module):
     kernel = self.param('kernel', HEAD_INIT, (z.shape[-1], self.num_classes), jnp.float32)
     if self.kind == 'linear':
       bias = self.param('bias', nn.initializers.zeros, (self.num_classes,), jnp.float32)
-      logits = jnp.dot(z.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+      center = self.param('center', nn.initializers.zeros, (z.shape[-1],), jnp.float32) if self.center else None
+      z = head_lib.transform(z, center, self.normalize)
+      logits = head_lib.logits(z.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype))
     elif self.kind == 'cosine':
-      z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
-      kernel = kernel / jnp.maximum(jnp.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
-      logits = self.scale * jnp.dot(z.astype(self.dtype), kernel.astype(self.dtype))
+      z = head_lib.transform(z, normalize=True)
+      logits = head_lib.logits(z.astype(self.dtype), head_lib.unit_columns(kernel).astype(self.dtype),
+                               scale=self.scale)
     else:
       raise ValueError(f'unknown head {self.kind!r}')
     if self.lws:
@@ -219,10 +227,18 @@ class LTRModel(nn.Module):
   dtype: Dtype = jnp.float32
   head_kind: str = 'linear'  # HEADS
   head_scale: float = 30.0  # s of the cosine head
-  head_lws: bool = False  # learned per-class logit scales (MiSLAS stage 2)
+  head_lws: bool = False  # learned per-class logit scales (LWS, MiSLAS stage 2)
+  head_center: bool = False  # an exported stage-2 head's transform (ltr_jax.models.head)
+  head_normalize: bool = False
 
   def setup(self):
-    self.head = Head(self.num_classes, self.head_kind, self.head_scale, self.head_lws, self.dtype)
+    self.head = Head(self.num_classes, self.head_kind, self.head_scale, self.head_lws, self.head_center,
+                     self.head_normalize, self.dtype)
+
+  @property
+  def head_spec(self) -> dict[str, Any]:
+    """What the head computes, as checkpoints record it (ltr_jax.models.head.model_spec)."""
+    return head_lib.model_spec(self.head_kind, self.head_scale, self.head_lws, self.head_center, self.head_normalize)
 
   def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
     z = self.features(x, train)
@@ -264,14 +280,15 @@ def _architecture(name: str) -> dict[str, Any]:
 
 
 def create_model(name: str, num_classes: int, dtype: Dtype = jnp.float32, frozen: Sequence[str] = (),
-                 head: str = 'linear', head_scale: float = 30.0, head_lws: bool = False) -> LTRModel:
+                 head: str = 'linear', head_scale: float = 30.0, head_lws: bool = False, head_center: bool = False,
+                 head_normalize: bool = False) -> LTRModel:
   """The model `name` (a key of ARCHITECTURES) with a `num_classes`-way head, computing in `dtype`.
 
   `frozen`: resolved patterns of ltr_jax.masks; the BatchNorm layers they freeze run in inference mode.
-  head, head_scale, head_lws: see `Head`.
+  head, head_scale, head_lws, head_center, head_normalize: see `Head`.
   """
   return LTRModel(ResNet(**_architecture(name), dtype=dtype, frozen=tuple(frozen)), num_classes, dtype, head,
-                  head_scale, head_lws)
+                  head_scale, head_lws, head_center, head_normalize)
 
 
 def feature_dim(name: str) -> int:

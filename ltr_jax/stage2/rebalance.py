@@ -4,7 +4,7 @@ cRT and LWS draw class-balanced batches (IndexSampler, strategy 'class': i.i.d. 
 epoch), WB instance-balanced ones with a class-balanced loss. Batches are gathered on the host from the feature
 matrix (numpy or jax; only the batch is moved per step) and fed to a jitted step: the loss (cross-entropy
 unless stated), SGD with momentum, cosine learning rate from the base lr to 0 at the last step, and for WB a
-projection of the head after every step. Weight decay is added to the gradient before momentum, as
+projection of the head after every step or every epoch. Weight decay is added to the gradient before momentum, as
 torch.optim.SGD does in the references.
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from ltr_jax import classifiers, losses
 from ltr_jax.data.sampling import IndexSampler
 from ltr_jax.errors import ConfigError, DataError, TrainingError
+from ltr_jax.models import head
+from ltr_jax.stage2.registry import PROJECT_EVERY
 
 LogitsFn = Callable[[object, object, jax.Array], jax.Array]
 BatchLoss = Callable[[jax.Array, jax.Array], jax.Array]  # (logits [B, C], labels [B]) -> scalar
@@ -32,12 +34,14 @@ def _mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int, *, epochs: int,
          batch_size: int, lr: float, weight_decay: float, momentum: float, seed: int, sampling: str,
          progress: bool, name: str, loss: BatchLoss = _mean_cross_entropy,
-         project: Callable[[object], object] | None = None, on_step: Callable[[object], None] | None = None):
+         project: Callable[[object], object] | None = None, project_every: str = "step",
+         on_step: Callable[[object], None] | None = None):
   """Minimise loss(logits_fn(params, frozen, z), y) over sampled batches; returns params.
 
   `frozen` (arrays not trained) is an argument of the jitted step, not a constant baked into it.
   `project` maps params back onto a constraint set after every update, inside the step (projected gradient
-  descent); `on_step`, if given, sees the params after every step (one host sync per step).
+  descent; project_every='step'), or once after the last step of every epoch ('epoch'); `on_step`, if given,
+  sees the params after every step (one host sync per step).
   """
   labels = np.asarray(labels, dtype=np.int64)
   if labels.shape != (features.shape[0],):
@@ -52,7 +56,7 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
     value, grads = jax.value_and_grad(lambda p: loss(logits_fn(p, frozen, z), y))(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return (params if project is None else project(params)), opt_state, value
+    return (project(params) if project is not None and project_every == "step" else params), opt_state, value
 
   opt_state = tx.init(params)
   with tqdm(total=epochs * steps_per_epoch, desc=name, disable=not progress) as bar:
@@ -64,6 +68,8 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
         if on_step is not None:
           on_step(params)
         bar.update()
+      if project is not None and project_every == "epoch":
+        params = jax.jit(project)(params)
       value = float(value)  # One host sync per epoch.
       if not np.isfinite(value):
         raise TrainingError(f"{name}: loss is {value} in epoch {epoch}; lower the learning rate")
@@ -74,10 +80,6 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
 def _linear(params, frozen, z):
   W, b = params
   return z @ W + b
-
-
-def _cosine_kernel(W: jax.Array, scale: float) -> jax.Array:
-  return scale * W / jnp.maximum(jnp.linalg.norm(W, axis=0, keepdims=True), 1e-12)
 
 
 def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: int, lr: float,
@@ -101,10 +103,10 @@ def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: in
             jax.random.uniform(key_b, (num_classes,), jnp.float32, -bound, bound))
   params = tuple(jnp.asarray(p, jnp.float32) for p in init)
   if cosine_scale is not None:
-    (W,) = _fit(params[:1], cosine_scale, lambda p, s, z: z @ _cosine_kernel(p[0], s), features, labels,
+    (W,) = _fit(params[:1], cosine_scale, lambda p, s, z: z @ head.cosine_kernel(p[0], s), features, labels,
                 num_classes, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                 momentum=momentum, seed=seed, sampling=sampling, progress=progress, name="cRT")
-    return _cosine_kernel(W, cosine_scale), jnp.zeros(num_classes, jnp.float32)
+    return head.cosine_kernel(W, cosine_scale), jnp.zeros(num_classes, jnp.float32)
   return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,
               lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling,
               progress=progress, name="cRT")
@@ -158,54 +160,33 @@ def maxnorm_project(W: jax.Array, radius: float) -> jax.Array:
   return W * jnp.minimum(1.0, radius / jnp.maximum(norms, jnp.finfo(W.dtype).tiny))
 
 
-def _softmax_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """mean_j BCE(p_j, 1[j = y]) per row, p = softmax(logits), each log clamped at -100 as torch's BCE.
-
-  The loss 'softmax' of the Class-balanced-loss-pytorch code that WB's stage 2 calls. log(1 - p_j) is
-  log1p(-p_j) for every class but the top one (p_j <= 1/2 there), and log sum_{k != top} exp(z_k) - lse(z)
-  for the top one, so a confident row gives neither -inf nor a NaN gradient.
-  """
-  log_p = jax.nn.log_softmax(logits)
-  is_top = jnp.arange(logits.shape[-1]) == jnp.argmax(logits, axis=-1, keepdims=True)
-  rest = jax.nn.logsumexp(jnp.where(is_top, -jnp.inf, logits), axis=-1, keepdims=True)
-  log_not_top = rest - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-  log_1m_p = jnp.where(is_top, log_not_top, jnp.log1p(-jnp.exp(jnp.where(is_top, -jnp.inf, log_p))))
-  is_label = jnp.arange(logits.shape[-1]) == labels[:, None]
-  return -jnp.where(is_label, jnp.maximum(log_p, -100.0), jnp.maximum(log_1m_p, -100.0)).mean(axis=-1)
-
-
-WB_LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
-    "ce": optax.softmax_cross_entropy_with_integer_labels,
-    "softmax_bce": _softmax_bce,
-}
-
-
 def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, epochs: int, batch_size: int,
-             lr: float, weight_decay: float, max_norm: float, cb_beta: float = 0.9999, loss: str = "softmax_bce",
-             momentum: float = 0.9, seed: int = 0, sampling: str = "instance", progress: bool = True,
-             on_step: Callable[[tuple[jax.Array, jax.Array]], None] | None = None) -> tuple[jax.Array, jax.Array]:
-  """Weight balancing's stage 2 (Alshammari et al. 2022): the stage-1 head fine-tuned with a class-balanced
-  loss, weight decay and MaxNorm.
+             lr: float, weight_decay: float, max_norm: float, cb_beta: float = 0.9999, loss: str = "cb_softmax_bce",
+             momentum: float = 0.9, seed: int = 0, sampling: str = "instance", project_every: str = "step",
+             progress: bool = True, on_step: Callable[[tuple[jax.Array, jax.Array]], None] | None = None
+             ) -> tuple[jax.Array, jax.Array]:
+  """Weight balancing's stage 2 (Alshammari et al. 2022) on cached features: the stage-1 head fine-tuned with a
+  class-balanced loss, weight decay and MaxNorm.
 
-  The loss is the batch mean of w_y * l(z, y), with Cui et al.'s w_j = (1 - beta) / (1 - beta^{n_j})
-  normalised to sum to C (`losses.class_balanced_weights`) and l one of WB_LOSSES: 'softmax_bce', what WB's
-  code runs (BCE of the softmax against the one-hot label, averaged over classes), or 'ce', Cui et al.'s
-  softmax CB loss. After every step each class vector is projected onto ||w_j|| <= r, r =
-  maxnorm_radius(W, max_norm) of the initial head; the bias is unconstrained, as in WB's code. Weight decay
-  covers W and b. Batches are instance-balanced (WB's code shuffles the long-tailed set).
+  loss: a class-balanced loss of ltr_jax.losses ('cb_softmax_bce', what WB's code runs; 'cb_ce', Cui et al.'s
+  softmax CB loss), with Cui's beta `cb_beta`. Each class vector is projected onto ||w_j|| <= r, r =
+  maxnorm_radius(W, max_norm) of the initial head, after every step (project_every='step', the paper) or after
+  the last step of every epoch ('epoch', WB's released code); the bias is unconstrained, as in WB's code. Weight
+  decay covers W and b. Batches are instance-balanced (WB's code shuffles the long-tailed set).
   """
-  if loss not in WB_LOSSES:
-    raise ConfigError(f"WB loss {loss!r} is not one of {', '.join(WB_LOSSES)}")
+  if project_every not in PROJECT_EVERY:
+    raise ConfigError(f"WB project_every {project_every!r} is not one of {', '.join(PROJECT_EVERY)}")
   counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
   empty = np.flatnonzero(counts == 0)
   if empty.size:
     raise DataError(f"WB: class {int(empty[0])} has no training features ({empty.size} empty classes in all); "
                     "its class-balanced weight would be infinite")
-  weights = jnp.asarray(losses.class_balanced_weights(counts, cb_beta), jnp.float32)
-  example_loss = WB_LOSSES[loss]
+  steps_per_epoch = max(1, len(labels) // batch_size)
+  loss_fn = losses.get_loss(loss, counts, steps_per_epoch, cb_beta=cb_beta)
   radius = maxnorm_radius(W, max_norm)
   params = (jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32))
   return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,
               lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling,
-              progress=progress, name="WB", loss=lambda z, y: (weights[y] * example_loss(z, y)).mean(),
-              project=lambda p: (maxnorm_project(p[0], radius), p[1]), on_step=on_step)
+              progress=progress, name="WB", loss=lambda z, y: loss_fn(z, y, None),
+              project=lambda p: (maxnorm_project(p[0], radius), p[1]), project_every=project_every,
+              on_step=on_step)

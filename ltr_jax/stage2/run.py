@@ -1,0 +1,124 @@
+"""Stage 2, the run: every method of config key stage2.methods on the workdir's stage-1 model, side by side.
+
+Each method (ltr_jax.stage2.registry) gives a head over the features of its backbone: stage 1's (methods on the
+cached features, and methods through the backbone that leave it bit-identical) or its own (a method through the
+backbone whose BatchNorm statistics moved). Each is reported alike (test All / Many / Medium / Few, calibration,
+validation groups, where it ran and its hyper-parameters), its weight norms plotted if it is a linear head, and it
+can be exported: workdir/stage2/<name>/checkpoints holds the backbone with the method's head, which --mode=evaluate
+and the notebooks load (a method through the backbone runs there anyway; config key stage2.export picks the
+others, by default the best on validation).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from ltr_jax import checkpoints, metrics, parallel, report
+from ltr_jax.checkpoints import Variables
+from ltr_jax.data import datasets
+from ltr_jax.models import Head
+from ltr_jax.stage2 import backbone, features as features_lib
+from ltr_jax.stage2.on_features import groups_of
+from ltr_jax.stage2.registry import METHODS, ON_FEATURES, Method
+
+
+def entry(name: str, method: Method, hyper: ml_collections.ConfigDict, head: Head, feats: dict[str, np.ndarray],
+          splits: datasets.Splits) -> dict[str, Any]:
+  """A method's results: label, paper, variant, where it ran and its hyper-parameters; test All / Many / Medium /
+  Few, per-class test accuracy, calibration of its softmax on test (ECE over 15 bins and NLL, with the
+  reliability bins); validation groups."""
+  test = head.predict(feats["test"])
+  logits = head.logits(feats["test"])
+  bins = metrics.reliability_bins(logits, splits.test.labels)
+  result = {"label": method.label, "paper": method.paper, "variant": method.variant, "runs_on": method.runs_on,
+            "hyper": hyper.to_dict(), **{k: v for k, v in head.extras.items() if k != "tau_curve"},
+            **groups_of(test, splits.test.labels, splits),
+            "ece": metrics.expected_calibration_error(logits, splits.test.labels),
+            "nll": metrics.nll(logits, splits.test.labels),
+            "reliability": {k: np.nan_to_num(v, nan=0.0).tolist() for k, v in bins.items()},
+            "per_class": metrics.per_class_accuracy(test, splits.test.labels, splits.num_classes).tolist()}
+  if feats.get("val") is not None:
+    result["val"] = groups_of(head.predict(feats["val"]), splits.val.labels, splits)
+  return result
+
+
+def export(name: str, head: Head, variables: Variables, config: ml_collections.ConfigDict, splits: datasets.Splits,
+           workdir: str, mesh: Mesh, step: int) -> str:
+  """Writes `variables`' backbone with `head` as workdir/stage2/<name>/checkpoints (every process takes part)."""
+  params = jax.device_put(head.params(), parallel.replicated(mesh))
+  directory = os.path.join(backbone.run_dir(workdir, name), "checkpoints")
+  manager = checkpoints.Manager(directory, max_to_keep=1)
+  manager.save(step, {"params": {**variables["params"], "head": params}, "batch_stats": variables["batch_stats"]},
+               checkpoints.model_meta(config, splits.num_classes, f"stage2/{name}", head.spec()))
+  manager.wait()
+  return directory
+
+
+def _exported(config: ml_collections.ConfigDict, results: dict[str, Any]) -> list[str]:
+  """The methods to export (config key stage2.export: names, 'best' (by validation All) or 'all')."""
+  methods = results["methods"]
+  if "all" in config.stage2.export:
+    return list(methods)
+  names = [name for name in config.stage2.export if name != "best"]
+  if "best" in config.stage2.export and results["best"] is not None:
+    names.append(results["best"])
+  return list(dict.fromkeys(names))
+
+
+def best(results: dict[str, Any]) -> str | None:
+  """The method with the best validation All (the first on ties; test is never looked at), None without one."""
+  val_all = {name: r["val"]["all"] for name, r in results["methods"].items() if r.get("val", {}).get("all") is not None}
+  return max(val_all, key=val_all.get) if val_all else None
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None,
+        splits: datasets.Splits | None = None) -> dict[str, Any]:
+  """Stage 2 on the workdir's stage-1 checkpoint; writes results.json, results.md, plots and the exported
+  checkpoints. mesh and splits default to every device and `datasets.build_splits(config.data)`."""
+  mesh = mesh or parallel.data_mesh()
+  splits = splits or datasets.build_splits(config.data)
+  stage1_dir = os.path.join(workdir, "checkpoints")
+  model, stage1 = checkpoints.restore_stage1(config, stage1_dir, splits.num_classes, splits.image_shape, mesh)
+  step = checkpoints.Manager(stage1_dir, read_only=True).latest_step()
+  feats = features_lib.extract(model, stage1, splits, config, workdir, mesh)
+  stage1_digest = features_lib.backbone_digest(stage1)
+  features = features_lib.Features(splits, feats["train"], feats.get("val"), feats["test"])
+  joint = Head.of_model(stage1["params"]["head"], model.head_spec)
+
+  results: dict[str, Any] = {"dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
+                             "groups": splits.groups.tolist(), "weight_norms": {}, "tau_curves": {}}
+  heads: dict[str, tuple[Head, Variables]] = {}
+  for name in config.stage2.methods:
+    method, hyper = METHODS[name], config.stage2[name]
+    if method.runs_on == ON_FEATURES:
+      head, variables, method_feats = method.resolve()(features, joint, hyper, config), stage1, feats
+    else:
+      recipe = method.resolve()(stage1, joint, hyper, config, splits)
+      tuned_model, variables = backbone.run(name, recipe, hyper, config, workdir, stage1, splits, mesh)
+      head = Head.of_model(variables["params"]["head"], tuned_model.head_spec)
+      method_feats = feats if features_lib.backbone_digest(variables) == stage1_digest else features_lib.extract(
+          tuned_model, variables, splits, config, backbone.run_dir(workdir, name), mesh, ("val", "test"))
+    heads[name] = head, variables
+    results["methods"][name] = entry(name, method, hyper, head, method_feats, splits)
+    if "tau_curve" in head.extras:
+      results["tau_curves"][name] = head.extras["tau_curve"]
+    if head.linear and (name == "joint" or not np.array_equal(head.kernel, joint.kernel)):  # Fig. 2 (left)
+      results["weight_norms"][name] = np.linalg.norm(head.kernel, axis=0).tolist()
+
+  results["best"] = best(results)
+  results["exported"] = {}
+  for name in _exported(config, results):
+    head, variables = heads[name]
+    if METHODS[name].runs_on == ON_FEATURES:
+      results["exported"][name] = export(name, head, variables, config, splits, workdir, mesh, step)
+    else:
+      results["exported"][name] = os.path.join(backbone.run_dir(workdir, name), "checkpoints")
+  if jax.process_index() == 0:
+    results["files"] = report.write(results, workdir, config)
+  return results
+
