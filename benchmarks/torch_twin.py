@@ -9,7 +9,7 @@ drop_last (a fresh torch.randperm, N // batch steps), pad 4 + random crop + hori
 (x / 255 - data.mean) / data.std; the twin model of benchmarks/torch_models.py (BatchNorm momentum 0.1, torch's
 default); cross-entropy; torch.optim.SGD(momentum, weight_decay, nesterov from config.train); per step: linear
 warm-up for train.warmup_epochs from peak / warmup_steps to peak = base_lr * batch / 256, then cosine to 0 over
-the remaining steps (the formula of ltr_jax.train.learning_rate_schedule).
+the remaining steps (the formula of ltr_jax.schedules.learning_rate_schedule).
 
 Stage 2, each method from a copy of that stage-1 model with the hyper-parameters of its config subtree
 config.stage2.<name>: SGD momentum 0.9, the lr per step cosine to 0 (ltr_jax's schedule; the sources step a
@@ -86,7 +86,7 @@ def cosine_lr(peak: float, step: int, steps: int) -> float:
 
 
 def stage1_lr(train, steps_per_epoch: int, step: int) -> float:
-  """The lr of update `step` (0-based) of ltr_jax.train.learning_rate_schedule."""
+  """The lr of update `step` (0-based) of ltr_jax.schedules.learning_rate_schedule."""
   peak = train.base_lr * train.batch_size / 256
   total = train.epochs * steps_per_epoch
   warmup = int(round(train.warmup_epochs * steps_per_epoch))

@@ -6,6 +6,9 @@ Models (same architecture on both sides: `benchmarks/torch_models.py` are exact 
   (JSON keys *_quickstart).
 - resnet50: 224x224x3, batch 64, 1000 classes (for an accelerator run: JAX on its default backend,
   torch on cuda when available; `--image_size` / `--batch` override every selected model).
+- resnext50_32x4d: as resnet50 (ImageNet-LT's model; benchmarks/gpu.py times it on a GPU).
+`JaxRunner(dtype='bfloat16')` (config key model.dtype) and `TorchRunner(autocast_dtype=torch.bfloat16,
+compile=True)` (AMP, torch.compile) are benchmarks/gpu.py's; this script runs float32 and eager.
 
 Both sides do the same work per step: a uint8 NHWC batch (fixed random images and labels) is moved
 host -> device, normalised on the device, forward in training mode (BatchNorm statistics updated),
@@ -56,6 +59,7 @@ MODELS = {
     "resnet32": ("resnet32", 32, 3, 100, 128, (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
     "resnet_mini": ("quickstart", 28, 1, 10, 128, None, None),  # mean/std from configs/quickstart.py
     "resnet50": ("resnet50", 224, 3, 1000, 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "resnext50_32x4d": ("resnext50_32x4d", 224, 3, 1000, 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 MOMENTUM, WEIGHT_DECAY, LR = 0.9, 5e-4, 0.1
 WARMUP = 3
@@ -65,11 +69,12 @@ def load_average() -> list[float]:
   return [round(x, 2) for x in os.getloadavg()]
 
 
-def model_config(name: str, size: int, batch: int) -> ml_collections.ConfigDict:
-  """quickstart's config for resnet_mini, else base with the model, size, mean/std replaced."""
+def model_config(name: str, size: int, batch: int, dtype: str = "float32") -> ml_collections.ConfigDict:
+  """quickstart's config for resnet_mini, else base with the model, size, mean/std replaced; dtype: model.dtype."""
   _, _, _, _, _, mean, std = MODELS[name]
   c = quickstart.get_config() if name == "resnet_mini" else base.get_config()
   c.model.name = name
+  c.model.dtype = dtype
   c.data.image_size = size
   if mean is not None:
     c.data.mean, c.data.std = mean, std
@@ -82,8 +87,9 @@ def model_config(name: str, size: int, batch: int) -> ml_collections.ConfigDict:
 class JaxRunner:
   """Our jitted data-parallel train step on fixed host data (moved to the device every step)."""
 
-  def __init__(self, name: str, size: int, channels: int, classes: int, batch: int, data: dict):
-    self.config = model_config(name, size, batch)
+  def __init__(self, name: str, size: int, channels: int, classes: int, batch: int, data: dict,
+               dtype: str = "float32"):
+    self.config = model_config(name, size, batch, dtype)
     self.mesh = parallel.data_mesh()
     model = models.from_config(self.config.model, classes)
     variables = train.initial_variables(model, self.config, (size, size, channels), self.mesh)
@@ -101,10 +107,14 @@ class JaxRunner:
 
 
 class TorchRunner:
-  """PyTorch eager twin: same architecture, normalisation on the device, SGD + wd, CE, model.train()."""
+  """PyTorch eager twin: same architecture, normalisation on the device, SGD + wd, CE, model.train().
+
+  autocast_dtype (e.g. torch.bfloat16): forward and loss under torch.autocast (AMP; parameters, gradients and
+  SGD stay float32); compile: the model through torch.compile (compiled at the first step).
+  """
 
   def __init__(self, name: str, channels: int, classes: int, mean, std, data: dict, channels_last: bool,
-               device: torch.device):
+               device: torch.device, autocast_dtype: torch.dtype | None = None, compile: bool = False):
     torch.manual_seed(0)
     self.device, self.channels_last = device, channels_last
     self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -112,6 +122,8 @@ class TorchRunner:
     self.model = self.model.to(memory_format=self.memory_format)
     self.model.train()
     self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    self.autocast_dtype = autocast_dtype
+    self.forward = torch.compile(self.model) if compile else self.model
     self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
     self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
     self.data = data
@@ -121,8 +133,13 @@ class TorchRunner:
     labels = torch.from_numpy(self.data["label"]).to(self.device, non_blocking=True).long()
     x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std  # NHWC memory = channels_last
     x = x.contiguous(memory_format=self.memory_format)
-    logits = self.model(x)
-    loss = torch.nn.functional.cross_entropy(logits, labels)
+    if self.autocast_dtype is None:
+      logits = self.forward(x)
+      loss = torch.nn.functional.cross_entropy(logits, labels)
+    else:
+      with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+        logits = self.forward(x)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     self.opt.step()

@@ -25,6 +25,14 @@ def through_backbone(epochs: int, batch_size: int, lr: float, weight_decay: floa
                                         head_lws=head_lws, loss=loss, **loss_hyper))
 
 
+def mislas_stage2(eps_head: float, eps_tail: float, shift_bn: bool, lr_factor: float) -> dict:
+  """MiSLAS's per-dataset stage-2 values as stage2.mislas keys: label-aware smoothing from eps_head (largest class)
+  to eps_tail (smallest), shift learning (every BatchNorm of the frozen backbone re-estimates its statistics) or
+  not, the classifier at lr_factor x the lr (its learned scales at 1x)."""
+  return dict(las_eps_head=eps_head, las_eps_tail=eps_tail, frozen=(BACKBONE_PARAMS if shift_bn else BACKBONE,),
+              lr_mults=(("head/(kernel|bias)", lr_factor),))
+
+
 def on_features(**values) -> ml_collections.ConfigDict:
   """The subtree of a stage-2 method on the cached features (ltr_jax.stage2.on_features)."""
   return ml_collections.ConfigDict(values)
@@ -55,10 +63,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       name="",
-      kind="fashion_mnist",  # 'fashion_mnist' | 'list' | 'inat_json' | 'tfds'
-      data_dir="",  # IDX directory, or the TFDS data_dir
+      kind="fashion_mnist",  # a record of ltr_jax.data.kinds.KINDS: 'fashion_mnist' | 'list' | 'inat_json' | 'tfds'
+      # IDX directory, or the TFDS data_dir ('': TFDS's default, ~/tensorflow_datasets; kind 'tfds' reads a
+      # gs://bucket/... one where gcsfs is installed).
+      data_dir="",
+      # kinds 'tfds', 'fashion_mnist': let TFDS download and prepare a dataset not prepared in data_dir (needs
+      # network, and TensorFlow for TFDS's builders). False: a dataset not prepared stops at once, saying how to.
+      download=False,
       num_classes=0,  # 0: taken from the training split
       # kind = 'list': list files (`relative/path label` per line) relative to list_dir, images under image_root.
+      # Local paths (ltr_jax reads them with open and Pillow): a bucket is mounted first (gcsfuse).
       list_dir="", image_root="", train_list="", val_list="", test_list="",
       # kind = 'inat_json': iNaturalist's official JSON files (train2018.json, ...) relative to list_dir,
       # their file_name entries relative to image_root.
@@ -82,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
       # Before any work: every listed image exists, every label in [0, C), no empty training class
       # (ltr_jax.data.preflight). False where stat is slow (some network filesystems).
       preflight=True,
+      # The data check also decodes every image of every split (threads over the cores) and names those that do
+      # not decode; otherwise a corrupt image stops training when first drawn.
+      preflight_decode=False,
   ))
 
   c.model = ml_collections.ConfigDict(dict(
@@ -111,6 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
       momentum=0.9, nesterov=False,
       weight_decay=5e-4,
       warmup_epochs=0.0,
+      # 'cosine': to 0 at the last step; 'step': the peak lr times the factor of the last (0-based epoch, factor)
+      # of lr_steps that has begun, e.g. ((160, 0.01), (180, 1e-4)) (LDAM-DRW's CIFAR schedule).
+      schedule="cosine",
+      lr_steps=(),
       # Parameter-path patterns (regular expressions over paths like 'backbone/stage1/block0/conv1/kernel', see
       # ltr_jax.masks): `frozen` parameters and BatchNorm statistics stay as initialised, and their BatchNorm
       # layers run in inference mode; lr_mults: (pattern, multiplier) pairs, the first match sets a
@@ -166,7 +187,8 @@ def get_config() -> ml_collections.ConfigDict:
       # trained with label-aware smoothing, the classifier at 0.05 x the lr (ImageNet-LT, iNaturalist, Places-LT),
       # while every BatchNorm of the frozen backbone re-estimates its statistics (shift learning).
       mislas=through_backbone(10, 512, 0.2, 5e-4, lr_mults=(("head/(kernel|bias)", 0.05),), head_lws=True,
-                              loss="las", las_eps_head=0.4, las_eps_tail=0.1, las_mapping="concave"),
+                              loss="las", las_eps_head=0.4, las_eps_tail=0.1, las_mapping="concave",
+                              per_imbalance_ratio=()),
   ))
 
   c.distributed = ml_collections.ConfigDict(dict(

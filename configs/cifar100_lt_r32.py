@@ -8,7 +8,7 @@ long-tailed subset leaves unused. The head class of the LDAM profile (n_max 500)
 so the profile here starts at n_max 450: every class gives 10% of its images to validation, and the training
 set is 0.9x the LDAM one (450..4 images per class at IR 100 instead of 500..5).
 Stage 1 and 2 as configs/cifar10_lt_r32.py: 200 epochs, 5 warm-up epochs, batch 128, lr 0.1 (0.2 per 256)
-cosine, weight decay 2e-4, pad-crop 32 + flip, the LDAM code's mean/std (it uses CIFAR-10's for both);
+x0.01 from epoch 160 and x1e-4 from 180, weight decay 2e-4, pad-crop 32 + flip, the LDAM code's mean/std (it uses CIFAR-10's for both);
 cRT 10 epochs, lr 0.1, batch 128; LWS 5 epochs, lr 0.1; weight decay 2e-4.
 The LDAM paper's own method, LDAM-DRW on a cosine head: configs/cifar100_lt_r32_ldam_drw.py.
 """

@@ -18,7 +18,8 @@ ShadeAlsha/LTR-weight-balancing:
 The paper's methods (stage2.methods) run beside it.
 
 Published (Alshammari et al. 2022, CIFAR-100-LT IR 100, top-1 %): 46.08 after stage 1 (cross-entropy with
-weight decay), 53.35 after stage 2 (Many / Medium / Few 72.60 / 51.86 / 32.63). The logs in their repository
+weight decay; its author says the paper's stage 1 ran 200 epochs, the released code 320: that repository's issue
+15), 53.35 after stage 2 (Many / Medium / Few 72.60 / 51.86 / 32.63). The logs in their repository
 (exp/demo_*/*_note_bestModel.log) show 47.18 and 51.98 for the demo runs.
 """
 from configs import cifar100_lt_r32
@@ -27,6 +28,7 @@ from configs import cifar100_lt_r32
 def get_config():
   c = cifar100_lt_r32.get_config()
   c.model.name = "resnet34_cifar"
-  c.train.update(dict(epochs=320, batch_size=64, base_lr=0.04, weight_decay=5e-3, warmup_epochs=0.0))
+  c.train.update(dict(epochs=320, batch_size=64, base_lr=0.04, weight_decay=5e-3, warmup_epochs=0.0,
+                      schedule="cosine", lr_steps=()))
   c.stage2.methods += ("wb", "wb_cached")
   return c

@@ -7,9 +7,10 @@ Validation (to choose tau; never the test split): 500 images per class held out 
 long-tailed subset leaves unused. The head class of the LDAM profile (n_max 5000) uses all 5000 of its
 images, so the profile here starts at n_max 4500: every class gives 10% of its images to validation, and
 the training set is 0.9x the LDAM one (4500..45 images per class at IR 100 instead of 5000..50).
-Stage 1, the values of kaidic/LDAM-DRW's cifar_train.py: 200 epochs, 5 warm-up epochs, instance-balanced,
-batch 128, SGD momentum 0.9, lr 0.1 (0.2 per 256), weight decay 2e-4; its lr steps x0.01 at epoch 160 and
-x0.0001 at 180, ltr_jax decays by a cosine to 0. Pad 4 + random crop 32 + flip; the CIFAR mean/std of the
+Stage 1, the values of kaidic/LDAM-DRW's cifar_train.py (at 2536330, lines 43-56 and adjust_learning_rate, lines
+366-376): 200 epochs, instance-balanced, batch 128, SGD momentum 0.9, lr 0.1 (0.2 per 256), weight decay 2e-4, a
+linear warm-up over 5 epochs (per step here, per epoch there: within each epoch's range), then x0.01 from 0-based
+epoch 160 and x1e-4 from 180 (train.schedule='step'). Pad 4 + random crop 32 + flip; the CIFAR mean/std of the
 LDAM code. Stage 2 (no reference values for CIFAR; stage 1's batch, lr and weight decay): cRT 10 epochs,
 lr 0.1, batch 128, weight decay 2e-4; LWS 5 epochs, lr 0.1, batch 128, weight decay 2e-4; each through the
 backbone (the paper's rows) and on cached features (their variants).
@@ -25,7 +26,8 @@ def get_config():
       image_size=32, train_transform="pad_crop_flip", eval_transform="identity", color_jitter=0.0,
       mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
   c.model.name = "resnet32"
-  c.train.update(dict(epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4, warmup_epochs=5.0))
+  c.train.update(dict(epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4, warmup_epochs=5.0, schedule="step",
+                      lr_steps=((160, 0.01), (180, 1e-4))))
   c.stage2.batch_size = 1000
   base.crt_schedule(c, batch_size=128, lr=0.1, weight_decay=2e-4)
   base.lws_schedule(c, batch_size=128, lr=0.1, weight_decay=2e-4)

@@ -8,8 +8,8 @@ Data, schedule and stage 2 as configs/cifar10_lt_r32.py. What kaidic/LDAM-DRW's 
   n_j^(-1/4), subtracted from the true class's cosine;
 - DRW: class-balanced weights (beta 0.9999, train.cb_beta) from epoch 160 (idx = epoch // 160;
   train.drw_epoch, base.py).
-Its lr steps (x0.01 at 160, x0.0001 at 180) become ltr_jax's cosine, so the re-weighted epochs run on the
-cosine's tail rather than at 0.001, then 1e-5 from epoch 180.
+Its lr steps (x0.01 from 0-based epoch 160, x1e-4 from 180: configs/cifar10_lt_r32.py's train.lr_steps), so the
+class-balanced re-weighting starts when the lr has dropped 100-fold, to 0.001, as in their code.
 Stage 2 on a cosine head (ltr_jax.stage2): NCM as on any head; cRT trains a new cosine classifier with the
 same s; tau-norm is the joint classifier at every tau (its columns have norm s); LWS and logit adjustment act
 on the cosine logits.

@@ -1,5 +1,9 @@
 """Offline quickstart: Fashion-MNIST made long-tailed (IR 100, 1000 -> 10 images per class).
 
+Data: Debian's dataset-fashion-mnist (or the IDX files in --config.data.data_dir); where neither holds them, TFDS
+downloads and prepares its fashion_mnist: data.download=True, unlike base.py, since this is the quickstart of fresh
+machines and Colab (the download needs network, and TFDS's builder TensorFlow; Colab has both).
+
 Class counts 1000, 599, 359, 215, 129, 77, 46, 27, 16, 10: 5 many, 3 medium and 2 few classes.
 Validation: 100 images per class held out of the unused training images; test: the balanced 10,000.
 Stage 1 instance-balanced with a small ResNet, then every stage-2 classifier: the paper's (NCM, tau-norm, and cRT
@@ -23,7 +27,7 @@ from configs import base
 def get_config():
   c = base.get_config()
   c.data.update(dict(
-      name="fashion_mnist_lt", kind="fashion_mnist", imbalance_ratio=100.0, n_max=1000,
+      name="fashion_mnist_lt", kind="fashion_mnist", download=True, imbalance_ratio=100.0, n_max=1000,
       val_per_class=100, image_size=28, train_transform="pad_crop_flip", eval_transform="identity",
       color_jitter=0.0, mean=(0.286,), std=(0.353,), num_workers=0))  # 28x28 images: decoded in-process
   c.model.name = "resnet_mini"

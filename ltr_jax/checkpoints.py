@@ -9,19 +9,23 @@ A step directory holds the items
 Readers that only run the network (stage 2, --mode=evaluate, train.init_from) restore `model` alone, from
 abstract shapes (jax.eval_shape: no initialisation runs, no optimizer is built); resuming restores all three.
 Saves are atomic (Orbax writes a temporary directory and renames it), so a crash mid-save never corrupts the
-checkpoints already there.
+checkpoints already there. `meta` holds a sha256 of each item's arrays, checked on every restore: a checkpoint
+damaged later (a failing disk, an interrupted copy) is named in one line, and training resumes from the newest
+readable one.
 """
 from __future__ import annotations
 
-import os
+import hashlib
+import sys
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from ltr_jax import models, parallel
+from ltr_jax import models, parallel, paths
 from ltr_jax.errors import CheckpointError
 from ltr_jax.models import LTRModel
 
@@ -49,11 +53,34 @@ def replicated_like(abstract: Any, mesh: Mesh) -> Any:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract)
 
 
+def checksum(tree: Any) -> str:
+  """sha256 of every array of `tree` (in leaf order: dtype, shape, bytes). Arrays are replicated: each process
+  hashes its own copy and gets the same digest."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(tree):
+    if isinstance(leaf, jax.Array):
+      if not leaf.is_fully_replicated:
+        raise ValueError("checkpoint checksums cover replicated arrays only")
+      leaf = leaf.addressable_data(0)
+    leaf = np.asarray(leaf)
+    digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+    digest.update(np.ascontiguousarray(leaf).tobytes())
+  return digest.hexdigest()
+
+
+class DamagedCheckpoint(CheckpointError):
+  """A checkpoint step that cannot be read or whose arrays do not match their checksum."""
+
+
 class Manager:
-  """A CheckpointManager over `directory` that checks the meta of what it restores."""
+  """A CheckpointManager over `directory` (local or remote, see ltr_jax.paths) that checks the meta of what it
+  restores and the checksums of its arrays."""
 
   def __init__(self, directory: str, max_to_keep: int | None = 2, read_only: bool = False):
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.path(directory)
+    if not read_only:
+      paths.makedirs(self.directory)
+      paths.require_shared(self.directory, "writing a checkpoint from several processes")
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, read_only=read_only,
                                                              create=not read_only))
@@ -66,9 +93,9 @@ class Manager:
     step = self._manager.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
-    where = os.path.join(self.directory, str(step))
-    if not os.path.isdir(os.path.join(where, "model")):
-      if os.path.isdir(os.path.join(where, "state")):
+    where = self.directory / str(step)
+    if not (where / "model").exists():
+      if (where / "state").exists():
         raise CheckpointError(f"{where} is a single-item checkpoint of an older ltr_jax (one 'state' item, no "
                               "'model' item), which this version does not read: rerun its stage or re-import it")
       raise CheckpointError(f"{where} has no 'model' item: not an ltr_jax checkpoint")
@@ -76,7 +103,11 @@ class Manager:
 
   def read_meta(self, step: int | None = None) -> dict[str, Any]:
     step = self._step(step)
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # noqa: BLE001 - any failure to read it is a damaged item, named in one line
+      raise DamagedCheckpoint(f"checkpoint step {step}: {self.directory / str(step) / 'meta'} cannot be read "
+                              f"({_first_line(e)})") from e
 
   def check_meta(self, expected: dict[str, Any], step: int | None = None) -> dict[str, Any]:
     """The meta; CheckpointError unless its model and class count are `expected`'s."""
@@ -91,54 +122,92 @@ class Manager:
     return found
 
   def has_opt_state(self, step: int | None = None) -> bool:
-    return os.path.isdir(os.path.join(self.directory, str(self._step(step)), "opt_state"))
+    return (self.directory / str(self._step(step)) / "opt_state").exists()
 
-  def _restore(self, step: int, **items: Any) -> dict[str, Any]:
+  def _restore(self, step: int, meta: dict[str, Any], **items: Any) -> dict[str, Any]:
+    """The items at `step`, their arrays checked against the checksums in `meta` (where it has them)."""
     try:
-      return self._manager.restore(step, args=ocp.args.Composite(
+      restored = self._manager.restore(step, args=ocp.args.Composite(
           **{name: ocp.args.StandardRestore(abstract) for name, abstract in items.items()}))
     except (ValueError, KeyError) as e:
-      raise CheckpointError(f"the checkpoint at {self.directory}/{step} does not match this model's "
-                            f"parameters: {str(e).splitlines()[0]}") from e
+      if "shape" in str(e).lower() or isinstance(e, KeyError):
+        raise CheckpointError(f"the checkpoint at {self.directory / str(step)} does not match this model's "
+                              f"parameters: {_first_line(e)}") from e
+      raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} cannot be read: {_first_line(e)}") from e
+    except Exception as e:  # noqa: BLE001 - TensorStore, OCDBT and decompression errors of damaged files
+      raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} cannot be read: {_first_line(e)}") from e
+    for name in items:
+      expected = meta.get("checksums", {}).get(name)
+      if expected is not None and checksum(restored[name]) != expected:
+        raise DamagedCheckpoint(f"checkpoint step {step}: the arrays of {self.directory / str(step) / name} do not "
+                                "match their checksum (damaged data)")
+    return restored
 
   def restore_model(self, abstract: Variables, step: int | None = None,
                     expected_meta: dict | None = None) -> Variables:
     """The `model` item at `step` (default latest), with the shapes and shardings of `abstract`."""
     step = self._step(step)
-    if expected_meta is not None:
-      self.check_meta(expected_meta, step)
-    return self._restore(step, model=abstract)["model"]
+    meta = self.read_meta(step) if expected_meta is None else self.check_meta(expected_meta, step)
+    return self._restore(step, meta, model=abstract)["model"]
 
   def restore_training(self, abstract: Variables, abstract_opt_state: Any, expected_meta: dict
                        ) -> tuple[Variables, Any, dict[str, Any]] | None:
-    """(model, opt_state, meta) of the latest checkpoint, to resume; None in an empty directory.
+    """(model, opt_state, meta) of the newest readable checkpoint, to resume; None in an empty directory.
 
-    A checkpoint without optimizer state (imported weights) gives opt_state None: training starts from it.
+    A damaged newer checkpoint is reported and moved aside (to damaged-<step>, kept for inspection), so that
+    training resumes from the one before it and saves that step anew. Every process agrees on the step and on
+    whether it is readable (ltr_jax.parallel). A checkpoint without optimizer state (imported weights) gives
+    opt_state None: training starts from it.
     """
-    if self._manager.latest_step() is None:
+    latest = parallel.same_on_all(self._manager.latest_step(), "the latest checkpoint step",
+                                  f"the workdir must be one that every host shares ({self.directory})")
+    if latest is None:
       return None
-    step = self._step(None)
-    meta = self.check_meta(expected_meta, step)
-    if not self.has_opt_state(step):
-      return self._restore(step, model=abstract)["model"], None, meta
-    restored = self._restore(step, model=abstract, opt_state=abstract_opt_state)
-    return restored["model"], restored["opt_state"], meta
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        self._step(step)
+        meta = self.check_meta(expected_meta, step)
+        if self.has_opt_state(step):
+          restored = self._restore(step, meta, model=abstract, opt_state=abstract_opt_state)
+          result = restored["model"], restored["opt_state"], meta
+        else:
+          result = self._restore(step, meta, model=abstract)["model"], None, meta
+        error = None
+      except DamagedCheckpoint as e:
+        error = e
+      if parallel.all_true(error is None):
+        return result
+      print(f"warning: {error or 'another host could not read this checkpoint'}; moving it to "
+            f"{self.directory / f'damaged-{step}'} and resuming from the checkpoint before it", file=sys.stderr)
+      if jax.process_index() == 0:
+        (self.directory / str(step)).rename(self.directory / f"damaged-{step}")
+      parallel.barrier("checkpoint moved aside")
+      self._manager.reload()
+    raise CheckpointError(f"no readable checkpoint in {self.directory} (the damaged ones are in damaged-<step>): "
+                          "remove the directory to start over, or use another --workdir")
 
   def save(self, step: int, variables: Variables, meta: dict[str, Any], opt_state: Any = None) -> None:
-    items = {"model": ocp.args.StandardSave(variables),
-             "meta": ocp.args.JsonSave({**meta, "step": step, "data_position": step})}
+    """Saves the items with the checksums of their arrays in `meta`."""
+    checksums = {"model": checksum(variables)}
+    items = {"model": ocp.args.StandardSave(variables)}
     if opt_state is not None:
+      checksums["opt_state"] = checksum(opt_state)
       items["opt_state"] = ocp.args.StandardSave(opt_state)
+    items["meta"] = ocp.args.JsonSave({**meta, "step": step, "data_position": step, "checksums": checksums})
     self._manager.save(step, args=ocp.args.Composite(**items))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
 
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
 def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classes: int,
                    image_shape: tuple[int, ...], mesh: Mesh) -> tuple[LTRModel, Variables]:
   """(model, variables) of the latest stage-1 checkpoint in `directory`, checked against the config."""
-  if not os.path.isdir(directory) or Manager(directory, read_only=True).latest_step() is None:
+  if not paths.is_dir(directory) or Manager(directory, read_only=True).latest_step() is None:
     raise CheckpointError(f"no stage-1 checkpoint in {directory}: run --mode=train (or --mode=all) "
                           "with this --workdir first")
   model = models.from_config(config.model, num_classes)
@@ -154,7 +223,7 @@ def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape
   E.g. ImageNet-pretrained weights imported with ltr_jax.import_torch, for Places-LT. The head is not
   loaded: the checkpoint may have another class count.
   """
-  if not os.path.isdir(directory):
+  if not paths.is_dir(directory):
     raise CheckpointError(f"config key train.init_from: {directory} is not a directory")
   manager = Manager(directory, read_only=True)
   meta = manager.read_meta()

@@ -10,7 +10,7 @@ from typing import Callable
 from absl import flags, logging
 from ml_collections import config_flags
 
-from ltr_jax.errors import LtrError
+from ltr_jax.errors import LtrError, Preempted
 
 FLAGS = flags.FLAGS
 
@@ -46,9 +46,13 @@ def quiet_logs() -> None:
 
 
 def run_or_exit(work: Callable[[], object]) -> object:
-  """Runs `work`; an LtrError (a fault of the user's config, data or checkpoint) exits 1 with its one line."""
+  """Runs `work`; an LtrError (a fault of the user's config, data or checkpoint) exits 1 with its one line, a
+  preemption (errors.Preempted, after its checkpoint) 143."""
   try:
     return work()
+  except Preempted as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
   except LtrError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

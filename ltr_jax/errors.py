@@ -19,3 +19,8 @@ class CheckpointError(LtrError):
 
 class TrainingError(LtrError):
   """Training diverged (NaN loss)."""
+
+
+class Preempted(LtrError):
+  """The run got SIGTERM (a preemption notice), saved a checkpoint and stopped; rerunning the command resumes."""
+  exit_code = 143  # 128 + SIGTERM, as a process killed by the signal reports it

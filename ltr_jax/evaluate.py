@@ -6,17 +6,14 @@ whatever order the mesh lists the devices of several processes in.
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Callable
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
 
-from ltr_jax import checkpoints, classifiers, metrics, models, parallel, report
+from ltr_jax import checkpoints, classifiers, metrics, models, parallel, paths, progress, report
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets, pipeline, transforms
 from ltr_jax.data.sources import Source
@@ -47,7 +44,8 @@ def run_inference(predict: Predict, variables: Variables, source: Source, config
                                   process_count=jax.process_count(), num_workers=config.data.num_workers)
   predictions, features = None, None
   total = -(-len(source) // batch_size)
-  for batch in tqdm(batches, total=total, desc=desc, leave=False, disable=jax.process_index() != 0):
+  bar = progress.bar(total, desc, unit="batch", leave=False, disable=jax.process_index() != 0)
+  for batch in batches:
     sharded = parallel.global_batch({"image": batch["image"], "index": batch["index"]}, mesh)
     top1, z = predict(variables, sharded["image"])
     top1, z, index = parallel.to_host((top1, z, sharded["index"]))
@@ -57,6 +55,8 @@ def run_inference(predict: Predict, variables: Variables, source: Source, config
       features = classifiers.host_array((len(source), z.shape[-1]))
     predictions[index[real]] = top1[real]
     features[index[real]] = z[real]
+    bar.update(1)
+  bar.close()
   return predictions, features
 
 
@@ -70,18 +70,17 @@ def evaluate_split(predict: Predict, variables: Variables, source: Source, split
 
 def _best_stage2(workdir: str) -> str | None:
   """The checkpoint of the best method (on validation) of the workdir's last stage-2 run, from its results.json."""
-  path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
+  path = paths.join(workdir, "results.json")
+  if not paths.exists(path):
     return None
-  with open(path) as f:
-    results = json.load(f)
+  results = paths.read_json(path)
   return results.get("exported", {}).get(results.get("best"))
 
 
 def _default_checkpoint(workdir: str) -> str:
   """The best stage-2 method's checkpoint of the workdir's last stage-2 run, else its stage-1 checkpoint."""
-  for path in (_best_stage2(workdir), os.path.join(workdir, "checkpoints")):
-    if path and os.path.isdir(path) and checkpoints.Manager(path, read_only=True).latest_step() is not None:
+  for path in (_best_stage2(workdir), paths.join(workdir, "checkpoints")):
+    if path and paths.is_dir(path) and checkpoints.Manager(path, read_only=True).latest_step() is not None:
       return path
   raise CheckpointError(f"no stage-2 (the best method of {workdir}/results.json) or stage-1 ({workdir}/checkpoints) "
                         "checkpoint to evaluate: pass --checkpoint=DIR or run --mode=train first")
@@ -95,7 +94,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: dat
   Any ltr_jax checkpoint: stage 1, a stage-2 method's (workdir/stage2/<name>/checkpoints), imported weights.
   """
   directory = checkpoint or _default_checkpoint(workdir)
-  if not os.path.isdir(directory):
+  if not paths.is_dir(directory):
     raise CheckpointError(f"--checkpoint={directory}: no such directory")
   manager = checkpoints.Manager(directory, read_only=True)
   meta = manager.check_meta(checkpoints.model_meta(config, splits.num_classes))
@@ -103,9 +102,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: dat
   variables = manager.restore_model(checkpoints.abstract_variables(model, splits.image_shape, mesh))
   name = meta["stage"].split("/", 1)[1] if meta["stage"].startswith("stage2/") else "joint"
   test = evaluate_split(make_predict(model, config.data, mesh), variables, splits.test, splits, config, mesh, "test")
-  result = {"checkpoint": directory, "stage": meta["stage"], "method": name, "test": test}
+  result = {"checkpoint": str(directory), "stage": meta["stage"], "method": name, "test": test}
   if jax.process_index() == 0:
     print(report.markdown_table({"dataset": splits.name, "methods": {name: test}}))
-    with open(os.path.join(workdir, "evaluate.json"), "w") as f:
-      json.dump(result, f, indent=2)
+    paths.write_json(paths.join(workdir, "evaluate.json"), result, indent=2)
   return result

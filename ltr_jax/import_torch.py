@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ltr_jax import checkpoints, models
+from ltr_jax import checkpoints, models, paths
 from ltr_jax.errors import CheckpointError, ConfigError
 from ltr_jax.models import LTRModel
 
@@ -182,8 +182,8 @@ def import_checkpoint(path: str, config: ml_collections.ConfigDict, workdir: str
   """
   if kind not in LOADERS:
     raise ConfigError(f"--kind={kind}: not one of {sorted(LOADERS)}")
-  directory = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(directory) and checkpoints.Manager(directory, read_only=True).latest_step() is not None:
+  directory = paths.join(workdir, "checkpoints")
+  if paths.is_dir(directory) and checkpoints.Manager(directory, read_only=True).latest_step() is not None:
     raise CheckpointError(f"{directory} already holds a checkpoint: import into another --workdir")
   state_dict = LOADERS[kind](path, allow_pickle)
   num_classes = _num_classes(state_dict, config, path, head)
@@ -220,7 +220,7 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> None:
   from absl import app, flags
 
-  from ltr_jax import cli, validate
+  from ltr_jax import cli, paths, validate
 
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -229,6 +229,7 @@ def main(argv: list[str]) -> None:
 
   def work() -> str:
     validate.validate(FLAGS.config)
+    paths.check_workdir(FLAGS.workdir)
     return import_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.kind, not FLAGS.no_head,
                              FLAGS.allow_pickle)
 

@@ -114,3 +114,43 @@ def expected_calibration_error(logits, labels, num_bins: int = 15) -> float:
 def nll(logits, labels) -> float:
   """Mean negative log-likelihood -log softmax(z)_y over the images, in nats."""
   return float(np.mean(_softmax_rows(logits, labels)[2]))
+
+
+def _temperature_moments(logits, labels, beta: float) -> tuple[float, float, float]:
+  """Mean NLL of softmax(beta z) and its first two derivatives in beta, in float64 chunks of ~4M entries.
+
+  d/dbeta = E_p[z] - z_y and d2/dbeta2 = Var_p[z] >= 0 per row: the NLL is convex in beta = 1 / T.
+  """
+  labels = np.asarray(labels)
+  n, chunk_rows = logits.shape[0], max(1, (1 << 22) // max(1, logits.shape[1]))
+  total = np.zeros(3)
+  for start in range(0, n, chunk_rows):
+    z = np.asarray(logits[start:start + chunk_rows], np.float64)
+    rows = np.arange(len(z))
+    s = beta * z
+    s -= s.max(axis=1, keepdims=True)
+    p = np.exp(s)
+    normaliser = p.sum(axis=1)
+    p /= normaliser[:, None]
+    expected = (p * z).sum(axis=1)
+    total += [np.sum(np.log(normaliser) - s[rows, labels[start:start + len(z)]]),
+              np.sum(expected - z[rows, labels[start:start + len(z)]]),
+              np.sum((p * z * z).sum(axis=1) - expected ** 2)]
+  return tuple(total / n)
+
+
+def fit_temperature(logits, labels, iterations: int = 50) -> float:
+  """The temperature T > 0 minimising the mean NLL of softmax(z / T) (Guo et al. 2017's temperature scaling),
+  by Newton's method on the convex NLL in 1 / T. Fit it on validation logits, never on test."""
+  if logits.ndim != 2 or np.asarray(labels).shape != (logits.shape[0],):
+    raise DataError(f"logits of shape {logits.shape} for labels of shape {np.shape(labels)}")
+  beta = 1.0
+  for _ in range(iterations):
+    _, gradient, curvature = _temperature_moments(logits, labels, beta)
+    if curvature <= 0:  # every row's logits equal: any temperature gives the same softmax
+      break
+    step = gradient / curvature
+    beta = beta - step if beta - step > 0 else beta / 2
+    if abs(step) <= 1e-10 * beta:
+      break
+  return float(1.0 / beta)

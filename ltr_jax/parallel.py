@@ -7,6 +7,9 @@ is over the global batch.
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -14,7 +17,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 
-from ltr_jax.errors import ConfigError
+from ltr_jax.errors import ConfigError, LtrError
 
 DATA_AXIS = "data"
 
@@ -72,3 +75,93 @@ def to_host(tree):
   if jax.process_count() == 1:
     return jax.device_get(tree)
   return multihost_utils.process_allgather(tree, tiled=True)
+
+
+_MESSAGE_BYTES = 1024
+
+# Decisions that change which collectives a process runs (a cache hit, the resume step, a fault found before
+# any work) are agreed by every process; otherwise one process enters a collective the others skip, and the
+# job hangs.
+
+def all_true(flag: bool) -> bool:
+  """True on every process iff `flag` is True on every process."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+
+def same_on_all(value: int | None, what: str, hint: str) -> int | None:
+  """`value` (an int or None), checked to be the same on every process; ConfigError naming `what` otherwise."""
+  if jax.process_count() == 1:
+    return value
+  values = multihost_utils.process_allgather(np.asarray(-1 if value is None else value, np.int64))
+  if len(set(values.tolist())) > 1:
+    seen = ", ".join(f"process {i}: {'none' if v < 0 else v}" for i, v in enumerate(values.tolist()))
+    raise ConfigError(f"the processes see different values of {what} ({seen}): {hint}")
+  return value
+
+
+def broadcast_text(text: str) -> str:
+  """Process 0's `text` on every process (at most _MESSAGE_BYTES bytes)."""
+  if jax.process_count() == 1:
+    return text
+  encoded = np.zeros(_MESSAGE_BYTES, np.uint8)
+  data = text.encode()[:_MESSAGE_BYTES]
+  encoded[:len(data)] = np.frombuffer(data, np.uint8)
+  return bytes(multihost_utils.broadcast_one_to_all(encoded)).rstrip(b"\0").decode()
+
+
+def barrier(name: str) -> None:
+  """Every process waits here for the others (after process 0 wrote what they may read)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def agreed(work: Callable[[], Any]) -> Any:
+  """Runs `work` on every process; if it raises an LtrError on any, every process raises the first one (its
+  message, prefixed with its process), so no process goes on alone into a collective."""
+  try:
+    return_value, message = work(), b""
+  except LtrError as e:
+    return_value, message, error = None, str(e).encode()[:_MESSAGE_BYTES], e
+  if jax.process_count() == 1:
+    if message:
+      raise error
+    return return_value
+  encoded = np.zeros(_MESSAGE_BYTES, np.uint8)
+  encoded[:len(message)] = np.frombuffer(message, np.uint8)
+  gathered = multihost_utils.process_allgather(encoded)
+  for process, row in enumerate(gathered):
+    text = bytes(row).rstrip(b"\0").decode(errors="replace")
+    if text:
+      raise LtrError(f"process {process}: {text}")
+  return return_value
+
+
+class Preemption:
+  """SIGTERM (the notice a spot or preemptible machine gets) seen at a step boundary that every process agrees on.
+
+  With several processes, jax.distributed's coordination service catches SIGTERM on whichever host gets it, and
+  `reached(step)` is True at the same step on all of them (multihost_utils.reached_preemption_sync_point); in one
+  process, a handler notes the signal and `reached` is True at the next step. The loop then saves and stops.
+  """
+
+  def __init__(self):
+    self._noticed = False
+    self._service = jax.process_count() > 1
+    self._previous = None
+    if not self._service and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._notice)
+
+  def _notice(self, signum, frame) -> None:
+    self._noticed = True
+
+  def reached(self, step: int) -> bool:
+    if self._service:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._noticed
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None

@@ -2,14 +2,13 @@
 per-class accuracy, reliability diagrams)."""
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
+from ltr_jax import paths
 from ltr_jax.data.sampling import STRATEGIES, class_probabilities
 
 GROUPS = ("many", "medium", "few", "all")
@@ -32,6 +31,9 @@ def marks(entry: dict[str, Any]) -> str:
 def footnotes(entries: dict[str, dict[str, Any]]) -> list[str]:
   """The lines that explain the marks of `entries` ({method: entry with label, paper, variant})."""
   lines = []
+  if any(r.get("arbitrary_logit_scale") for r in entries.values()):
+    lines.append("§ an arbitrary logit scale (distances, τ-rescaled or cosine logits): its ECE and NLL say little; "
+                 "ECE (T), after temperature scaling with T fit on validation, compares across methods.")
   if not all(r.get("paper", True) for r in entries.values()):
     lines.append("† not in the paper (Kang et al. 2020): a later method on the same two stages.")
   variants = {r.get("label", m): r["variant"] for m, r in entries.items() if r.get("variant")}
@@ -42,18 +44,21 @@ def footnotes(entries: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-  """Method | Many | Medium | Few | All (top-1 %, test split) | ECE (%) | NLL, one row per method.
+  """Method | Many | Medium | Few | All (top-1 %, test split) | ECE (%) | ECE after temperature scaling (%) | NLL,
+  one row per method.
 
-  Methods that are not the paper's carry a dagger, variants of a method a double dagger.
+  Methods that are not the paper's carry a dagger, variants of a method a double dagger, an ECE of an arbitrary
+  logit scale a section sign.
   """
   lines = [f"Top-1 accuracy (%) on the test split of {results['dataset']}, and the calibration of each method's "
-           "softmax (ECE over 15 bins, %; NLL)", "",
-           "| Method | Many | Medium | Few | All | ECE | NLL |", "|---|---:|---:|---:|---:|---:|---:|"]
+           "softmax (ECE over 15 bins, %, as is and after temperature scaling; NLL)", "",
+           "| Method | Many | Medium | Few | All | ECE | ECE (T) | NLL |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
   for method, r in results["methods"].items():
     note = f" (τ = {r['tau']:g})" if r.get("tau") is not None else ""
     nll = "–" if r.get("nll") is None else f"{r['nll']:.3f}"
+    arbitrary = " §" if r.get("arbitrary_logit_scale") else ""
     lines.append(f"| {label(results, method)}{marks(r)}{note} | " + " | ".join(_cell(r.get(g)) for g in GROUPS) +
-                 f" | {_cell(r.get('ece'))} | {nll} |")
+                 f" | {_cell(r.get('ece'))}{arbitrary} | {_cell(r.get('ece_ts'))} | {nll} |")
   notes = footnotes(results["methods"])
   return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -89,7 +94,7 @@ def _plot_reliability(results: dict, path: str) -> None:
   axes[0].set_ylabel("accuracy (%)")
   axes[0].legend(fontsize=8, loc="upper left")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  paths.savefig(fig, path, dpi=120)
 
 
 def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
@@ -101,7 +106,7 @@ def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
          title="Classifier weight norms (Fig. 2 left)")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  paths.savefig(fig, path, dpi=120)
 
 
 def _plot_tau_curves(results: dict, path: str) -> None:
@@ -120,7 +125,7 @@ def _plot_tau_curves(results: dict, path: str) -> None:
     ax.set(xlabel="τ", ylabel="top-1 (%)", title=f"{label(results, method)}: accuracy vs τ (dotted: validation)")
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  paths.savefig(fig, path, dpi=120)
 
 
 def _plot_per_class(results: dict, counts: np.ndarray, path: str) -> None:
@@ -133,7 +138,7 @@ def _plot_per_class(results: dict, counts: np.ndarray, path: str) -> None:
          title="Per-class accuracy vs class size")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  paths.savefig(fig, path, dpi=120)
 
 
 def _plot_sampling(counts: np.ndarray, order: np.ndarray, num_epochs: int, path: str) -> None:
@@ -148,31 +153,29 @@ def _plot_sampling(counts: np.ndarray, order: np.ndarray, num_epochs: int, path:
          title="Sampling weights (Fig. 3)")
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  paths.savefig(fig, path, dpi=120)
 
 
 def write(results: dict[str, Any], workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-  """Writes the report files into the workdir; returns their paths."""
+  """Writes the report files into the workdir (local or remote); returns their paths."""
   counts = np.asarray(results["class_counts"])
   order = np.argsort(-counts, kind="stable")
-  paths = {name: os.path.join(workdir, name) for name in
+  files = {name: paths.join(workdir, name) for name in
            ("results.json", "results.md", "weight_norms.png", "tau_curves.png", "per_class_accuracy.png",
             "sampling_weights.png", "reliability.png")}
-  with open(paths["results.json"], "w") as f:
-    json.dump(results, f, indent=1)
-  with open(paths["results.md"], "w") as f:
-    f.write(markdown_table(results) + "\n")
-  written = [paths["results.json"], paths["results.md"]]
+  paths.write_json(files["results.json"], results)
+  paths.write_text(files["results.md"], markdown_table(results) + "\n")
+  written = [files["results.json"], files["results.md"]]
   if results.get("weight_norms"):
-    _plot_weight_norms(results, order, paths["weight_norms.png"])
-    written.append(paths["weight_norms.png"])
+    _plot_weight_norms(results, order, files["weight_norms.png"])
+    written.append(files["weight_norms.png"])
   if results.get("tau_curves"):
-    _plot_tau_curves(results, paths["tau_curves.png"])
-    written.append(paths["tau_curves.png"])
-  _plot_per_class(results, counts, paths["per_class_accuracy.png"])
-  _plot_sampling(counts, order, config.train.epochs, paths["sampling_weights.png"])
-  written += [paths["per_class_accuracy.png"], paths["sampling_weights.png"]]
+    _plot_tau_curves(results, files["tau_curves.png"])
+    written.append(files["tau_curves.png"])
+  _plot_per_class(results, counts, files["per_class_accuracy.png"])
+  _plot_sampling(counts, order, config.train.epochs, files["sampling_weights.png"])
+  written += [files["per_class_accuracy.png"], files["sampling_weights.png"]]
   if any("reliability" in r for r in results["methods"].values()):
-    _plot_reliability(results, paths["reliability.png"])
-    written.append(paths["reliability.png"])
+    _plot_reliability(results, files["reliability.png"])
+    written.append(files["reliability.png"])
   return written

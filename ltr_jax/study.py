@@ -5,20 +5,19 @@ python -m ltr_jax.study --config=configs/quickstart.py --workdir=DIR [--seeds=0,
 A stage-1 setting is a sampling strategy of the paper, or 'mixup' (instance-balanced sampling with mixup, MiSLAS's
 stage 1). The classifiers are the config's stage2.methods. Each (setting, seed) is a full stage 1 + stage 2 run in
 DIR/<setting>/seed<k> (a finished run is reused, an interrupted one resumes). The study writes study.json,
-study.md (mean +- std over seeds of All / Many / Medium / Few and ECE per setting and method) and study.png in
+study.md (mean +- std over seeds of All / Many / Medium / Few and ECE, as is and after temperature scaling, per
+setting and method) and study.png in
 the style of Figure 1.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 
 from absl import app, flags
 from matplotlib.figure import Figure
 import numpy as np
 
-from ltr_jax import cli
+from ltr_jax import cli, paths
 from ltr_jax.data.sampling import STRATEGIES
 from ltr_jax.errors import ConfigError
 from ltr_jax.report import GROUPS, footnotes, marks
@@ -35,7 +34,7 @@ flags.DEFINE_float("mixup_alpha", 0.2, "The mixup alpha of the 'mixup' stage-1 s
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-METRICS = (*GROUPS, "ece")
+METRICS = (*GROUPS, "ece", "ece_ts")
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list[float]]]]:
@@ -44,7 +43,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list
   for setting, results in runs.items():
     for method, entry in results[0]["methods"].items():
       table.setdefault(setting, {})[method] = {"label": entry.get("label", method), "paper": entry.get("paper", True),
-                                               "variant": entry.get("variant", "")}
+                                               "variant": entry.get("variant", ""),
+                                               "arbitrary_logit_scale": entry.get("arbitrary_logit_scale", False)}
       for metric in METRICS:
         values = [r["methods"][method][metric] for r in results if r["methods"][method].get(metric) is not None]
         table[setting][method][metric] = [float(np.mean(values)), float(np.std(values))] if values else None
@@ -52,11 +52,15 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list
 
 
 def markdown(table: dict, num_seeds: int) -> str:
-  lines = [f"Top-1 (%) on the test split and ECE (%, 15 bins), mean ± std over {num_seeds} seeds", "",
-           "| Stage 1 | Classifier | Many | Medium | Few | All | ECE |", "|---|---|---:|---:|---:|---:|---:|"]
+  lines = [f"Top-1 (%) on the test split and ECE (%, 15 bins; ECE (T) after temperature scaling fit on validation), "
+           f"mean ± std over {num_seeds} seeds", "",
+           "| Stage 1 | Classifier | Many | Medium | Few | All | ECE | ECE (T) |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
   for setting, methods in table.items():
     for method, row in methods.items():
       cells = ["–" if row[m] is None else f"{row[m][0]:.1f} ± {row[m][1]:.1f}" for m in METRICS]
+      if row["arbitrary_logit_scale"]:
+        cells[METRICS.index("ece")] += " §"
       lines.append(f"| {setting} | {row['label']}{marks(row)} | " + " | ".join(cells) + " |")
   return "\n".join(lines + [""] + footnotes(next(iter(table.values()))))
 
@@ -84,7 +88,7 @@ def plot(table: dict, path: str) -> None:
   axes[0].set_ylabel("top-1 (%)")
   axes[0].legend(fontsize=7, title="stage 1", title_fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  paths.savefig(fig, path, dpi=120)
 
 
 def main(argv: list[str]) -> None:
@@ -105,35 +109,38 @@ def main(argv: list[str]) -> None:
         config = FLAGS.config.copy_and_resolve_references()
         config.train.update(dict(STAGE1[setting], mixup_alpha=FLAGS.mixup_alpha if setting == "mixup" else 0.0))
         config.seed = seed
-        validate.validate(config)  # all of them before the first run
+        parallel.agreed(lambda: validate.validate(config))  # all of them before the first run
         configs[setting, seed] = config
+    parallel.agreed(lambda: paths.check_workdir(FLAGS.workdir))
     mesh = parallel.data_mesh()
-    splits = datasets.build_splits(FLAGS.config.data)  # every run trains on the same data
-    if FLAGS.config.data.preflight:
-      preflight.check(splits)
+
+    def data() -> datasets.Splits:  # every run trains on the same data
+      splits = datasets.build_splits(FLAGS.config.data)
+      if FLAGS.config.data.preflight:
+        preflight.check(splits)
+      return splits
+
+    splits = parallel.agreed(data)
     runs: dict[str, list[dict]] = {}
     for (setting, seed), config in configs.items():
-      workdir = os.path.join(FLAGS.workdir, setting, f"seed{seed}")
-      results_path = os.path.join(workdir, "results.json")
-      if not os.path.exists(results_path):
+      workdir = paths.join(FLAGS.workdir, setting, f"seed{seed}")
+      results_path = paths.join(workdir, "results.json")
+      if not paths.exists(results_path):
         print(f"== stage 1 {setting}, seed {seed}: {workdir}")
         train.train_and_evaluate(config, workdir, mesh, splits)
         stage2.run(config, workdir, mesh, splits)
-      with open(results_path) as f:
-        runs.setdefault(setting, []).append(json.load(f))
+      runs.setdefault(setting, []).append(paths.read_json(results_path))
     return runs
 
   table = summarize(cli.run_or_exit(run_all))
-  paths = {k: os.path.join(FLAGS.workdir, f"study.{k}") for k in ("json", "md", "png")}
-  with open(paths["json"], "w") as f:
-    json.dump({"table": table, "seeds": FLAGS.seeds, "mixup_alpha": FLAGS.mixup_alpha,
-               "wall_seconds_this_call": time.time() - start}, f, indent=1)
+  files = {k: paths.join(FLAGS.workdir, f"study.{k}") for k in ("json", "md", "png")}
+  paths.write_json(files["json"], {"table": table, "seeds": FLAGS.seeds, "mixup_alpha": FLAGS.mixup_alpha,
+                                   "wall_seconds_this_call": time.time() - start})
   text = markdown(table, len(FLAGS.seeds))
-  with open(paths["md"], "w") as f:
-    f.write(text + "\n")
-  plot(table, paths["png"])
+  paths.write_text(files["md"], text + "\n")
+  plot(table, files["png"])
   print(text)
-  print("wrote:\n  " + "\n  ".join(paths.values()))
+  print("wrote:\n  " + "\n  ".join(files.values()))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,13 @@ schedule, loss, frozen patterns, learning-rate multipliers), optionally a projec
 update, and a run directory, and trains with a jitted
 data-parallel step (batch sharded, state replicated and donated), SGD with momentum and a cosine schedule,
 periodic validation with Many/Medium/Few, and Orbax checkpoints that a rerun of the same command resumes from,
-bit-for-bit on the same machine. `train_and_evaluate` is stage 1: the loop on config.train. Anything else that
+bit-for-bit on the same machine. On SIGTERM (a preemption notice) it saves a checkpoint at the next step that every
+process agrees on and stops (errors.Preempted); the rerun resumes from it. `train_and_evaluate` is stage 1: the loop on config.train. Anything else that
 trains through the backbone (ltr_jax.stage2.backbone) calls the loop with its own recipe.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from typing import Any, Callable
 
@@ -23,13 +22,12 @@ import ml_collections
 import numpy as np
 import optax
 from jax.sharding import Mesh
-from tensorboardX import SummaryWriter
-from tqdm.auto import tqdm
 
-from ltr_jax import checkpoints, classifiers, evaluate, losses, masks, mixing, models, parallel
+from ltr_jax import (checkpoints, classifiers, evaluate, losses, masks, mixing, models, parallel, paths, progress,
+                     schedules)
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets, pipeline, sampling, transforms
-from ltr_jax.errors import TrainingError
+from ltr_jax.errors import Preempted, TrainingError
 from ltr_jax.models import LTRModel
 
 
@@ -45,22 +43,6 @@ class TrainState:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def learning_rate_schedule(recipe: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-  """Linear warm-up to base_lr * batch / 256, then cosine to 0.
-
-  The cosine spans the remaining steps exactly, so it starts at the peak lr and reaches 0 when the
-  last step ends (the last update runs at a small positive lr, not at 0 for a whole epoch as in the
-  reference code).
-  """
-  peak = recipe.base_lr * recipe.batch_size / 256
-  total = recipe.epochs * steps_per_epoch
-  warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
-  cosine = optax.cosine_decay_schedule(peak, max(1, total - warmup))
-  if not warmup:
-    return cosine
-  return optax.join_schedules([optax.linear_schedule(peak / warmup, peak, warmup), cosine], [warmup])
-
-
 def make_optimizer(recipe: ml_collections.ConfigDict, steps_per_epoch: int, groups: Any) -> optax.GradientTransformation:
   """SGD with momentum and weight decay per learning-rate group; frozen parameters are left untouched.
 
@@ -68,7 +50,7 @@ def make_optimizer(recipe: ml_collections.ConfigDict, steps_per_epoch: int, grou
   which is torch.optim.SGD with a parameter group of lr m * lr (weight decay is added to the gradient before
   momentum in both). Frozen parameters get no update and no weight decay.
   """
-  schedule = learning_rate_schedule(recipe, steps_per_epoch)
+  schedule = schedules.learning_rate_schedule(recipe, steps_per_epoch)
 
   def sgd(m: float) -> optax.GradientTransformation:
     lr = schedule if m == 1.0 else (lambda step: m * schedule(step))
@@ -133,13 +115,13 @@ class MetricWriter:
   def __init__(self, run_dir: str):
     self.enabled = jax.process_index() == 0
     if self.enabled:
-      self._jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
-      self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+      self._jsonl = paths.JsonLines(paths.join(run_dir, "metrics.jsonl"))
+      self._tb = paths.tensorboard_writer(paths.join(run_dir, "tensorboard"))
 
   def write(self, step: int, values: dict[str, float]) -> None:
     if not self.enabled:
       return
-    self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
+    self._jsonl.write({"step": step, **values})
     self._jsonl.flush()
     for k, v in values.items():
       if v is not None:
@@ -201,7 +183,7 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
   config: the experiment (data, seed, stage2.batch_size for validation); stage: the checkpoints' meta stage;
   constraint: a projection of the parameters after their updates.
   """
-  os.makedirs(run_dir, exist_ok=True)
+  paths.makedirs(run_dir)
   sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, recipe.sampling, config.seed,
                                   recipe.epochs, recipe.drs_epoch)
   steps_per_epoch = pipeline.steps_per_epoch(len(sampler), recipe.batch_size)
@@ -210,7 +192,7 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
   frozen = masks.resolve(recipe.frozen, models.last_stage_name(config.model.name))
   tx = make_optimizer(recipe, steps_per_epoch, masks.lr_groups(abstract["params"], frozen, recipe.lr_mults))
 
-  manager = checkpoints.Manager(os.path.join(run_dir, "checkpoints"), recipe.max_checkpoints)
+  manager = checkpoints.Manager(paths.join(run_dir, "checkpoints"), recipe.max_checkpoints)
   meta = checkpoints.model_meta(config, splits.num_classes, stage, model.head_spec)
   state = _initial_state(abstract, init, tx, manager, meta, mesh)
   start_step = int(state.step)
@@ -226,19 +208,21 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
       global_batch=recipe.batch_size, start_step=start_step, num_steps=num_steps, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(), num_workers=config.data.num_workers)
   writer = MetricWriter(run_dir)
-  schedule = learning_rate_schedule(recipe, steps_per_epoch)
+  schedule = schedules.learning_rate_schedule(recipe, steps_per_epoch)
   eval_every = recipe.eval_every_epochs * steps_per_epoch
   ckpt_every = recipe.checkpoint_every_epochs * steps_per_epoch
   pending: list[tuple[int, dict]] = []
-  bar = tqdm(total=num_steps, initial=start_step, unit="step", desc=stage.replace("stage1", "stage 1"),
-             disable=jax.process_index() != 0)
+  label = stage.replace("stage1", "stage 1")
+  bar = progress.bar(num_steps, label, initial=start_step, disable=jax.process_index() != 0)
+  preemption = parallel.Preemption()
   tick, tick_step = time.perf_counter(), start_step
   try:
     for step in range(start_step + 1, num_steps + 1):
       state, step_metrics = train_step(state, parallel.global_batch(next(batches), mesh))
       pending.append((step, step_metrics))
       last = step == num_steps
-      if step % recipe.log_every_steps == 0 or step % ckpt_every == 0 or last:
+      preempted = not last and preemption.reached(step)
+      if step % recipe.log_every_steps == 0 or step % ckpt_every == 0 or last or preempted:
         summary = _check_finite(pending)
         pending = []
         now = time.perf_counter()
@@ -250,10 +234,15 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
       if (step % eval_every == 0 or last) and splits.val is not None:
         result = evaluate.evaluate_split(predict, state.variables, splits.val, splits, config, mesh, "validation")
         writer.write(step, {f"val/{k}": v for k, v in result.items()})
-      if step % ckpt_every == 0 or last:
+      if step % ckpt_every == 0 or last or preempted:
         manager.save(step, state.variables, meta, state.opt_state)
       bar.update(1)
+      if preempted:
+        manager.wait()
+        raise Preempted(f"{label} got SIGTERM and saved its checkpoint at step {step} of {num_steps} in "
+                        f"{manager.directory}; run the same command again to resume")
   finally:
+    preemption.close()
     bar.close()
     writer.close()
     manager.wait()

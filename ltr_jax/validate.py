@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ltr_jax import classifiers, losses, masks, models
-from ltr_jax.data import datasets, sampling, transforms
+from ltr_jax import classifiers, losses, masks, models, schedules
+from ltr_jax.data import kinds, sampling, transforms
 from ltr_jax.errors import ConfigError
 from ltr_jax.stage2 import registry
 
@@ -32,33 +32,6 @@ def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
       raise ConfigError(f"config key {key} must be > 0, got {node!r}")
 
 
-def _check_paths(data: ml_collections.ConfigDict) -> None:
-  """The files and folders config key `data` names exist (before anything is read from them)."""
-  def exists(key: str, path: str, folder: bool = False) -> None:
-    if not (os.path.isdir(path) if folder else os.path.exists(path)):
-      raise ConfigError(f"config key data.{key}: {path} does not exist")
-
-  if data.kind in ("list", "inat_json"):
-    suffix = "list" if data.kind == "list" else "json"
-    for split in ("train", "test"):
-      if not data[f"{split}_{suffix}"]:
-        raise ConfigError(f"config key data.{split}_{suffix} must name a file when data.kind = {data.kind!r}")
-    if data.list_dir:
-      exists("list_dir", data.list_dir, folder=True)
-    for split in ("train", "val", "test"):
-      name = data[f"{split}_{suffix}"]
-      if name:
-        exists(f"{split}_{suffix}", name if os.path.isabs(name) else os.path.join(data.list_dir, name))
-    exists("image_root", data.image_root or ".", folder=True)
-  elif data.data_dir:
-    exists("data_dir", data.data_dir, folder=True)
-
-
-def _has_validation(data: ml_collections.ConfigDict) -> bool:
-  named = {"list": data.val_list, "inat_json": data.val_json, "tfds": data.val_split}.get(data.kind)
-  return bool(named) or data.val_per_class > 0
-
-
 def _check_patterns(config: ml_collections.ConfigDict) -> None:
   """Frozen and lr-multiplier patterns are regular expressions that each match some parameter or statistic."""
   model = models.from_config(config.model, 1)
@@ -66,7 +39,8 @@ def _check_patterns(config: ml_collections.ConfigDict) -> None:
                           jax.ShapeDtypeStruct((1, config.data.image_size, config.data.image_size, 3), jnp.float32))
   last = models.last_stage_name(config.model.name)
   trees = (shapes["params"], shapes.get("batch_stats", {}))
-  owners = [("train", config.train)] + [(f"stage2.{name}", config.stage2[name]) for name in config.stage2.methods
+  owners = [("train", config.train)] + [(f"stage2.{name}", registry.hyper_of(config, name))
+                                        for name in config.stage2.methods
                                         if registry.METHODS[name].runs_on == registry.THROUGH_BACKBONE]
   for key, owner in owners:
     masks.check_patterns(masks.resolve(owner.frozen, last), trees, f"{key}.frozen")
@@ -84,14 +58,14 @@ def _check_stage2(config: ml_collections.ConfigDict) -> None:
     method, key = registry.METHODS[name], f"stage2.{name}"
     if name not in s2:
       raise ConfigError(f"config key {key} is missing: every stage-2 method has its subtree (configs/base.py)")
-    hyper = s2[name]
+    hyper = registry.hyper_of(config, name)
     if method.linear_only and config.model.head != "linear":
       raise ConfigError(f"config key stage2.methods: {name!r} needs a linear head (config key model.head is "
                         f"{config.model.head!r})")
-    if method.needs_val and not _has_validation(config.data):
+    if method.needs_val and not kinds.has_validation(config.data):
+      own = kinds.KINDS[config.data.kind].val_key
       raise ConfigError(f"config key stage2.methods: {name!r} chooses tau on a validation split, and the config "
-                        "names none: set data.val_list / data.val_json / data.val_split / data.val_per_class, "
-                        "or drop it")
+                        f"names none: set {f'data.{own} or ' if own else ''}data.val_per_class, or drop it")
     for field in ("epochs", "batch_size", "lr"):
       if field in hyper:
         _positive(config, f"{key}.{field}")
@@ -121,7 +95,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(config.model.name, sorted(models.ARCHITECTURES), "model.name")
   _one_of(config.model.dtype, sorted(models.DTYPES), "model.dtype")
   _one_of(config.model.head, models.HEADS, "model.head")
-  _one_of(config.data.kind, datasets.KINDS, "data.kind")
+  _one_of(config.data.kind, list(kinds.KINDS), "data.kind")
   transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter)
   transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
   _one_of(config.train.sampling, sampling.STRATEGIES, "train.sampling")
@@ -133,6 +107,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.train.mixup_alpha < 0:
     raise ConfigError(f"config key train.mixup_alpha must be >= 0, got {config.train.mixup_alpha}")
   _positive(config, "data.image_size", "train.epochs", "train.batch_size", "train.base_lr", "stage2.batch_size")
+  _one_of(config.train.schedule, schedules.SCHEDULES, "train.schedule")
+  previous = 0.0
+  for pair in config.train.lr_steps:
+    if len(pair) != 2 or not previous < pair[0] < config.train.epochs or not pair[1] > 0:
+      raise ConfigError(f"config key train.lr_steps: {pair!r} is not an (epoch, factor > 0) pair with epochs rising "
+                        f"within (0, train.epochs = {config.train.epochs})")
+    previous = pair[0]
+  if config.train.schedule == "step" and not config.train.lr_steps:
+    raise ConfigError("config key train.lr_steps must list (epoch, factor) pairs when train.schedule = 'step'")
   if not -1 <= config.train.drs_epoch < config.train.epochs:
     raise ConfigError(f"config key train.drs_epoch must be -1 (no re-sampling) or an epoch in [0, train.epochs), "
                       f"got {config.train.drs_epoch}")
@@ -142,7 +125,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_stage2(config)
   if config.data.num_workers < -1:
     raise ConfigError(f"config key data.num_workers must be -1 (one per core) or >= 0, got {config.data.num_workers}")
-  _check_paths(config.data)
+  kinds.check_paths(config.data)
   if config.train.init_from and not os.path.isdir(config.train.init_from):
     raise ConfigError(f"config key train.init_from: {config.train.init_from} is not a directory")
   _check_patterns(config)

@@ -56,3 +56,42 @@ def test_old_single_item_checkpoint_is_refused_with_one_line(variables, tmp_path
   assert out.returncode == 1
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and "single-item checkpoint of an older ltr_jax" in lines[0], out.stderr[-2000:]
+
+
+def _damage(item_dir, how):
+  """Damages the data of a checkpoint item in place: 'garbage' overwrites its largest data file with random bytes
+  (a failing disk); a path replaces its data files by those of another well-formed item (a mixed-up copy)."""
+  files = sorted((p for p in item_dir.rglob("*") if p.is_file() and p.parent.name == "d"), key=lambda p: p.stat().st_size)
+  if how == "garbage":
+    files[-1].write_bytes(np.random.default_rng(0).integers(0, 256, files[-1].stat().st_size, np.uint8).tobytes())
+    return
+  import shutil
+  shutil.rmtree(item_dir)
+  shutil.copytree(how, item_dir)
+
+
+@pytest.mark.parametrize("how", ["garbage", "another step's data"])
+def test_a_damaged_checkpoint_is_named_and_training_falls_back_to_the_one_before(variables, tmp_path, how, capsys):
+  """Unreadable data, or readable data that is not what was saved (the checksum in meta tells): restoring that step
+  stops with one line naming it; resuming moves it aside and takes the step before."""
+  config, saved = variables
+  directory = tmp_path / "ckpt"
+  manager = checkpoints.Manager(str(directory))
+  meta = checkpoints.model_meta(config, 10)
+  later = jax.tree.map(lambda x: x + 1, saved)
+  manager.save(1, saved, meta, opt_state={"momentum": np.ones(3, np.float32)})
+  manager.save(2, later, meta, opt_state={"momentum": np.full(3, 2, np.float32)})
+  manager.wait()
+  _damage(directory / "2" / "model", "garbage" if how == "garbage" else directory / "1" / "model")
+  model = models.from_config(config.model, 10)
+  abstract = checkpoints.abstract_variables(model, (28, 28, 1), parallel.data_mesh())
+  message = "cannot be read" if how == "garbage" else r"do not match their checksum \(damaged data\)"
+  with pytest.raises(checkpoints.DamagedCheckpoint, match=rf"checkpoint step 2.* {message}"):
+    checkpoints.Manager(str(directory), read_only=True).restore_model(abstract)
+  opt = checkpoints.replicated_like(jax.eval_shape(lambda: {"momentum": np.ones(3, np.float32)}), parallel.data_mesh())
+  restored, opt_state, found = checkpoints.Manager(str(directory)).restore_training(abstract, opt, meta)
+  assert found["step"] == 1
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert "checkpoint step 2" in capsys.readouterr().err
+  assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == ["1", "damaged-2"]

@@ -15,17 +15,20 @@ import glob
 import importlib
 import json
 import os
+from typing import Callable, NamedTuple
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
+from configs import base
 from ltr_jax import checkpoints, models, parallel, train
-from ltr_jax.data import convert, datasets
+from ltr_jax.data import convert, datasets, kinds, preflight
 from ltr_jax.data.sources import INatJsonSource, ListFileSource
 from ltr_jax.errors import DataError
-from ltr_jax.stage2 import run as stage2
+from ltr_jax.stage2 import registry, run as stage2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
@@ -59,14 +62,17 @@ def _split_files(split, counts):
   return [f"{split}/n{label:04d}/{split}_{i}.JPEG" for i, label in enumerate(labels)], labels
 
 
-def _list_dataset(tmp, names):
-  """OLTR list files (`relative/path label`) named `names` (train, val, test) over tiny JPEGs."""
+def _list_dataset(data, tmp):
+  """OLTR list files (`relative/path label`; the config's names, else train.txt, val.txt, test.txt) over tiny
+  JPEGs."""
+  names = [data[f"{split}_list"] or f"{split}.txt" for split in ("train", "val", "test")]
   for split, name, counts in zip(("train", "val", "test"), names, (TRAIN_COUNTS, (2,) * 4, (2,) * 4)):
     paths, labels = _split_files(split, counts)
     _write_jpegs(os.path.join(tmp, "images"), paths, seed=len(split))
     with open(os.path.join(tmp, name), "w") as f:
       f.writelines(f"{path} {label}\n" for path, label in zip(paths, labels))
-  return dict(list_dir=str(tmp), image_root=os.path.join(tmp, "images"))
+  return dict(list_dir=str(tmp), image_root=os.path.join(tmp, "images"), train_list=names[0], val_list=names[1],
+              test_list=names[2])
 
 
 def _inat_json(path, paths, labels, num_classes=NUM_CLASSES):
@@ -90,7 +96,8 @@ def _inat_dataset(tmp):
     paths = [p.replace(".JPEG", f"_{name[:-5]}.jpg") for p in paths]
     _write_jpegs(os.path.join(tmp, "inat"), paths, seed=len(name))
     _inat_json(os.path.join(tmp, name), paths, labels)
-  return dict(list_dir=str(tmp), image_root=os.path.join(tmp, "inat"))
+  return dict(list_dir=str(tmp), image_root=os.path.join(tmp, "inat"), train_json="train2018.json",
+              test_json="val2018.json")
 
 
 def _tfds_dataset(tmp, name):
@@ -106,29 +113,37 @@ def _tfds_dataset(tmp, name):
   return dict(tfds_name=name, data_dir=os.path.join(tmp, "tfds"))
 
 
+class Tiny(NamedTuple):
+  """A tiny dataset in one kind's format: `write(config.data, folder)` writes it and returns the data.* values that
+  point at it; `values`: what every config of that kind gets whatever it says; `stage2_batch_size`: its feature
+  extraction batch (None: the config's)."""
+  write: Callable[[ml_collections.ConfigDict, str], dict]
+  values: dict
+  stage2_batch_size: int | None = 8  # 8 to 18 images per split
+
+
+# data.kind -> its tiny dataset; every kind of ltr_jax.data.kinds.KINDS has one (test_every_kind_has_a_tiny_dataset).
+TINY = {
+    # the quickstart's real Fashion-MNIST, 18 training images: 4, 3, 2, 2, 2, 1, 1, 1, 1, 1; its test split has 10,000
+    "fashion_mnist": Tiny(lambda data, tmp: {}, dict(n_max=4, imbalance_ratio=4.0, val_per_class=2), None),
+    "list": Tiny(_list_dataset, dict(num_classes=NUM_CLASSES)),
+    "inat_json": Tiny(lambda data, tmp: _inat_dataset(tmp), dict(num_classes=NUM_CLASSES)),
+    # profile 8, 5, 3, 2 (IR 4) of the 12 images per class; validation from the rest
+    "tfds": Tiny(lambda data, tmp: _tfds_dataset(tmp, f"tiny_{data.tfds_name or 'tfds'}"),
+                 dict(n_max=8, imbalance_ratio=4.0, val_per_class=2)),
+}
+
+
 def _tiny_values(config):
   """What _tiny_data sets in config whatever the config says, apart from the synthetic files' paths."""
-  data = config.data
-  if data.kind in ("list", "inat_json"):
-    data.num_classes = NUM_CLASSES
-  elif data.kind == "tfds":  # profile 8, 5, 3, 2 (IR 4) of the 12 images per class; validation from the rest
-    data.update(dict(n_max=8, imbalance_ratio=4.0, val_per_class=2))
-  else:  # the quickstart's real Fashion-MNIST, 18 training images: 4, 3, 2, 2, 2, 1, 1, 1, 1, 1
-    assert data.kind == "fashion_mnist"
-    data.update(dict(n_max=4, imbalance_ratio=4.0, val_per_class=2))
-  if data.kind != "fashion_mnist":  # 8 to 18 images per split; Fashion-MNIST's test split has 10,000
-    config.stage2.batch_size = 8
+  tiny = TINY[config.data.kind]
+  config.data.update(tiny.values)
+  config.stage2.batch_size = tiny.stage2_batch_size or config.stage2.batch_size
 
 
 def _tiny_data(config, tmp):
   """Points config.data at a synthetic dataset in the config's format; keeps the rest of config.data."""
-  data = config.data
-  if data.kind == "list":
-    data.update(_list_dataset(tmp, (data.train_list, data.val_list, data.test_list)))
-  elif data.kind == "inat_json":
-    data.update(_inat_dataset(tmp))
-  elif data.kind == "tfds":
-    data.update(_tfds_dataset(tmp, f"tiny_{data.tfds_name}"))
+  config.data.update(TINY[config.data.kind].write(config.data, tmp))
   _tiny_values(config)
 
 
@@ -139,6 +154,10 @@ def _shrink(config):
   config.model.name = SMALLER_MODEL.get(config.model.name, config.model.name)
   config.train.update(dict(epochs=1, batch_size=8, warmup_epochs=0.0, log_every_steps=1))
   for name in config.stage2.methods:  # one epoch of every stage-2 training, on features or through the backbone
+    # The values of the config's own imbalance ratio (MiSLAS's tables), not of the tiny data's.
+    config.stage2[name] = registry.hyper_of(config, name)
+    if "per_imbalance_ratio" in config.stage2[name]:
+      config.stage2[name].per_imbalance_ratio = ()
     if "epochs" in config.stage2[name]:
       config.stage2[name].update(dict(epochs=1, batch_size=8))
 
@@ -198,8 +217,8 @@ def test_config_runs_both_stages(names, tmp_path):
     for group in ("all", "many", "medium", "few"):
       if group == "all" or group in present:
         assert 0.0 <= entry[group] <= 100.0, (method, group, entry[group])
-  if init is not None:  # train.frozen: all but the last block; only stage4 (and the new head) moved
-    assert config.train.frozen == ("backbone/(?!{last_stage}/).*",)
+  if init is not None:  # every layer trains (OLTR's Places-LT), or only the last stage (MiSLAS's convention)
+    assert config.train.frozen in ((), ("backbone/(?!{last_stage}/).*",))
     last = f"stage{max(int(k[5:]) for k in state.params['backbone'] if k.startswith('stage'))}"
     for tree in ("params", "batch_stats"):
       trained, initial = getattr(state, tree)["backbone"], init[tree]["backbone"]
@@ -207,7 +226,26 @@ def test_config_runs_both_stages(names, tmp_path):
       for part in trained:
         same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained[part]),
                                                         jax.tree.leaves(initial[part])))
-        assert same == (part != last), (tree, part)
+        assert same == (bool(config.train.frozen) and part != last), (tree, part)
+
+
+def test_every_kind_has_a_tiny_dataset():
+  assert set(TINY) == set(kinds.KINDS)
+
+
+@pytest.mark.parametrize("kind", list(kinds.KINDS))
+def test_every_kind_reads_its_tiny_dataset(kind, tmp_path):
+  """Under base.py's defaults, a kind's tiny dataset passes its path check, builds its splits and passes the data
+  check with every image decoded; the keys its record names are keys of configs/base.py."""
+  record, config = kinds.KINDS[kind], base.get_config()
+  assert set(record.keys) <= set(config.data.keys()) and set(record.url_keys) <= set(record.keys)
+  assert record.val_key is None or record.val_key in record.keys
+  config.data.update(dict(kind=kind, name=f"tiny {kind}", image_size=32, preflight_decode=True))
+  _tiny_data(config, str(tmp_path))
+  kinds.check_paths(config.data)
+  splits = datasets.build_splits(config.data)
+  preflight.check(splits)
+  assert len(splits.train) and len(splits.test)
 
 
 def test_inat_validation_skips_the_smallest_classes(tmp_path):

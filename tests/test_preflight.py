@@ -170,3 +170,20 @@ def test_absent_directory_counts_every_image_in_it(tiny):
                                       r"\S+train\.txt:9\), .*class2/img3\.png \(listed at \S+train\.txt:12\), "
                                       r"\S+class2/img4\.png \(listed at \S+test\.txt:5\), \.\.\. "):
     preflight.check(splits)
+
+
+def test_preflight_decode_names_the_images_that_do_not_decode(tiny):
+  tmp_path, train, test = tiny
+  data = _list_data(tmp_path, train, test)
+  (tmp_path / "images" / train[5][0]).write_bytes(b"\xff\xd8 not a JPEG")  # class1/img1.jpg, train.txt:6
+  png = tmp_path / "images" / test[1][0]  # class0/img5.png, test.txt:2
+  png.write_bytes(png.read_bytes()[:50])  # truncated in its pixel data
+  preflight.check(datasets.build_splits(data))  # Without decoding: every file is there.
+  data.preflight_decode = True
+  with pytest.raises(DataError) as error:
+    preflight.check(datasets.build_splits(data))
+  message = str(error.value)
+  assert "\n" not in message and message.startswith("data check of tiny: 2 of 18 images do not decode: ")
+  named = re.findall(r"(\S+) \(listed at (\S+)\): cannot decode image", message)
+  assert named == [(str(tmp_path / "images" / train[5][0]), f"{tmp_path / 'train.txt'}:6"),
+                   (str(png), f"{tmp_path / 'test.txt'}:2")]

@@ -1,17 +1,25 @@
-"""Record sources on real files: list files + images, Fashion-MNIST IDX, TFDS array_record round trips."""
+"""Record sources on real files: list files + images, Fashion-MNIST IDX, TFDS array_record round trips; a TFDS
+dataset not prepared stops at once without any download; a corrupt image stops the pipeline with its DataError."""
 
 import gzip
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from ltr_jax.data import convert
+from ltr_jax.data import convert, pipeline, sources
 from ltr_jax.data.longtail import Subset
+from ltr_jax.data.sampling import IndexSampler
 from ltr_jax.data.sources import (EncodedImage, IdxSource, ListFileSource, TfdsSource, class_counts,
                                   fashion_mnist, undecoded)
+from ltr_jax.data.transforms import RandomResizedCropFlip
 from ltr_jax.errors import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_list_file_source_decodes_png_and_jpeg_to_rgb(list_file_dataset):
@@ -165,3 +173,68 @@ def test_convert_reports_corrupt_image(tmp_path, list_file_dataset):
 def test_tfds_source_unknown_dataset(tmp_path):
   with pytest.raises(DataError, match="TFDS dataset 'no_such_dataset_ltr' split 'train'"):
     TfdsSource("no_such_dataset_ltr", "train", data_dir=str(tmp_path))
+  # A folder that looks prepared: TFDS's own error, which lists every dataset it knows, in one line.
+  (tmp_path / "no_such_dataset_ltr" / "1.0.0").mkdir(parents=True)
+  (tmp_path / "no_such_dataset_ltr" / "1.0.0" / "dataset_info.json").write_text("{}")
+  with pytest.raises(DataError, match=rf"^TFDS dataset 'no_such_dataset_ltr' split 'train' \(data_dir={tmp_path}\): "
+                                      r"[^\n]*not found\.$"):
+    TfdsSource("no_such_dataset_ltr", "train", data_dir=str(tmp_path))
+
+
+def test_convert_refuses_a_name_tfds_reads_otherwise(tmp_path, list_file_dataset):
+  d = list_file_dataset
+  with pytest.raises(DataError, match=r"dataset name 'MyData' \(--name\): TFDS reads dataset names in snake_case, "
+                                      r"this one as 'my_data'"):
+    convert.convert({"train": ListFileSource(d["list_file"], d["root"])}, "MyData", str(tmp_path))
+
+
+def test_tfds_dataset_not_prepared_stops_at_once_without_download(tmp_path):
+  start = time.time()
+  with pytest.raises(DataError) as error:
+    TfdsSource("cifar10", "train", data_dir=str(tmp_path))
+  assert time.time() - start < 1
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith(f"TFDS dataset 'cifar10' split 'train' is not prepared in {tmp_path}")
+  assert f"`tfds build cifar10 --data_dir={tmp_path} --file_format=array_record`" in message
+  assert "data.download=True" in message
+  assert not os.listdir(tmp_path)  # TFDS wrote nothing there (no download folder)
+
+
+def test_fashion_mnist_without_idx_files_or_tfds_stops_at_once(tmp_path, monkeypatch):
+  monkeypatch.setattr(sources, "FASHION_MNIST_DIR", str(tmp_path / "debian"))
+  with pytest.raises(DataError, match=rf"Fashion-MNIST test: no t10k-images-idx3-ubyte\[\.gz\] .* in {tmp_path}, "
+                                      rf"\S+debian \(`apt-get install dataset-fashion-mnist`.*, and TFDS dataset "
+                                      rf"'fashion_mnist' split 'test' is not prepared in {tmp_path}: .*"
+                                      r"data\.download=True"):
+    fashion_mnist("test", data_dir=str(tmp_path))
+
+
+def test_main_stops_on_a_tfds_dataset_not_prepared(tmp_path):
+  """CIFAR-10-LT's config with an empty TFDS data_dir: one line naming the dataset, where it looked and the command
+  that prepares it, in seconds (the config check before it needs no data)."""
+  start = time.time()
+  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/cifar10_lt_r32.py",
+                        f"--workdir={tmp_path / 'workdir'}", f"--config.data.data_dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert time.time() - start < 30
+  assert out.returncode == 1, out.stderr[-2000:]
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: TFDS dataset 'cifar10' split 'train' is not prepared in "
+                                                 f"{tmp_path}"), out.stderr[-2000:]
+  assert f"`tfds build cifar10 --data_dir={tmp_path} --file_format=array_record`" in lines[0]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_image_stops_the_pipeline_with_its_data_error(list_file_dataset, workers):
+  """The DataError naming the file and its list line comes out of grain's iterator as it is, whether the image was
+  decoded in this process or in a worker process."""
+  d = list_file_dataset
+  with open(os.path.join(d["root"], "dogs/c.jpg"), "r+b") as f:
+    f.truncate(40)  # A JPEG header without its data.
+  source = ListFileSource(d["list_file"], d["root"])
+  sampler = IndexSampler(source.labels, 3, "instance", seed=0)
+  batches = pipeline.train_batches(source, sampler, RandomResizedCropFlip(8), global_batch=5, start_step=0,
+                                   num_steps=1, seed=0, num_workers=workers)  # one batch: all 5 images
+  with pytest.raises(DataError, match=r"^\S+dogs/c\.jpg \(listed at \S+train\.txt:4\): cannot decode image"):
+    next(batches)

@@ -85,6 +85,13 @@ def test_calibration_is_reported_and_mislas_is_better_calibrated_than_joint(stag
     assert entry["ece"] == pytest.approx(float((np.asarray(bins["count"])[filled] * gap).sum() / 10_000), abs=1e-9)
   assert methods["mislas"]["ece"] < methods["joint"]["ece"], (methods["mislas"]["ece"], methods["joint"]["ece"])
   assert methods["mislas"]["paper"] is False and methods["crt"]["paper"] is True
+  # Every method is also scored after temperature scaling (T fit on validation): NCM's distances, whose scale
+  # nothing fits, are badly calibrated as is and much better after; the arbitrary scales are marked.
+  for name, entry in methods.items():
+    assert entry["temperature"] > 0 and 0 <= entry["ece_ts"] < 100 and entry["nll_ts"] > 0, name
+    assert entry["nll_ts"] <= entry["nll"] + 0.05, name  # T minimises the validation NLL; test follows closely
+    assert entry["arbitrary_logit_scale"] == (name in ("ncm", "tau_norm")), name
+  assert methods["ncm"]["ece_ts"] < 0.5 * methods["ncm"]["ece"], methods["ncm"]
 
 
 def test_report_files_are_written(stage2):
@@ -94,8 +101,10 @@ def test_report_files_are_written(stage2):
   assert on_disk["methods"]["crt"]["all"] == pytest.approx(results["methods"]["crt"]["all"])
   table = open(os.path.join(workdir, "results.md")).read()
   assert "| cRT |" in table and "| cRT (cached features) ‡ |" in table and "| LWS |" in table
-  assert "| MiSLAS † |" in table and "| WB (cached features) † ‡ |" in table and "| ECE | NLL |" in table
+  assert "| MiSLAS † |" in table and "| WB (cached features) † ‡ |" in table
   assert "‡ a variant, not its source's recipe: cRT (frozen BN statistics): " in table
+  assert "| ECE | ECE (T) | NLL |" in table and "§ an arbitrary logit scale" in table
+  assert sum(" § |" in line for line in table.splitlines()) == 2  # NCM and tau-norm
   # Fig. 2 (left): every linear head that differs from joint's, those trained through the backbone included.
   assert {"joint", "crt", "crt_cached", "tau_norm", "lws", "lws_cached", "wb", "mislas"} <= set(on_disk["weight_norms"])
   for name in ("weight_norms.png", "tau_curves.png", "per_class_accuracy.png", "sampling_weights.png",

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from configs import imagenet_lt_rx50, quickstart
+from configs import cifar10_lt_r32, imagenet_lt_rx50, quickstart
 from ltr_jax import validate
+from ltr_jax.data import kinds
 from ltr_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,3 +102,34 @@ def test_data_paths_must_exist(tmp_path):
   config.train.init_from = str(tmp_path / "pretrained")
   with pytest.raises(ConfigError, match=r"config key train.init_from: .*/pretrained is not a directory"):
     validate.validate(config)
+
+
+@pytest.mark.parametrize("config_module, key, path", [
+    (imagenet_lt_rx50, "image_root", "gs://bucket/images"), (imagenet_lt_rx50, "list_dir", "gs://bucket/lists"),
+    (imagenet_lt_rx50, "train_list", "gs://bucket/lists/train.txt"), (quickstart, "data_dir", "gs://bucket/fm")])
+def test_gcs_data_paths_stop_with_the_mount_to_use(config_module, key, path):
+  """Images and list files are read with open and Pillow: a gs:// path is refused without any network access, with
+  the gcsfuse mount to use instead."""
+  config = config_module.get_config()
+  config.data[key] = path
+  with pytest.raises(ConfigError) as error:
+    validate.validate(config)
+  rest = path[len("gs://bucket/"):]
+  assert str(error.value) == (
+      f"config key data.{key}: {path}: ltr_jax reads data.{key} with local file operations; mount the bucket with "
+      "gcsfuse (e.g. on Cloud TPU VMs `gcsfuse --implicit-dirs bucket /gcs/bucket`) and pass the local mount path, "
+      f"data.{key}=/gcs/bucket/{rest}")
+
+
+def test_tfds_reads_a_gcs_data_dir_through_gcsfs(monkeypatch):
+  """tfds.data_source reads gs:// without TensorFlow where gcsfs is installed (etils.epath's backend; array_record
+  reads gs:// itself): checked here against fake-gcs-server, not in this test, which needs no network."""
+  config = cifar10_lt_r32.get_config()
+  config.data.data_dir = "gs://bucket/tfds"
+  monkeypatch.setattr(kinds, "GCS_READERS", ("no_such_module_ltr",))
+  with pytest.raises(ConfigError, match=r"^config key data\.data_dir: gs://bucket/tfds: TFDS reads gs:// without "
+                                        r"TensorFlow through gcsfs: pip install gcsfs; or mount the bucket with "
+                                        r"gcsfuse"):
+    validate.validate(config)
+  monkeypatch.setattr(kinds, "GCS_READERS", ("json",))  # as if gcsfs were installed
+  validate.validate(config)  # The dataset itself is opened later, by build_splits.

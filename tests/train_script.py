@@ -16,7 +16,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import quickstart  # noqa: E402
-from ltr_jax import parallel, train  # noqa: E402
+from ltr_jax import cli, parallel, train  # noqa: E402
 
 
 def tiny_config():
@@ -36,7 +36,7 @@ if __name__ == "__main__":
     config.distributed.update(dict(coordinator_address=args[3], num_processes=int(args[4]),
                                    process_id=int(args[5])))
   parallel.initialize(config)
-  state = train.train_and_evaluate(config, args[0])
+  state = cli.run_or_exit(lambda: train.train_and_evaluate(config, args[0]))
   flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
           jax.tree_util.tree_leaves_with_path(parallel.to_host({"params": state.params,
                                                                 "batch_stats": state.batch_stats}))}

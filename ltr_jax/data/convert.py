@@ -80,6 +80,10 @@ class _SourcesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 def convert(sources: Mapping[str, Source], name: str, data_dir: str) -> str:
   """Writes `sources` (split name -> source) as TFDS dataset `name` in `data_dir`; returns its folder."""
+  snake = tfds.core.naming.camelcase_to_snakecase(name)
+  if snake != name:
+    raise DataError(f"dataset name {name!r} (--name): TFDS reads dataset names in snake_case, this one as {snake!r}: "
+                    "use lowercase letters, digits and '_'")
   if len({source.num_classes for source in sources.values()}) != 1:
     raise DataError(f"{name}: the splits disagree on the number of classes")
   channels = next(iter(sources.values()))[0].shape[-1]

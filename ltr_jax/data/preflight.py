@@ -5,19 +5,25 @@ test label out of range at the first evaluation. `check` reads no image: existen
 each image directory once (`os.scandir`) and looking the listed names up in a set, so a million list
 entries over ~1000 directories on local disk take about a second (benchmarks/preflight.py), where one
 `os.stat` per image costs a system call each and far more on a network filesystem.
+With config key data.preflight_decode (`Splits.preflight_decode`) it also decodes every image, in threads
+(libjpeg-turbo and Pillow decode outside the GIL), so that a corrupt file stops the run before any step.
 """
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from concurrent import futures
 
 import numpy as np
+import tqdm
 
 from ltr_jax.data.datasets import Splits
 from ltr_jax.data.longtail import Subset
+from ltr_jax.data.sources import EncodedImage
 from ltr_jax.errors import DataError
 
 SHOWN = 5  # examples named per problem
+DECODE_BLOCK = 256  # images per task of the decoding threads
 
 
 def _base(source) -> tuple[object, np.ndarray]:
@@ -71,6 +77,35 @@ def missing_images(source, indices: np.ndarray, listings: dict[str, set[str] | N
   return np.sort(np.asarray(missing, dtype=np.int64))
 
 
+def _decode_errors(source, indices: np.ndarray) -> list[str]:
+  """The DataError messages (naming the file and where it was listed) of the records among `indices` of `source`
+  (one with `undecoded`) whose image cannot be read or decoded, in order."""
+  errors = []
+  for i in indices.tolist():
+    try:
+      image = source.undecoded(i)
+      if isinstance(image, EncodedImage):
+        image.decode()
+    except DataError as e:
+      errors.append(str(e))
+  return errors
+
+
+def undecodable_images(records: list[tuple[object, np.ndarray]]) -> tuple[int, list[str]]:
+  """(images decoded, the messages of those that do not decode, in record order) over (source, indices) pairs,
+  decoded in one thread per core with a progress bar."""
+  blocks = [(source, indices[k:k + DECODE_BLOCK]) for source, indices in records
+            for k in range(0, len(indices), DECODE_BLOCK)]
+  total = sum(len(indices) for _, indices in blocks)
+  errors = []
+  with futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool, \
+      tqdm.tqdm(total=total, desc="data check: decoding", unit="image") as bar:
+    for (_, indices), found in zip(blocks, pool.map(lambda block: _decode_errors(*block), blocks)):
+      errors += found
+      bar.update(len(indices))
+  return total, errors
+
+
 def _label_problems(split: str, source, num_classes: int) -> str | None:
   labels = np.asarray(source.labels)
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
@@ -87,7 +122,9 @@ def check(splits: Splits) -> None:
   (a) every image listed by a file-backed split (ListFileSource, INatJsonSource, or a Subset of one: only its
   own records) exists: the message counts the missing ones and names the first five with their list-file line
   or JSON image id; (b) every label of every split lies in [0, num_classes); (c) no training class is empty.
-  Sources without image files (IDX arrays, TFDS) get (b) and (c) only.
+  Sources without image files (IDX arrays, TFDS) get (b) and (c) only. Where (a) to (c) pass and
+  `splits.preflight_decode`: (d) every image of a source that stores encoded images (files, TFDS) decodes, its
+  records read as the pipeline reads them: the message counts those that do not and names the first five.
   """
   named = [(name, getattr(splits, name)) for name in ("train", "val", "test")]
   named = [(name, source) for name, source in named if source is not None]
@@ -102,19 +139,26 @@ def check(splits: Splits) -> None:
   records: dict[int, tuple[object, list[np.ndarray]]] = {}
   for _, source in named:
     base, indices = _base(source)
-    if hasattr(base, "paths") and hasattr(base, "image_root"):
-      records.setdefault(id(base), (base, []))[1].append(indices)
-  listed, shown, total, listings = 0, [], 0, {}
+    records.setdefault(id(base), (base, []))[1].append(indices)
+  used = []
   for base, parts in records.values():
-    used = np.zeros(len(base), bool)
+    mask = np.zeros(len(base), bool)
     for part in parts:
-      used[part] = True
-    indices = np.flatnonzero(used)  # A mask: numpy 2's np.unique takes ~1 s on 1M indices.
-    missing = missing_images(base, indices, listings)
-    listed, total = listed + indices.size, total + missing.size
-    shown += [f"{base.image_path(i)} (listed at {base.where(i)})" for i in missing[:SHOWN - len(shown)].tolist()]
+      mask[part] = True
+    used.append((base, np.flatnonzero(mask)))  # A mask: numpy 2's np.unique takes ~1 s on 1M indices.
+  listed, shown, total, listings = 0, [], 0, {}
+  for base, indices in used:
+    if hasattr(base, "paths") and hasattr(base, "image_root"):
+      missing = missing_images(base, indices, listings)
+      listed, total = listed + indices.size, total + missing.size
+      shown += [f"{base.image_path(i)} (listed at {base.where(i)})" for i in missing[:SHOWN - len(shown)].tolist()]
   if total:
     problems.append(f"{total} of {listed} listed images are missing: {', '.join(shown)}"
                     f"{', ...' if total > SHOWN else ''} (config key data.preflight=False skips this check)")
+  if not problems and splits.preflight_decode:
+    decoded, errors = undecodable_images([(base, indices) for base, indices in used if hasattr(base, "undecoded")])
+    if errors:
+      problems.append(f"{len(errors)} of {decoded} images do not decode: {'; '.join(errors[:SHOWN])}"
+                      f"{'; ...' if len(errors) > SHOWN else ''}")
   if problems:
     raise DataError(f"data check of {splits.name or 'the dataset'}: " + "; ".join(problems))

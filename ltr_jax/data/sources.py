@@ -23,6 +23,7 @@ import os
 from typing import Iterator, Protocol
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from ltr_jax.errors import DataError
@@ -322,28 +323,57 @@ class IdxSource:
     return self.images[index]
 
 
+def _tfds_folder(name: str, data_dir: str) -> tuple[epath.Path, str]:
+  """The folder of TFDS dataset `name` ('name' or 'name/config', either with ':version') in `data_dir`, as TFDS
+  names it ('MyData' is my_data), and the glob pattern of its version folders."""
+  from tensorflow_datasets.core import naming
+  path, _, version = name.partition(":")
+  dataset, _, config = path.partition("/")
+  return epath.Path(data_dir) / naming.camelcase_to_snakecase(dataset) / config, version or "[0-9]*"
+
+
+def tfds_prepared(name: str, data_dir: str) -> bool:
+  """Whether TFDS dataset `name` is prepared in `data_dir`: a <version>/dataset_info.json in its folder (or in one of
+  its config folders). Looks at the files only, never at the network, so that a dataset not prepared fails at once
+  instead of in a download attempt."""
+  folder, version = _tfds_folder(name, data_dir)
+  return any(folder.glob(f"{version}/dataset_info.json")) or any(folder.glob(f"*/{version}/dataset_info.json"))
+
+
 class TfdsSource:
   """A TFDS dataset read through `tfds.data_source` (array_record), without TensorFlow.
 
   Images are read undecoded (`SkipDecoding`) and decoded here with Pillow when stored encoded.
   Labels come from `<split>-labels.npy` next to the records when `ltr_jax.data.convert` wrote one,
   otherwise from one pass over the records (images left encoded).
+  A dataset not prepared in `data_dir` (default: TFDS's, ~/tensorflow_datasets or $TFDS_DATA_DIR) is a DataError
+  unless `download` (config key data.download), which lets TFDS download and prepare it.
   """
 
   def __init__(self, name: str, split: str, data_dir: str | None = None, image_key: str = "image",
-               label_key: str = "label"):
+               label_key: str = "label", download: bool = False):
     import tensorflow_datasets as tfds  # Slow to import: only where a TFDS source is used.
     self.image_key = image_key
+    where = data_dir or tfds.core.constants.get_default_data_dir()
+    if not download and not tfds_prepared(name, where):
+      default = "" if data_dir else " (TFDS's default; config key data.data_dir sets another)"
+      raise DataError(
+          f"TFDS dataset {name!r} split {split!r} is not prepared in {where}{default}: no <version>/dataset_info.json "
+          f"in {_tfds_folder(name, where)[0]}, and config key data.download is False. "
+          f"Where there is network, run `tfds build {name} --data_dir={where} --file_format=array_record` or set "
+          "data.download=True (TFDS's builders need TensorFlow: pip install tensorflow)")
     try:
-      self._ds = tfds.data_source(name, split=split, data_dir=data_dir,
+      self._ds = tfds.data_source(name, split=split, data_dir=data_dir, download=download,
                                   decoders={image_key: tfds.decode.SkipDecoding()})
     except Exception as e:  # TFDS raises many types (not found, no network, bad split, ...).
-      raise DataError(f"TFDS dataset {name!r} split {split!r} (data_dir={data_dir}): {e}") from e
+      first_line = str(e).strip().partition("\n")[0]  # TFDS appends lists of every dataset it knows
+      raise DataError(f"TFDS dataset {name!r} split {split!r} (data_dir={where}): {first_line}") from e
     info = self._ds.dataset_info
     self._channels = info.features[image_key].shape[-1] or 3
-    cache = os.path.join(info.data_dir, f"{split}-labels.npy")
-    if split in info.splits and os.path.exists(cache):
-      self.labels = np.load(cache)
+    cache = epath.Path(info.data_dir) / f"{split}-labels.npy"
+    if split in info.splits and cache.exists():
+      with cache.open("rb") as f:
+        self.labels = np.load(f)
       if len(self.labels) != len(self._ds):
         raise DataError(f"{cache}: {len(self.labels)} labels for {len(self._ds)} records")
     else:
@@ -367,12 +397,12 @@ class TfdsSource:
     return image.decode() if isinstance(image, EncodedImage) else image
 
 
-def fashion_mnist(split: str, data_dir: str | None = None) -> Source:
+def fashion_mnist(split: str, data_dir: str | None = None, download: bool = False) -> Source:
   """Fashion-MNIST 'train' (60000) or 'test' (10000) as an `IdxSource`, else from TFDS.
 
   Looks for the IDX files (gzipped or not) in `data_dir`, then in /usr/share/datasets/fashion-mnist
-  (Debian's dataset-fashion-mnist); if neither has them, tries `tfds.data_source('fashion_mnist')`,
-  which downloads when there is network.
+  (Debian's dataset-fashion-mnist); if neither has them, reads TFDS's 'fashion_mnist' from `data_dir` (default
+  TFDS's), which TFDS downloads and prepares only with `download` (config key data.download).
   """
   prefixes = {"train": "train", "test": "t10k"}
   if split not in prefixes:
@@ -385,9 +415,9 @@ def fashion_mnist(split: str, data_dir: str | None = None) -> Source:
       if os.path.exists(images) and os.path.exists(labels):
         return IdxSource(images, labels)
   try:
-    return TfdsSource("fashion_mnist", split, data_dir=data_dir)
+    return TfdsSource("fashion_mnist", split, data_dir=data_dir, download=download)
   except DataError as e:
     raise DataError(
-        f"Fashion-MNIST {split} not found: no {prefixes[split]}-images-idx3-ubyte[.gz] in "
-        f"{', '.join(folders)}, and TFDS failed ({e}). Install it with "
-        f"`apt-get install dataset-fashion-mnist`, or pass data_dir=<folder with the IDX files>.") from e
+        f"Fashion-MNIST {split}: no {prefixes[split]}-images-idx3-ubyte[.gz] and {prefixes[split]}-labels-idx1-"
+        f"ubyte[.gz] in {', '.join(folders)} (`apt-get install dataset-fashion-mnist`, or set config key "
+        f"data.data_dir to a folder with the IDX files), and {e}") from e

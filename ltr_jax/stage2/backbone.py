@@ -13,7 +13,6 @@ model and runs in workdir/stage2/<name> (its checkpoints, metrics and feature ca
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from ltr_jax import losses, models, train
+from ltr_jax import losses, models, paths, train
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
 from ltr_jax.models import Head
@@ -71,6 +70,7 @@ def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigD
   recipe.update({key: hyper[key] for key in LOOP_KEYS})
   recipe.update({f.name: hyper[f.name] for f in dataclasses.fields(losses.LossHyper) if f.name in hyper})
   recipe.update(dict(base_lr=hyper.lr * 256 / hyper.batch_size, momentum=0.9, nesterov=False, warmup_epochs=0.0,
+                     schedule="cosine", lr_steps=(),
                      init_from="", drs_epoch=-1, mixup_alpha=0.0, frozen=tuple(hyper.frozen),
                      lr_mults=tuple(tuple(pair) for pair in hyper.lr_mults)))
   return recipe
@@ -97,4 +97,4 @@ def run(name: str, recipe: Recipe, hyper: ml_collections.ConfigDict, config: ml_
 
 def run_dir(workdir: str, name: str) -> str:
   """Where method `name` runs and keeps its checkpoints: workdir/stage2/<name>."""
-  return os.path.join(workdir, "stage2", name)
+  return paths.join(workdir, "stage2", name)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from ltr_jax import evaluate
+from ltr_jax import evaluate, parallel, paths
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
 from ltr_jax.models import LTRModel
@@ -52,26 +51,29 @@ def _fingerprint(backbone: str, config: ml_collections.ConfigDict, split: str, n
 
 def extract(model: LTRModel, variables: Variables, splits: datasets.Splits, config: ml_collections.ConfigDict,
             run_dir: str, mesh: Mesh, split_names: tuple[str, ...] = SPLITS) -> dict[str, np.ndarray]:
-  """{split: features [N, d]} of the splits that exist, from run_dir/features when the backbone is the same."""
+  """{split: features [N, d]} of the splits that exist, from run_dir/features when the backbone is the same.
+
+  A cache counts as a hit only if every process has it (their workdirs need not be shared): otherwise every
+  process runs the inference, whose gathers they all take part in. Process 0 writes the cache.
+  """
   predict = evaluate.make_predict(model, config.data, mesh)
-  cache_dir = os.path.join(run_dir, "features")
-  os.makedirs(cache_dir, exist_ok=True)
+  cache_dir = paths.join(run_dir, "features")
   features = {}
   backbone = backbone_digest(variables)
   for split in split_names:
     source = getattr(splits, split)
     if source is None:
       continue
-    path = os.path.join(cache_dir, f"{split}.npy")
+    path = paths.join(cache_dir, f"{split}.npy")
     key = _fingerprint(backbone, config, split, len(source))
     key_path = path + ".fingerprint"
-    if os.path.exists(path) and os.path.exists(key_path) and open(key_path).read() == key:
-      features[split] = np.load(path, mmap_mode="r")  # read as used; .npy data is 64-byte aligned
+    hit = paths.exists(path) and paths.exists(key_path) and paths.read_text(key_path) == key
+    if parallel.all_true(hit):
+      features[split] = paths.load_array(path)
       continue
     _, features[split] = evaluate.run_inference(predict, variables, source, config, mesh, f"features {split}")
-    if jax.process_index() == 0:  # a new file renamed over the old: arrays mapped from the old one stay intact
-      np.save(path + ".tmp.npy", features[split])
-      os.replace(path + ".tmp.npy", path)
-      with open(key_path, "w") as f:
-        f.write(key)
+    if jax.process_index() == 0:  # a new file over the old: arrays mapped from the old one stay intact
+      paths.save_array(path, features[split])
+      paths.write_text(key_path, key)
+  parallel.barrier("feature cache written")
   return features

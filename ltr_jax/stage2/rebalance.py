@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from ltr_jax import classifiers, losses
 from ltr_jax.data.sampling import IndexSampler
 from ltr_jax.errors import ConfigError, DataError, TrainingError
 from ltr_jax.models import head
+from ltr_jax.progress import bar as progress_bar
 from ltr_jax.stage2.registry import PROJECT_EVERY
 
 LogitsFn = Callable[[object, object, jax.Array], jax.Array]
@@ -59,7 +59,7 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
     return (project(params) if project is not None and project_every == "step" else params), opt_state, value
 
   opt_state = tx.init(params)
-  with tqdm(total=epochs * steps_per_epoch, desc=name, disable=not progress) as bar:
+  with progress_bar(epochs * steps_per_epoch, name, disable=not progress) as bar:
     for epoch in range(epochs):
       indices = sampler.epoch_indices(epoch)
       for k in range(steps_per_epoch):

@@ -17,6 +17,10 @@ import dataclasses
 import importlib
 from typing import Any, Callable
 
+import ml_collections
+
+from ltr_jax.errors import ConfigError
+
 ON_FEATURES = "features"
 THROUGH_BACKBONE = "backbone"
 PROJECT_EVERY = ("step", "epoch")  # when WB projects its head onto the MaxNorm ball (config key stage2.<wb>.project_every)
@@ -30,7 +34,9 @@ class Method:
   variant: '' for the method as its source runs it, else what this variant changes (reports mark it and say so);
   runs_on: ON_FEATURES or THROUGH_BACKBONE; function: 'module:function' of ltr_jax.stage2, or a callable;
   needs_val: chooses a hyper-parameter on the validation split; linear_only: defined for a linear stage-1 head
-  (config key model.head) only.
+  (config key model.head) only; arbitrary_logit_scale: its logits have a scale nothing fits to the data
+  (distances, tau-rescaled columns), so its ECE and NLL say little (reports mark them; compare the ECE after
+  temperature scaling). A head over normalised features (cosine, NCM) is marked so too.
   """
   label: str
   paper: bool
@@ -39,6 +45,7 @@ class Method:
   variant: str = ""
   needs_val: bool = False
   linear_only: bool = False
+  arbitrary_logit_scale: bool = False
 
   def resolve(self) -> Callable[..., Any]:
     if callable(self.function):
@@ -51,7 +58,7 @@ _CACHED = "on cached, un-augmented features with BatchNorm in inference mode (fa
 
 METHODS: dict[str, Method] = {
     "joint": Method("Joint", True, ON_FEATURES, "on_features:joint"),
-    "ncm": Method("NCM", True, ON_FEATURES, "on_features:ncm"),
+    "ncm": Method("NCM", True, ON_FEATURES, "on_features:ncm", arbitrary_logit_scale=True),
     # cRT and LWS as the reference runs them (run_networks.py): backbone parameters frozen, BatchNorm in training
     # mode (its running statistics re-estimated on the class-balanced, augmented batches).
     "crt": Method("cRT", True, THROUGH_BACKBONE, "backbone:finetune"),
@@ -59,7 +66,8 @@ METHODS: dict[str, Method] = {
                             variant="the frozen backbone's BatchNorm runs in inference mode (its statistics stay "
                                     "stage 1's)"),
     "crt_cached": Method("cRT (cached features)", True, ON_FEATURES, "on_features:crt", variant=_CACHED),
-    "tau_norm": Method("τ-norm", True, ON_FEATURES, "on_features:tau_norm", needs_val=True),
+    "tau_norm": Method("τ-norm", True, ON_FEATURES, "on_features:tau_norm", needs_val=True,
+                       arbitrary_logit_scale=True),
     "lws": Method("LWS", True, THROUGH_BACKBONE, "backbone:finetune"),
     "lws_cached": Method("LWS (cached features)", True, ON_FEATURES, "on_features:lws", variant=_CACHED),
     # Table 1 of the paper: the stage-1 model fine-tuned with class-balanced sampling, the part named frozen.
@@ -73,3 +81,22 @@ METHODS: dict[str, Method] = {
                         linear_only=True),
     "mislas": Method("MiSLAS", False, THROUGH_BACKBONE, "backbone:finetune"),
 }
+
+
+def hyper_of(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Method `name`'s hyper-parameters: config subtree stage2.<name>, with the values its source gives for the
+  config's data.imbalance_ratio where the subtree lists them (per_imbalance_ratio: ((ratio, {key: value}), ...));
+  ConfigError naming the keys to set for a ratio the table lacks."""
+  hyper = config.stage2[name]
+  table = hyper.get("per_imbalance_ratio", ())
+  if not table:
+    return hyper
+  for ratio, values in table:
+    if ratio == config.data.imbalance_ratio:
+      resolved = hyper.copy_and_resolve_references()
+      resolved.update(values)
+      return resolved
+  keys = sorted({key for _, values in table for key in values})
+  raise ConfigError(f"config key data.imbalance_ratio = {config.data.imbalance_ratio:g}: stage2.{name} takes its "
+                    f"source's values for ratios {', '.join(f'{r:g}' for r, _ in table)} only; for another, set "
+                    f"{', '.join(f'stage2.{name}.{k}' for k in keys)} and stage2.{name}.per_imbalance_ratio=()")

@@ -10,7 +10,6 @@ others, by default the best on validation).
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -18,28 +17,36 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from ltr_jax import checkpoints, metrics, parallel, report
+from ltr_jax import checkpoints, metrics, parallel, paths, report
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
 from ltr_jax.models import Head
 from ltr_jax.stage2 import backbone, features as features_lib
 from ltr_jax.stage2.on_features import groups_of
-from ltr_jax.stage2.registry import METHODS, ON_FEATURES, Method
+from ltr_jax.stage2.registry import METHODS, ON_FEATURES, Method, hyper_of
 
 
 def entry(name: str, method: Method, hyper: ml_collections.ConfigDict, head: Head, feats: dict[str, np.ndarray],
           splits: datasets.Splits) -> dict[str, Any]:
   """A method's results: label, paper, variant, where it ran and its hyper-parameters; test All / Many / Medium /
   Few, per-class test accuracy, calibration of its softmax on test (ECE over 15 bins and NLL, with the
-  reliability bins); validation groups."""
+  reliability bins; and both after temperature scaling with T fit on validation, comparable across methods whose
+  logit scales are arbitrary, which it marks); validation groups."""
   test = head.predict(feats["test"])
   logits = head.logits(feats["test"])
   bins = metrics.reliability_bins(logits, splits.test.labels)
+  scaled = {"temperature": None, "ece_ts": None, "nll_ts": None}
+  if feats.get("val") is not None:
+    temperature = metrics.fit_temperature(head.logits(feats["val"]), splits.val.labels)
+    scaled = {"temperature": temperature,
+              "ece_ts": metrics.expected_calibration_error(logits / np.float32(temperature), splits.test.labels),
+              "nll_ts": metrics.nll(logits / np.float32(temperature), splits.test.labels)}
   result = {"label": method.label, "paper": method.paper, "variant": method.variant, "runs_on": method.runs_on,
             "hyper": hyper.to_dict(), **{k: v for k, v in head.extras.items() if k != "tau_curve"},
             **groups_of(test, splits.test.labels, splits),
             "ece": metrics.expected_calibration_error(logits, splits.test.labels),
-            "nll": metrics.nll(logits, splits.test.labels),
+            "nll": metrics.nll(logits, splits.test.labels), **scaled,
+            "arbitrary_logit_scale": method.arbitrary_logit_scale or head.normalize,
             "reliability": {k: np.nan_to_num(v, nan=0.0).tolist() for k, v in bins.items()},
             "per_class": metrics.per_class_accuracy(test, splits.test.labels, splits.num_classes).tolist()}
   if feats.get("val") is not None:
@@ -51,7 +58,7 @@ def export(name: str, head: Head, variables: Variables, config: ml_collections.C
            workdir: str, mesh: Mesh, step: int) -> str:
   """Writes `variables`' backbone with `head` as workdir/stage2/<name>/checkpoints (every process takes part)."""
   params = jax.device_put(head.params(), parallel.replicated(mesh))
-  directory = os.path.join(backbone.run_dir(workdir, name), "checkpoints")
+  directory = paths.join(backbone.run_dir(workdir, name), "checkpoints")
   manager = checkpoints.Manager(directory, max_to_keep=1)
   manager.save(step, {"params": {**variables["params"], "head": params}, "batch_stats": variables["batch_stats"]},
                checkpoints.model_meta(config, splits.num_classes, f"stage2/{name}", head.spec()))
@@ -82,7 +89,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   checkpoints. mesh and splits default to every device and `datasets.build_splits(config.data)`."""
   mesh = mesh or parallel.data_mesh()
   splits = splits or datasets.build_splits(config.data)
-  stage1_dir = os.path.join(workdir, "checkpoints")
+  stage1_dir = paths.join(workdir, "checkpoints")
   model, stage1 = checkpoints.restore_stage1(config, stage1_dir, splits.num_classes, splits.image_shape, mesh)
   step = checkpoints.Manager(stage1_dir, read_only=True).latest_step()
   feats = features_lib.extract(model, stage1, splits, config, workdir, mesh)
@@ -94,7 +101,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
                              "groups": splits.groups.tolist(), "weight_norms": {}, "tau_curves": {}}
   heads: dict[str, tuple[Head, Variables]] = {}
   for name in config.stage2.methods:
-    method, hyper = METHODS[name], config.stage2[name]
+    method, hyper = METHODS[name], hyper_of(config, name)
     if method.runs_on == ON_FEATURES:
       head, variables, method_feats = method.resolve()(features, joint, hyper, config), stage1, feats
     else:
@@ -117,8 +124,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
     if METHODS[name].runs_on == ON_FEATURES:
       results["exported"][name] = export(name, head, variables, config, splits, workdir, mesh, step)
     else:
-      results["exported"][name] = os.path.join(backbone.run_dir(workdir, name), "checkpoints")
+      results["exported"][name] = paths.join(backbone.run_dir(workdir, name), "checkpoints")
   if jax.process_index() == 0:
     results["files"] = report.write(results, workdir, config)
+  parallel.barrier("stage-2 report written")
   return results
 
