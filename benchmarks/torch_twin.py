@@ -360,15 +360,25 @@ def read_ltr_jax(workdirs: list[str]) -> list[dict]:
   return runs
 
 
-def table(twin: dict, ltr: dict | None) -> tuple[list[str], dict[str, bool | None]]:
-  """Markdown rows of All and Few per method, and whether ltr_jax's All mean is within 2 sd of the twin's."""
+def welch_t(a: list[float], b: list[float]) -> float:
+  """Welch's t statistic of two samples' means (nan with fewer than two values in either)."""
+  if len(a) < 2 or len(b) < 2:
+    return float("nan")
+  spread = statistics.variance(a) / len(a) + statistics.variance(b) / len(b)
+  return (statistics.mean(a) - statistics.mean(b)) / math.sqrt(spread) if spread else float("nan")
+
+
+def table(twin_runs: list[dict], ltr_runs: list[dict] | None) -> tuple[list[str], dict[str, bool | None]]:
+  """Markdown rows of All and Few per method (mean ± sample sd over seeds); with ltr_jax's runs, whether ltr_jax's
+  All mean lies within 2 sd of the twin's and Welch's t of the two sets of All."""
+  twin, ltr = summary(twin_runs), summary(ltr_runs) if ltr_runs else None
 
   def cell(stats: list[float]) -> str:
     return f"{stats[0]:.2f}" if math.isnan(stats[1]) else f"{stats[0]:.2f} ± {stats[1]:.2f}"
 
-  header = "| method | twin All | twin Few |"
+  header = "| method | PyTorch All | PyTorch Few |"
   if ltr:
-    header += " ltr_jax All | ltr_jax Few | ltr_jax All within 2 sd of twin |"
+    header += " ltr_jax All | ltr_jax Few | ltr_jax's All within 2 sd of PyTorch's | Welch's t (All) |"
   lines = [header, "|---|" + "---:|" * (header.count("|") - 2)]
   within = {}
   for m in METHODS:
@@ -377,7 +387,8 @@ def table(twin: dict, ltr: dict | None) -> tuple[list[str], dict[str, bool | Non
       mean, sd = twin[m]["all"]
       within[m] = None if math.isnan(sd) else bool(abs(ltr[m]["all"][0] - mean) <= 2 * sd)
       verdict = "n/a (one twin seed)" if within[m] is None else "yes" if within[m] else "NO"
-      row += f" {cell(ltr[m]['all'])} | {cell(ltr[m]['few'])} | {verdict} |"
+      t = welch_t([r[m]["all"] for r in ltr_runs], [r[m]["all"] for r in twin_runs])
+      row += f" {cell(ltr[m]['all'])} | {cell(ltr[m]['few'])} | {verdict} | {t:.2f} |"
     lines.append(row)
   return lines, within
 
@@ -425,12 +436,13 @@ def main() -> None:
                                       for m in METHODS) +
           f" (All/Few; stage 1 {out['stage1_seconds']:.0f} s, stage 2 {out['stage2_seconds']:.0f} s)", flush=True)
   twin = summary(per_seed)
-  ltr = summary(read_ltr_jax(args.ltr_jax_workdirs.split(","))) if args.ltr_jax_workdirs else None
+  ltr_runs = read_ltr_jax(args.ltr_jax_workdirs.split(",")) if args.ltr_jax_workdirs else None
+  ltr = summary(ltr_runs) if ltr_runs else None
 
   print(f"\ntest accuracy (%), mean ± sample std over seeds {seeds}; {config.model.name}, {config.train.epochs} "
         f"epochs; torch {torch.__version__}, {args.threads} threads; 1-min load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after")
-  lines, within = table(twin, ltr)
+  lines, within = table(per_seed, ltr_runs)
   print("\n".join(lines))
   taus = [r["tau_norm"]["tau"] for r in per_seed]
   print(f"tau-norm: tau chosen on validation per seed {taus}")
@@ -440,7 +452,8 @@ def main() -> None:
             "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
             "machine": machine(f"torch {torch.__version__}", f"numpy {np.__version__}")}
   if ltr:
-    result.update(ltr_jax=ltr, ltr_jax_workdirs=args.ltr_jax_workdirs.split(","), ltr_jax_within_2sd=within)
+    result.update(ltr_jax=ltr, ltr_jax_workdirs=args.ltr_jax_workdirs.split(","), ltr_jax_within_2sd=within,
+                  ltr_jax_per_seed=[{m: {c: r[m][c] for c in COLUMNS} for m in METHODS} for r in ltr_runs])
   if args.json:
     write_json(args.json, result)
 

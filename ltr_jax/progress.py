@@ -18,8 +18,9 @@ LINE_EVERY_SECONDS = 60.0
 class _Lines:
   """tqdm's update / set_postfix / close, as periodic plain lines."""
 
-  def __init__(self, total: int, desc: str, initial: int, unit: str, every: float):
-    self._total, self._desc, self._unit, self._every = total, desc, unit, every
+  def __init__(self, total: int, desc: str, initial: int, unit: str, every: float, leave: bool):
+    self._total, self._desc, self._unit, self._every, self._leave = total, desc, unit, every, leave
+    self._printed = False
     self._n = self._start_n = initial
     self._start = self._last = time.monotonic()
     self._postfix = ""
@@ -33,6 +34,7 @@ class _Lines:
     self._postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
   def _print(self) -> None:
+    self._printed = True
     self._last = now = time.monotonic()
     rate = (self._n - self._start_n) / max(now - self._start, 1e-9)
     left = (self._total - self._n) / rate if rate > 0 else float("inf")
@@ -42,7 +44,8 @@ class _Lines:
           f"ETA {eta}" + (f", {self._postfix}" if self._postfix else ""), file=sys.stderr, flush=True)
 
   def close(self) -> None:
-    if self._n != self._start_n or self._total == 0:
+    """A last line, for a bar that stays (leave) or one that already printed (it ran long)."""
+    if (self._leave or self._printed) and (self._n != self._start_n or self._total == 0):
       self._print()
 
   def __enter__(self) -> "_Lines":
@@ -59,4 +62,4 @@ def bar(total: int, desc: str, initial: int = 0, unit: str = "step", disable: bo
     return tqdm(total=total, disable=True)
   if sys.stderr.isatty() or "ipykernel" in sys.modules:  # a terminal, or a notebook's widget
     return tqdm(total=total, initial=initial, unit=unit, desc=desc, leave=leave)
-  return _Lines(total, desc, initial, unit, every)
+  return _Lines(total, desc, initial, unit, every, leave)

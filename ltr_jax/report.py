@@ -64,8 +64,11 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def highlighted(results: dict[str, Any]) -> list[str]:
-  """Joint, the paper's best other method and the best later one, by validation All (test All without one)."""
-  methods = results["methods"]
+  """Joint, the paper's best other method and the best later one, by validation All (test All without one), among
+  the methods as their sources run them (not their variants) whose logit scale is fitted (their calibration means
+  something)."""
+  methods = {m: r for m, r in results["methods"].items()
+             if not r.get("variant") and (m == "joint" or not r.get("arbitrary_logit_scale"))}
   score = lambda m: (methods[m].get("val") or methods[m])["all"] or 0.0  # noqa: E731
   paper = [m for m in methods if methods[m].get("paper", True) and m != "joint"]
   later = [m for m in methods if not methods[m].get("paper", True)]
@@ -98,13 +101,13 @@ def _plot_reliability(results: dict, path: str) -> None:
 
 
 def _plot_weight_norms(results: dict, order: np.ndarray, path: str) -> None:
-  fig = Figure(figsize=(6, 4))
+  fig = Figure(figsize=(8, 4))
   ax = fig.subplots()
   for method, norms in results["weight_norms"].items():
     ax.plot(np.asarray(norms)[order], marker=".", label=label(results, method))
   ax.set(xlabel="class index (sorted by training images, descending)", ylabel="‖w_j‖",
          title="Classifier weight norms (Fig. 2 left)")
-  ax.legend()
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
   paths.savefig(fig, path, dpi=120)
 
@@ -129,14 +132,14 @@ def _plot_tau_curves(results: dict, path: str) -> None:
 
 
 def _plot_per_class(results: dict, counts: np.ndarray, path: str) -> None:
-  fig = Figure(figsize=(6, 4))
+  fig = Figure(figsize=(8, 4))
   ax = fig.subplots()
   for method, r in results["methods"].items():
     ax.plot(counts, r["per_class"], "o", alpha=0.7, label=r.get("label", method))
   ax.set_xscale("log")
   ax.set(xlabel="training images of the class", ylabel="test accuracy of the class",
          title="Per-class accuracy vs class size")
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
   paths.savefig(fig, path, dpi=120)
 
