@@ -1,8 +1,8 @@
 """Progress of long work: a tqdm bar on a terminal, a plain line every so often otherwise.
 
-Under a batch system or on a pod worker, output goes to a file (stderr is no terminal and no notebook), where a redrawn bar would fill the log with
-carriage returns; there each bar prints one line per `every` seconds (and one at the end): count, rate, ETA and
-the latest postfix (loss, images/s).
+Under a batch system or on a pod worker, output goes to a file (stderr is no terminal and no notebook), where a
+redrawn bar would fill the log with carriage returns; there each bar prints one line per `every` seconds (and one
+at the end): count, rate, ETA and the latest postfix (loss, images/s).
 """
 from __future__ import annotations
 
@@ -55,11 +55,18 @@ class _Lines:
     self.close()
 
 
+def _notebook() -> bool:
+  """Whether this process is a Jupyter / Colab kernel (not merely one that imported ipykernel)."""
+  ipython = sys.modules.get("IPython")
+  shell = ipython.get_ipython() if ipython is not None else None
+  return shell is not None and "IPKernelApp" in shell.config
+
+
 def bar(total: int, desc: str, initial: int = 0, unit: str = "step", disable: bool = False, leave: bool = True,
         every: float = LINE_EVERY_SECONDS):
   """A progress bar of `total` units: tqdm on a terminal, else periodic lines; nothing when `disable`."""
   if disable:
     return tqdm(total=total, disable=True)
-  if sys.stderr.isatty() or "ipykernel" in sys.modules:  # a terminal, or a notebook's widget
+  if sys.stderr.isatty() or _notebook():  # a terminal, or a notebook's widget
     return tqdm(total=total, initial=initial, unit=unit, desc=desc, leave=leave)
   return _Lines(total, desc, initial, unit, every, leave)

@@ -20,3 +20,8 @@ def test_a_short_transient_bar_prints_nothing(capsys):
     bar.update(1)
   bar.close()
   assert capsys.readouterr().err == ""
+
+
+def test_importing_ipykernel_does_not_make_a_notebook(capsys):
+  import ipykernel  # noqa: F401  (imported by nbclient in the notebook tests of the same process)
+  test_a_short_transient_bar_prints_nothing(capsys)
