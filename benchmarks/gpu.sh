@@ -23,7 +23,8 @@
 #       carry=["benchmarks/gpu_wheels"], timeout_s=180)
 #   (or --parts tests --tests "tests/test_a.py tests/test_b.py": the test files the first call did not reach)
 #
-# On a CPU (this repo's machines), the whole run at tiny sizes in a few minutes, without installing anything:
+# On a CPU (this repo's machines, in the project's activated venv), the whole run at tiny sizes in a few minutes,
+# without installing anything:
 #   bash benchmarks/gpu.sh --tiny --no-install
 #
 # Options (the rest go to `python benchmarks/gpu.py all`, see its --help):
