@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from ltr_jax import models, parallel, paths
-from ltr_jax.errors import CheckpointError
+from ltr_jax.errors import CheckpointError, first_line
 from ltr_jax.models import LTRModel
 
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
@@ -107,7 +107,7 @@ class Manager:
       return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # noqa: BLE001 - any failure to read it is a damaged item, named in one line
       raise DamagedCheckpoint(f"checkpoint step {step}: {self.directory / str(step) / 'meta'} cannot be read "
-                              f"({_first_line(e)})") from e
+                              f"({first_line(e)})") from e
 
   def check_meta(self, expected: dict[str, Any], step: int | None = None) -> dict[str, Any]:
     """The meta; CheckpointError unless its model and class count are `expected`'s."""
@@ -129,13 +129,11 @@ class Manager:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           **{name: ocp.args.StandardRestore(abstract) for name, abstract in items.items()}))
-    except (ValueError, KeyError) as e:
-      if "shape" in str(e).lower() or isinstance(e, KeyError):
+    except Exception as e:  # noqa: BLE001 - besides a mismatch, TensorStore, OCDBT and decompression errors
+      if isinstance(e, KeyError) or isinstance(e, ValueError) and "shape" in str(e).lower():
         raise CheckpointError(f"the checkpoint at {self.directory / str(step)} does not match this model's "
-                              f"parameters: {_first_line(e)}") from e
-      raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} cannot be read: {_first_line(e)}") from e
-    except Exception as e:  # noqa: BLE001 - TensorStore, OCDBT and decompression errors of damaged files
-      raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} cannot be read: {_first_line(e)}") from e
+                              f"parameters: {first_line(e)}") from e
+      raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} cannot be read: {first_line(e)}") from e
     for name in items:
       expected = meta.get("checksums", {}).get(name)
       if expected is not None and checksum(restored[name]) != expected:
@@ -198,10 +196,6 @@ class Manager:
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
-
-
-def _first_line(error: BaseException) -> str:
-  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classes: int,

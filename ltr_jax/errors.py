@@ -1,6 +1,12 @@
 """Errors a user can cause. Each carries one message naming the file, line or config key at fault."""
 
 
+def first_line(error: BaseException, limit: int | None = 300) -> str:
+  """The first line of `error`'s message (its type's name if it has none), at most `limit` characters: libraries'
+  messages (TFDS, TensorStore, Orbax) go on for pages, and ours are one line."""
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 class LtrError(Exception):
   """Base class: `main` prints the message and exits non-zero, without a traceback."""
 

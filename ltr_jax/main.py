@@ -26,21 +26,15 @@ def main(argv: list[str]) -> None:
   # Imported here so that --help answers without loading JAX.
   from ltr_jax import evaluate, parallel, paths, report, train, validate
   from ltr_jax.stage2 import run as stage2
-  from ltr_jax.data import datasets, preflight
+  from ltr_jax.data import preflight
   config = FLAGS.config
-
-  def data() -> datasets.Splits:
-    splits = datasets.build_splits(config.data)
-    if config.data.preflight:
-      preflight.check(splits)
-    return splits
 
   def work() -> None:
     parallel.initialize(config)
     # A fault found by one process stops every process (none goes on alone into a collective).
     parallel.agreed(lambda: (validate.validate(config), paths.check_workdir(FLAGS.workdir)))
     mesh = parallel.data_mesh()
-    splits = parallel.agreed(data)
+    splits = parallel.agreed(lambda: preflight.checked_splits(config.data))
     if FLAGS.mode in ("train", "all"):
       train.train_and_evaluate(config, FLAGS.workdir, mesh, splits)
     if FLAGS.mode in ("decouple", "all"):

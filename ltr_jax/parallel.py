@@ -101,14 +101,23 @@ def same_on_all(value: int | None, what: str, hint: str) -> int | None:
   return value
 
 
+def _encode(text: str) -> np.ndarray:
+  """`text` as a fixed-size uint8 array (its first _MESSAGE_BYTES bytes, zero-padded), for the collectives."""
+  encoded = np.zeros(_MESSAGE_BYTES, np.uint8)
+  data = text.encode()[:_MESSAGE_BYTES]
+  encoded[:len(data)] = np.frombuffer(data, np.uint8)
+  return encoded
+
+
+def _decode(encoded: np.ndarray) -> str:
+  return bytes(np.asarray(encoded, np.uint8)).rstrip(b"\0").decode(errors="replace")
+
+
 def broadcast_text(text: str) -> str:
   """Process 0's `text` on every process (at most _MESSAGE_BYTES bytes)."""
   if jax.process_count() == 1:
     return text
-  encoded = np.zeros(_MESSAGE_BYTES, np.uint8)
-  data = text.encode()[:_MESSAGE_BYTES]
-  encoded[:len(data)] = np.frombuffer(data, np.uint8)
-  return bytes(multihost_utils.broadcast_one_to_all(encoded)).rstrip(b"\0").decode()
+  return _decode(multihost_utils.broadcast_one_to_all(_encode(text)))
 
 
 def barrier(name: str) -> None:
@@ -121,19 +130,15 @@ def agreed(work: Callable[[], Any]) -> Any:
   """Runs `work` on every process; if it raises an LtrError on any, every process raises the first one (its
   message, prefixed with its process), so no process goes on alone into a collective."""
   try:
-    return_value, message = work(), b""
+    return_value, error = work(), None
   except LtrError as e:
-    return_value, message, error = None, str(e).encode()[:_MESSAGE_BYTES], e
+    return_value, error = None, e
   if jax.process_count() == 1:
-    if message:
+    if error is not None:
       raise error
     return return_value
-  encoded = np.zeros(_MESSAGE_BYTES, np.uint8)
-  encoded[:len(message)] = np.frombuffer(message, np.uint8)
-  gathered = multihost_utils.process_allgather(encoded)
-  for process, row in enumerate(gathered):
-    text = bytes(row).rstrip(b"\0").decode(errors="replace")
-    if text:
+  for process, row in enumerate(multihost_utils.process_allgather(_encode("" if error is None else str(error)))):
+    if text := _decode(row):
       raise LtrError(f"process {process}: {text}")
   return return_value
 

@@ -24,7 +24,7 @@ import fsspec
 import numpy as np
 from etils import epath
 
-from ltr_jax.errors import ConfigError
+from ltr_jax.errors import ConfigError, first_line
 
 fsspec.config.conf.setdefault("gcs", {})["use_listings_cache"] = False
 
@@ -119,42 +119,13 @@ def savefig(figure, p: PathLike, **kwargs) -> None:
     figure.savefig(f, format=path(p).suffix.lstrip("."), **kwargs)
 
 
-class JsonLines:
-  """A file of JSON lines that grows: appended locally, rewritten whole remotely at each flush."""
-
-  def __init__(self, p: PathLike):
-    self._path = path(p)
-    self._remote = is_remote(p)
-    if self._remote:
-      self._lines = self._path.read_text() if self._path.exists() else ""
-    else:
-      makedirs(self._path.parent)
-      self._file = open(self._path, "a")
-
-  def write(self, value: dict[str, Any]) -> None:
-    line = json.dumps(value) + "\n"
-    if self._remote:
-      self._lines += line
-    else:
-      self._file.write(line)
-
-  def flush(self) -> None:
-    if self._remote:
-      self._path.write_text(self._lines)
-    else:
-      self._file.flush()
-
-  def close(self) -> None:
-    self.flush()
-    if not self._remote:
-      self._file.close()
-
-
 class _RemoteRecords:
-  """A TensorBoard event file on an object store: its records kept, the whole object rewritten at each flush."""
+  """A growing file on an object store (which has no append): its bytes kept, the whole object rewritten at each
+  flush that has something new."""
 
-  def __init__(self, p: str):
-    self._path, self._buffer, self._written = epath.Path(p), io.BytesIO(), 0
+  def __init__(self, p: PathLike, initial: bytes = b""):
+    self._path, self._buffer, self._written = path(p), io.BytesIO(), len(initial)
+    self._buffer.write(initial)
 
   def write(self, data: bytes) -> None:
     self._buffer.write(data)
@@ -166,6 +137,27 @@ class _RemoteRecords:
 
   def close(self) -> None:
     self.flush()
+
+
+class JsonLines:
+  """A file of JSON lines that grows: appended locally, rewritten whole remotely at each flush."""
+
+  def __init__(self, p: PathLike):
+    target = path(p)
+    if is_remote(p):
+      self._file = _RemoteRecords(target, target.read_bytes() if target.exists() else b"")
+    else:
+      makedirs(target.parent)
+      self._file = open(target, "ab")
+
+  def write(self, value: dict[str, Any]) -> None:
+    self._file.write((json.dumps(value) + "\n").encode())
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
 
 
 class _RemoteRecordsFactory:
@@ -206,19 +198,23 @@ def require_shared(directory: PathLike, what: str) -> None:
                       "a network file system), and the hosts here see different folders")
 
 
+def _write_check(folder: epath.Path) -> None:
+  """Writes and removes a small file in `folder`: raises what the file system or the object store raises."""
+  probe = folder / f".ltr_jax_write_check.{os.getpid()}"
+  probe.write_text("")
+  probe.unlink()
+
+
 def check_workdir(workdir: PathLike, timeout: float = 20.0) -> None:
   """ConfigError in one line, before any work, if `workdir` is a file or cannot be written (a remote one within
   `timeout` seconds: a missing bucket, no credentials, an unreachable endpoint)."""
-  where = os.fspath(workdir)
+  where, target = os.fspath(workdir), path(workdir)
   if not is_remote(workdir):
-    target = path(workdir)
     if target.exists() and not target.is_dir():
       raise ConfigError(f"--workdir={where} is a file, not a directory: pass a directory (it is created if missing)")
     try:
       makedirs(target)
-      probe = target / f".ltr_jax_write_check.{os.getpid()}"
-      probe.write_text("")
-      probe.unlink()
+      _write_check(target)
     except OSError as e:
       raise ConfigError(f"--workdir={where} cannot be written: {e.strerror or e}") from e
     return
@@ -226,9 +222,7 @@ def check_workdir(workdir: PathLike, timeout: float = 20.0) -> None:
 
   def probe() -> None:
     try:
-      target = path(workdir) / f".ltr_jax_write_check.{os.getpid()}"
-      target.write_text("")
-      target.unlink()
+      _write_check(target)
       outcome.append(None)
     except BaseException as e:  # noqa: BLE001 - reported below, in one line
       outcome.append(e)
@@ -240,7 +234,6 @@ def check_workdir(workdir: PathLike, timeout: float = 20.0) -> None:
     raise ConfigError(f"--workdir={where} cannot be reached within {timeout:.0f} s: check the bucket name, network "
                       "and credentials (gcloud auth application-default login)")
   if outcome[0] is not None:
-    first = (str(outcome[0]).strip().splitlines() or [type(outcome[0]).__name__])[0]
-    raise ConfigError(f"--workdir={where} cannot be written ({type(outcome[0]).__name__}: {first[:200]}): check the "
-                      "bucket name and credentials (gcloud auth application-default login)")
-
+    raise ConfigError(f"--workdir={where} cannot be written ({type(outcome[0]).__name__}: "
+                      f"{first_line(outcome[0], limit=200)}): check the bucket name and credentials "
+                      "(gcloud auth application-default login)")

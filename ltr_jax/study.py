@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
   cli.quiet_logs()
   from ltr_jax import parallel, train, validate  # JAX loads only when a study runs
   from ltr_jax.stage2 import run as stage2
-  from ltr_jax.data import datasets, preflight
+  from ltr_jax.data import preflight
   start = time.time()
 
   def run_all() -> dict[str, list[dict]]:
@@ -113,14 +113,7 @@ def main(argv: list[str]) -> None:
         configs[setting, seed] = config
     parallel.agreed(lambda: paths.check_workdir(FLAGS.workdir))
     mesh = parallel.data_mesh()
-
-    def data() -> datasets.Splits:  # every run trains on the same data
-      splits = datasets.build_splits(FLAGS.config.data)
-      if FLAGS.config.data.preflight:
-        preflight.check(splits)
-      return splits
-
-    splits = parallel.agreed(data)
+    splits = parallel.agreed(lambda: preflight.checked_splits(FLAGS.config.data))  # every run trains on it
     runs: dict[str, list[dict]] = {}
     for (setting, seed), config in configs.items():
       workdir = paths.join(FLAGS.workdir, setting, f"seed{seed}")

@@ -63,9 +63,8 @@ def _check_stage2(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config key stage2.methods: {name!r} needs a linear head (config key model.head is "
                         f"{config.model.head!r})")
     if method.needs_val and not kinds.has_validation(config.data):
-      own = kinds.KINDS[config.data.kind].val_key
       raise ConfigError(f"config key stage2.methods: {name!r} chooses tau on a validation split, and the config "
-                        f"names none: set {f'data.{own} or ' if own else ''}data.val_per_class, or drop it")
+                        f"names none: set {kinds.validation_keys(config.data)}, or drop it")
     for field in ("epochs", "batch_size", "lr"):
       if field in hyper:
         _positive(config, f"{key}.{field}")

@@ -58,8 +58,7 @@ def build_splits(data: ml_collections.ConfigDict) -> Splits:
     train = longtail.Subset(train, np.setdiff1d(np.arange(len(train)), held))
   counts = sources.class_counts(train.labels, num_classes)
   if val is not None and len(val) == 0:
-    raise DataError(f"the validation split of {data.name} is empty (config key "
-                    f"{f'data.{kind.val_key} or ' if kind.val_key else ''}data.val_per_class)")
+    raise DataError(f"the validation split of {data.name} is empty (config key {kinds.validation_keys(data)})")
   return Splits(data.name, num_classes, train, val, test, counts,
                 longtail.group_of_classes(counts, data.many_threshold, data.few_threshold),
                 (data.image_size, data.image_size, int(train[0].shape[-1])), data.preflight_decode)

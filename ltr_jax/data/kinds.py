@@ -157,6 +157,13 @@ def check_paths(data: ml_collections.ConfigDict) -> None:
   kind.check_paths(data)
 
 
+def validation_keys(data: ml_collections.ConfigDict) -> str:
+  """The config keys that give config key `data` a validation split, for messages: 'data.val_list or
+  data.val_per_class', or 'data.val_per_class' alone for a kind without a split of its own."""
+  val_key = kind_of(data).val_key
+  return f"{f'data.{val_key} or ' if val_key else ''}data.val_per_class"
+
+
 def has_validation(data: ml_collections.ConfigDict) -> bool:
   """Whether config key `data` gives a validation split: its kind's own (data.<val_key>) or data.val_per_class."""
   val_key = kind_of(data).val_key

@@ -14,9 +14,11 @@ import os
 from collections import defaultdict
 from concurrent import futures
 
+import ml_collections
 import numpy as np
-import tqdm
 
+from ltr_jax import progress
+from ltr_jax.data import datasets
 from ltr_jax.data.datasets import Splits
 from ltr_jax.data.longtail import Subset
 from ltr_jax.data.sources import EncodedImage
@@ -99,7 +101,7 @@ def undecodable_images(records: list[tuple[object, np.ndarray]]) -> tuple[int, l
   total = sum(len(indices) for _, indices in blocks)
   errors = []
   with futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool, \
-      tqdm.tqdm(total=total, desc="data check: decoding", unit="image") as bar:
+      progress.bar(total, "data check: decoding", unit="image") as bar:
     for (_, indices), found in zip(blocks, pool.map(lambda block: _decode_errors(*block), blocks)):
       errors += found
       bar.update(len(indices))
@@ -162,3 +164,11 @@ def check(splits: Splits) -> None:
                       f"{'; ...' if len(errors) > SHOWN else ''}")
   if problems:
     raise DataError(f"data check of {splits.name or 'the dataset'}: " + "; ".join(problems))
+
+
+def checked_splits(data: ml_collections.ConfigDict) -> Splits:
+  """The splits of config key `data`, checked first unless data.preflight is False."""
+  splits = datasets.build_splits(data)
+  if data.preflight:
+    check(splits)
+  return splits

@@ -26,7 +26,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from ltr_jax.errors import DataError
+from ltr_jax.errors import DataError, first_line
 
 try:  # optional (the `fast` extra): libjpeg-turbo's decoder with its DCT scaling at every n/8
   import simplejpeg
@@ -366,8 +366,8 @@ class TfdsSource:
       self._ds = tfds.data_source(name, split=split, data_dir=data_dir, download=download,
                                   decoders={image_key: tfds.decode.SkipDecoding()})
     except Exception as e:  # TFDS raises many types (not found, no network, bad split, ...).
-      first_line = str(e).strip().partition("\n")[0]  # TFDS appends lists of every dataset it knows
-      raise DataError(f"TFDS dataset {name!r} split {split!r} (data_dir={where}): {first_line}") from e
+      # TFDS appends lists of every dataset it knows.
+      raise DataError(f"TFDS dataset {name!r} split {split!r} (data_dir={where}): {first_line(e, limit=None)}") from e
     info = self._ds.dataset_info
     self._channels = info.features[image_key].shape[-1] or 3
     cache = epath.Path(info.data_dir) / f"{split}-labels.npy"
