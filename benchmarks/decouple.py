@@ -4,11 +4,11 @@ iNaturalist 2018 scale (synthetic float32 features, d = 2048): NCM (class means 
 then predictions on 24,426 validation features, 8,142 classes), one tau (tau = 1) evaluated directly, and the
 21-value tau sweep linspace(0, 2, 21). ImageNet-LT scale (115,846 x 2048, 1,000 classes): cRT 10 epochs and
 LWS 5 epochs, batch 512, lr 0.2 cosine. Training profiles are long-tailed (1000 -> 2 and 1280 -> 5 per class).
-Every JAX prediction takes ltr_jax.classifiers.top1. Two rows time one step of those alone, at every scale,
+Every JAX prediction takes ltr_jax.ops.top1. Two rows time one step of those alone, at every scale,
 as the median of 7 calls after a warm-up (the other rows include compilation): 'argmax', the top-1 of 6,000 x
 8,142 float32 scores (ltr_jax's top1 beside torch.argmax, and jnp.argmax for reference), and 'matmul', the
 product of 6,000 x 2,048 features and a 2,048 x 8,142 head, the floating-point work of every prediction:
-XLA's dot as ltr_jax's chunk functions call it (chunks of classifiers.PREDICT_CHUNK rows, the head
+XLA's dot as ltr_jax's chunk functions call it (chunks of ops.PREDICT_CHUNK rows, the head
 classes-major; and for reference in one call) beside torch's matmul in one call.
 
 Each (framework, computation) runs in a fresh child process (`--one jax:ncm`), which builds its inputs with
@@ -23,7 +23,7 @@ repeat and the median of the per-repeat JAX / PyTorch ratios.
 
   python benchmarks/decouple.py --json benchmarks/results/decouple_cpu.json [--scale 0.1] [--repeats 3]
 
-`--device gpu` (benchmarks/gpu.py): PyTorch on CUDA (each input moved to the GPU before the clock starts, cRT / LWS
+`--device gpu` (benchmarks/gpu): PyTorch on CUDA (each input moved to the GPU before the clock starts, cRT / LWS
 with the training features on the GPU and each batch gathered there), JAX on its default backend as always; both
 frameworks' runtimes are started (a first tiny op) before the clock starts, each timed call ends with a device
 synchronisation, and each child also reports its GPU's peak memory (`peak_device_memory_gb`). The default,
@@ -88,10 +88,10 @@ def _long_tail_counts(num_classes: int, total: int, n_max: int, n_min: int) -> n
 
 
 def _features(rng: np.random.Generator, rows: int) -> np.ndarray:
-  """|N(0, 1)| features held as stage 2 holds them: in 64-byte aligned host memory (classifiers.host_array,
+  """|N(0, 1)| features held as stage 2 holds them: in 64-byte aligned host memory (ops.host_array,
   what inference and the feature cache give), filled in place."""
-  from ltr_jax import classifiers
-  out = classifiers.host_array((rows, D))
+  from ltr_jax import ops
+  out = ops.host_array((rows, D))
   rng.standard_normal(dtype=np.float32, out=out)
   return np.abs(out, out=out)
 
@@ -122,14 +122,14 @@ def _run_jax(computation: str, x: dict):
   import jax
   import jax.numpy as jnp
 
-  from ltr_jax import classifiers
-  from ltr_jax.stage2 import rebalance
+  from ltr_jax import ops
+  from ltr_jax.stage2 import classifiers, rebalance
   if computation == "ncm":
     centroids, mean = classifiers.ncm_centroids(x["train"], x["labels"], x["classes"])
     return classifiers.ncm_predictions(x["val"], centroids, mean).block_until_ready()
   if computation == "tau_one":
     W = classifiers.tau_normalize(jnp.asarray(x["W"]), 1.0)
-    return classifiers.linear_predictions(x["val"], W, chunk_size=CHUNK).block_until_ready()
+    return ops.linear_predictions(x["val"], W, chunk_size=CHUNK).block_until_ready()
   if computation == "tau_sweep":
     return classifiers.tau_sweep_predictions(x["val"], x["W"], TAUS, chunk_size=CHUNK).block_until_ready()
   if computation == "crt":
@@ -214,16 +214,16 @@ def _steady_variants(framework: str, computation: str, x: dict) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from ltr_jax import classifiers
+  from ltr_jax import ops
   if computation == "matmul":
     z = jax.device_put(x["z"])
-    chunks = [chunk for chunk, _ in classifiers._row_chunks(x["z"], classifiers.PREDICT_CHUNK)]
-    kernel_t, _ = classifiers._classes_major(x["W"], None)
+    chunks = [chunk for chunk, _ in ops.row_chunks(x["z"], ops.PREDICT_CHUNK)]
+    kernel_t, _ = ops.classes_major(x["W"], None)
     dot = jax.jit(lambda z, k: z @ k.T)
     return {"XLA dot, chunks of PREDICT_CHUNK rows": lambda: jax.block_until_ready([dot(c, kernel_t) for c in chunks]),
             "XLA dot, one call": lambda: dot(z, kernel_t).block_until_ready()}
   s = jnp.asarray(x["scores"])
-  top1, argmax = jax.jit(classifiers.top1), jax.jit(lambda s: jnp.argmax(s, axis=-1))
+  top1, argmax = jax.jit(ops.top1), jax.jit(lambda s: jnp.argmax(s, axis=-1))
   return {"top1": lambda: top1(s).block_until_ready(), "jnp.argmax": lambda: argmax(s).block_until_ready()}
 
 

@@ -63,12 +63,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import base  # noqa: E402
 from ltr_jax import metrics  # noqa: E402
 from ltr_jax.data import datasets  # noqa: E402
-from ltr_jax.stage2.registry import METHODS as REGISTRY  # noqa: E402
 from common import machine, write_json  # noqa: E402
 from torch_models import build_torch_model  # noqa: E402
 
 METHODS = ("joint", "crt", "crt_cached", "tau_norm", "lws", "lws_cached", "wb", "wb_cached")
-METHOD_LABELS = {m: REGISTRY[m].label for m in METHODS}
+METHOD_LABELS = {m: base.get_config().stage2[m].label for m in METHODS}
 COLUMNS = ("all", "many", "medium", "few")
 
 

@@ -6,9 +6,9 @@ Models (same architecture on both sides: `benchmarks/torch_models.py` are exact 
   (JSON keys *_quickstart).
 - resnet50: 224x224x3, batch 64, 1000 classes (for an accelerator run: JAX on its default backend,
   torch on cuda when available; `--image_size` / `--batch` override every selected model).
-- resnext50_32x4d: as resnet50 (ImageNet-LT's model; benchmarks/gpu.py times it on a GPU).
+- resnext50_32x4d: as resnet50 (ImageNet-LT's model; benchmarks/gpu times it on a GPU).
 `JaxRunner(dtype='bfloat16')` (config key model.dtype) and `TorchRunner(autocast_dtype=torch.bfloat16,
-compile=True)` (AMP, torch.compile) are benchmarks/gpu.py's; this script runs float32 and eager.
+compile=True)` (AMP, torch.compile) are benchmarks/gpu's; this script runs float32 and eager.
 
 Both sides do the same work per step: a uint8 NHWC batch (fixed random images and labels) is moved
 host -> device, normalised on the device, forward in training mode (BatchNorm statistics updated),
@@ -93,7 +93,8 @@ class JaxRunner:
     self.mesh = parallel.data_mesh()
     model = models.from_config(self.config.model, classes)
     variables = train.initial_variables(model, self.config, (size, size, channels), self.mesh)
-    tx = train.make_optimizer(self.config.train, 10_000, masks.lr_groups(variables["params"], (), ()))
+    tx = train.make_optimizer(train.Recipe.of_train(self.config.train), 10_000,
+                              masks.lr_groups(variables["params"], (), ()))
     self.state = train.new_state(variables, tx, self.mesh)
     self.step_fn = train.make_train_step(model, tx, losses.cross_entropy, self.config.data, self.mesh)
     self.data = data

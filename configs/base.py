@@ -11,18 +11,33 @@ import ml_collections
 BACKBONE_PARAMS = "backbone/.*/(kernel|scale|bias)"
 BACKBONE = "backbone/.*"
 TAUS = tuple(i / 10 for i in range(21))  # the reference's tau sweep, linspace(0, 2, 21)
+CACHED = "on cached, un-augmented features with BatchNorm in inference mode (fast)"  # what the fast variants change
 
 
-def through_backbone(epochs: int, batch_size: int, lr: float, weight_decay: float, sampling: str = "class",
-                     frozen: tuple[str, ...] = (BACKBONE_PARAMS,), lr_mults: tuple = (), reinit_head: bool = False,
-                     head_lws: bool = False, loss: str = "ce", **loss_hyper) -> ml_collections.ConfigDict:
-  """The subtree of a stage-2 method through the backbone (ltr_jax.stage2.backbone): its schedule (lr at this batch
-  size, cosine to 0, SGD momentum 0.9), sampling, frozen patterns and learning-rate groups (ltr_jax.masks), a new
-  head or the stage-1 one, learned per-class logit scales on the head, its loss (a name of ltr_jax.losses) and the
-  loss hyper-parameters it sets (train.<key> names; the rest are train's)."""
-  return ml_collections.ConfigDict(dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                        sampling=sampling, frozen=frozen, lr_mults=lr_mults, reinit_head=reinit_head,
-                                        head_lws=head_lws, loss=loss, **loss_hyper))
+def entry(type: str, label: str, paper: bool = True, variant: str = "", **values) -> ml_collections.ConfigDict:
+  """A stage-2 config entry: `type` names the record of ltr_jax.stage2.registry.METHODS it runs, `label` its row
+  in reports, `paper` whether it is a method of Kang et al. 2020 (else a later one, marked in reports), `variant`
+  what it changes from its source's recipe ('' for none); `values` are the hyper-parameters that record reads."""
+  return ml_collections.ConfigDict(dict(type=type, label=label, paper=paper, variant=variant, **values))
+
+
+def through_backbone(type: str, label: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
+                     sampling: str = "class", frozen: tuple[str, ...] = (BACKBONE_PARAMS,), lr_mults: tuple = (),
+                     loss: str = "ce", **values) -> ml_collections.ConfigDict:
+  """An entry of a method through the backbone (ltr_jax.stage2.backbone): its schedule (lr at this batch size,
+  cosine to 0, SGD momentum 0.9), sampling, frozen patterns and learning-rate groups (ltr_jax.masks), its loss (a
+  name of ltr_jax.losses) and the loss hyper-parameters it sets (the others at their papers' defaults), and what
+  its type reads besides (`values`)."""
+  return entry(type, label, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+               sampling=sampling, frozen=frozen, lr_mults=lr_mults, loss=loss, **values)
+
+
+def finetune(label: str, epochs: int, batch_size: int, lr: float, weight_decay: float, reinit_head: bool = False,
+             head_lws: bool = False, **values) -> ml_collections.ConfigDict:
+  """An entry of type 'finetune' (cRT, LWS, Table 1, MiSLAS's stage 2): a new head (reinit_head) or the stage-1
+  one, with learned per-class logit scales (head_lws) or not."""
+  return through_backbone("finetune", label, epochs, batch_size, lr, weight_decay, reinit_head=reinit_head,
+                          head_lws=head_lws, **values)
 
 
 def mislas_stage2(eps_head: float, eps_tail: float, shift_bn: bool, lr_factor: float) -> dict:
@@ -31,11 +46,6 @@ def mislas_stage2(eps_head: float, eps_tail: float, shift_bn: bool, lr_factor: f
   not, the classifier at lr_factor x the lr (its learned scales at 1x)."""
   return dict(las_eps_head=eps_head, las_eps_tail=eps_tail, frozen=(BACKBONE_PARAMS if shift_bn else BACKBONE,),
               lr_mults=(("head/(kernel|bias)", lr_factor),))
-
-
-def on_features(**values) -> ml_collections.ConfigDict:
-  """The subtree of a stage-2 method on the cached features (ltr_jax.stage2.on_features)."""
-  return ml_collections.ConfigDict(values)
 
 
 CRT = ("crt", "crt_frozen_bn", "crt_cached")  # the paper's cRT and its variants
@@ -84,6 +94,9 @@ def get_config() -> ml_collections.ConfigDict:
       class_order_seed=ml_collections.FieldReference(None, field_type=int),  # None: class-id order
       seed=0,  # which images form the long-tailed subset and the validation split
       val_per_class=0,  # >0: hold a balanced validation split out of unused training images
+      # With imbalance_ratio: a class with fewer than val_per_class unused images gives the difference out of its
+      # long-tailed training images (its training count drops by as many); False: such a class is an error.
+      val_fill_from_train=False,
       # Without imbalance_ratio, classes with fewer training images than this give none to validation.
       val_min_class_size=0,
       many_threshold=100, few_threshold=20,  # Many > 100 >= Medium >= 20 > Few training images
@@ -144,9 +157,14 @@ def get_config() -> ml_collections.ConfigDict:
       checkpoint_every_epochs=1,
       max_checkpoints=2,
       log_every_steps=50,
+      # A rerun in a workdir whose stage-1 checkpoint was made under other values of the keys that shape the model
+      # (data, model, train; ltr_jax.train.RERUN_FREE lists those that do not) stops, naming them; True continues
+      # from that checkpoint with the new values.
+      resume_changed=False,
   ))
 
-  # Stage 2: the methods of ltr_jax.stage2.registry, each with its own subtree (what its source runs).
+  # Stage 2: one entry per method, each naming the record of ltr_jax.stage2.registry it runs (`type`), its report
+  # label, and its hyper-parameters (what its source runs).
   # classifier-balancing: config/ImageNet_LT/cls_crt.yaml and cls_lws.yaml at f162ade (cRT 10 / LWS 5 epochs,
   # batch 512, lr 0.2 cosine, weight decay 5e-4 on the classifier's parameters, the LWS scales included).
   c.stage2 = ml_collections.ConfigDict(dict(
@@ -155,23 +173,27 @@ def get_config() -> ml_collections.ConfigDict:
       # Methods whose backbone + head are written to workdir/stage2/<name>/checkpoints: names, 'best' (the best
       # validation All) or 'all'. The methods through the backbone are always there (they run there).
       export=("best",),
-      joint=on_features(),
+      joint=entry("joint", "Joint"),
       # 'euclidean' | 'cosine' (the paper's) | 'reference_cos' (the reference KNNClassifier's 'cos': x.c_j / d)
-      ncm=on_features(metric="euclidean"),
-      tau_norm=on_features(taus=TAUS),
-      logit_adjust=on_features(taus=TAUS),
-      crt=through_backbone(10, 512, 0.2, 5e-4, reinit_head=True),
-      crt_frozen_bn=through_backbone(10, 512, 0.2, 5e-4, reinit_head=True, frozen=(BACKBONE,)),
-      crt_cached=on_features(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4, sampling="class"),
-      lws=through_backbone(5, 512, 0.2, 5e-4, frozen=(BACKBONE_PARAMS, "head/(kernel|bias)"), head_lws=True),
-      lws_cached=on_features(epochs=5, batch_size=512, lr=0.2, weight_decay=5e-4),
+      ncm=entry("ncm", "NCM", metric="euclidean"),
+      tau_norm=entry("tau_norm", "τ-norm", taus=TAUS),
+      logit_adjust=entry("logit_adjust", "Logit adj.", paper=False, taus=TAUS),
+      crt=finetune("cRT", 10, 512, 0.2, 5e-4, reinit_head=True),
+      crt_frozen_bn=finetune("cRT (frozen BN statistics)", 10, 512, 0.2, 5e-4, reinit_head=True, frozen=(BACKBONE,),
+                             variant="the frozen backbone's BatchNorm runs in inference mode (its statistics stay "
+                                     "stage 1's)"),
+      crt_cached=entry("crt_on_features", "cRT (cached features)", variant=CACHED, epochs=10, batch_size=512, lr=0.2,
+                       weight_decay=5e-4, sampling="class"),
+      lws=finetune("LWS", 5, 512, 0.2, 5e-4, head_lws=True, frozen=(BACKBONE_PARAMS, "head/(kernel|bias)")),
+      lws_cached=entry("lws_on_features", "LWS (cached features)", variant=CACHED, epochs=5, batch_size=512, lr=0.2,
+                       weight_decay=5e-4),
       # Table 1 of the paper: the stage-1 model fine-tuned with class-balanced sampling on the cRT schedule, the
       # part named frozen (BatchNorm in training mode throughout, as the reference runs every stage-2 network).
-      classifier=through_backbone(10, 512, 0.2, 5e-4),
-      last_block_classifier=through_backbone(10, 512, 0.2, 5e-4,
-                                             frozen=("backbone/(?!{last_stage}/).*/(kernel|scale|bias)",)),
-      backbone_classifier=through_backbone(10, 512, 0.2, 5e-4, frozen=()),
-      backbone_classifier_tenth_lr=through_backbone(10, 512, 0.02, 5e-4, frozen=()),
+      classifier=finetune("C", 10, 512, 0.2, 5e-4),
+      last_block_classifier=finetune("LB+C", 10, 512, 0.2, 5e-4,
+                                     frozen=("backbone/(?!{last_stage}/).*/(kernel|scale|bias)",)),
+      backbone_classifier=finetune("B+C", 10, 512, 0.2, 5e-4, frozen=()),
+      backbone_classifier_tenth_lr=finetune("B+C (0.1× lr)", 10, 512, 0.02, 5e-4, frozen=()),
       # Weight balancing's stage 2 (Alshammari et al. 2022), the values of its code on CIFAR-100-LT
       # (ShadeAlsha/LTR-weight-balancing at e89f292, demo2_second-stage-training / utils/trainval.py): the stage-1
       # classifier trained 10 epochs through the frozen encoder in training mode, batch 64, SGD lr 0.01 cosine,
@@ -179,16 +201,17 @@ def get_config() -> ml_collections.ConfigDict:
       # of its CB_loss('softmax'), MaxNorm radius min + 0.1 (max - min) of the stage-1 class norms; projected
       # after every step ('step', the paper and its author in that repository's issue 5) or every epoch ('epoch',
       # its released code).
-      wb=through_backbone(10, 64, 0.01, 0.1, sampling="instance", loss="cb_softmax_bce", cb_beta=0.9999,
-                          max_norm=0.1, project_every="step"),
-      wb_cached=on_features(epochs=10, batch_size=64, lr=0.01, weight_decay=0.1, sampling="instance",
-                            loss="cb_softmax_bce", cb_beta=0.9999, max_norm=0.1, project_every="step"),
+      wb=through_backbone("wb", "WB", 10, 64, 0.01, 0.1, paper=False, sampling="instance", loss="cb_softmax_bce",
+                          cb_beta=0.9999, max_norm=0.1, project_every="step"),
+      wb_cached=entry("wb_on_features", "WB (cached features)", paper=False, variant=CACHED, epochs=10,
+                      batch_size=64, lr=0.01, weight_decay=0.1, sampling="instance", loss="cb_softmax_bce",
+                      cb_beta=0.9999, max_norm=0.1, project_every="step"),
       # MiSLAS's stage 2 (Zhong et al. 2021, train_stage2.py): the stage-1 classifier and learned per-class scales
       # trained with label-aware smoothing, the classifier at 0.05 x the lr (ImageNet-LT, iNaturalist, Places-LT),
       # while every BatchNorm of the frozen backbone re-estimates its statistics (shift learning).
-      mislas=through_backbone(10, 512, 0.2, 5e-4, lr_mults=(("head/(kernel|bias)", 0.05),), head_lws=True,
-                              loss="las", las_eps_head=0.4, las_eps_tail=0.1, las_mapping="concave",
-                              per_imbalance_ratio=()),
+      mislas=finetune("MiSLAS", 10, 512, 0.2, 5e-4, paper=False, lr_mults=(("head/(kernel|bias)", 0.05),),
+                      head_lws=True, loss="las", las_eps_head=0.4, las_eps_tail=0.1, las_mapping="concave",
+                      per_imbalance_ratio=()),
   ))
 
   c.distributed = ml_collections.ConfigDict(dict(

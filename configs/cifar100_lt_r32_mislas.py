@@ -20,16 +20,22 @@ Published (their README, CIFAR-100-LT IR 100, top-1 % / ECE % over 15 bins): 47.
 """
 from configs import base
 from configs import cifar100_lt_r32
+from configs import cifar10_lt_r32
 
 
-def get_config():
-  c = cifar100_lt_r32.get_config()
+def mislas(c, per_imbalance_ratio):
+  """MiSLAS's stage 1 (mixup, its lr steps) and stage 2 on the LDAM protocol, with the stage-2 values of
+  `per_imbalance_ratio` ((ratio, base.mislas_stage2(...)), ...) (the CIFAR-10 config takes it from here)."""
   c.train.update(dict(mixup_alpha=1.0, lr_steps=((160, 0.1), (180, 0.01))))
   c.stage2.methods += ("mislas",)
   c.stage2.mislas.update(dict(batch_size=128, lr=0.1, weight_decay=2e-4))
-  # config/cifar100/cifar100_imb{001,002,01}_stage2_mislas.yaml lines 39-47 (dvlab-research/MiSLAS at 0fc381e):
-  # smooth_head, smooth_tail, shift_bn, lr_factor for imbalance ratios 100, 50 and 10.
-  c.stage2.mislas.per_imbalance_ratio = ((100.0, base.mislas_stage2(0.4, 0.1, True, 0.2)),
-                                         (50.0, base.mislas_stage2(0.3, 0.0, True, 0.1)),
-                                         (10.0, base.mislas_stage2(0.2, 0.0, True, 0.1)))
+  c.stage2.mislas.per_imbalance_ratio = per_imbalance_ratio
+
+
+def get_config():
+  c = cifar10_lt_r32.get_config()
+  cifar100_lt_r32.cifar100(c)
+  mislas(c, ((100.0, base.mislas_stage2(0.4, 0.1, True, 0.2)),
+             (50.0, base.mislas_stage2(0.3, 0.0, True, 0.1)),
+             (10.0, base.mislas_stage2(0.2, 0.0, True, 0.1))))
   return c

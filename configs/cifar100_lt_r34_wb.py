@@ -1,7 +1,7 @@
 """CIFAR-100-LT with weight balancing (Alshammari et al., CVPR 2022), beside the paper's stage-2 methods.
 
-Data as configs/cifar100_lt_r32.py (IR 100, 450..4 images per class and 50 per class held out for validation;
-their code takes the LDAM profile 500..5 and keeps the test split's best epoch). The values of
+Data as configs/cifar100_lt_r32.py (IR 100, the LDAM profile 500..5 that their code takes, 50 images per class held
+out for validation, the first three classes training on 450; their code keeps the test split's best epoch). The values of
 ShadeAlsha/LTR-weight-balancing:
 - Model (utils/network_arch_resnet.py, ResnetEncoder(34)): torchvision's ResNet-34 with a 3x3 stride-1 stem
   conv and no max-pool, 512-d features, a linear classifier: model.name='resnet34_cifar'.
@@ -23,12 +23,19 @@ weight decay; its author says the paper's stage 1 ran 200 epochs, the released c
 (exp/demo_*/*_note_bestModel.log) show 47.18 and 51.98 for the demo runs.
 """
 from configs import cifar100_lt_r32
+from configs import cifar10_lt_r32
 
 
-def get_config():
-  c = cifar100_lt_r32.get_config()
+def weight_balancing(c):
+  """Weight balancing's model, stage 1 and stage 2 on CIFAR-LT data (the CIFAR-10 config takes it from here)."""
   c.model.name = "resnet34_cifar"
   c.train.update(dict(epochs=320, batch_size=64, base_lr=0.04, weight_decay=5e-3, warmup_epochs=0.0,
                       schedule="cosine", lr_steps=()))
   c.stage2.methods += ("wb", "wb_cached")
+
+
+def get_config():
+  c = cifar10_lt_r32.get_config()
+  cifar100_lt_r32.cifar100(c)
+  weight_balancing(c)
   return c

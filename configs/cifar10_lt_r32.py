@@ -4,9 +4,10 @@ Data: TFDS cifar10 (data.kind='tfds'; `tfds build cifar10` once, or ltr_jax.data
 with the exponential profile n_i = int(n_max * IR^(-i/9)), IR 100 (50 or 10 with
 --config.data.imbalance_ratio=50 / =10); the balanced 10,000-image test split for results.
 Validation (to choose tau; never the test split): 500 images per class held out of the training images the
-long-tailed subset leaves unused. The head class of the LDAM profile (n_max 5000) uses all 5000 of its
-images, so the profile here starts at n_max 4500: every class gives 10% of its images to validation, and
-the training set is 0.9x the LDAM one (4500..45 images per class at IR 100 instead of 5000..50).
+long-tailed subset leaves unused. The profile is LDAM's (imbalance_cifar.py: n_max 5000, 5000..50 images per
+class at IR 100), which uses all 5000 images of the head class: that class alone gives its 500 validation images
+out of its training images (data.val_fill_from_train) and trains on 4500; every other class trains on exactly
+LDAM's count, at IR 100, 50 and 10.
 Stage 1, the values of kaidic/LDAM-DRW's cifar_train.py (at 2536330, lines 43-56 and adjust_learning_rate, lines
 366-376): 200 epochs, instance-balanced, batch 128, SGD momentum 0.9, lr 0.1 (0.2 per 256), weight decay 2e-4, a
 linear warm-up over 5 epochs (per step here, per epoch there: within each epoch's range), then x0.01 from 0-based
@@ -22,7 +23,8 @@ from configs import base
 def get_config():
   c = base.get_config()
   c.data.update(dict(
-      name="cifar10_lt", kind="tfds", tfds_name="cifar10", imbalance_ratio=100.0, n_max=4500, val_per_class=500,
+      name="cifar10_lt", kind="tfds", tfds_name="cifar10", imbalance_ratio=100.0, n_max=5000, val_per_class=500,
+      val_fill_from_train=True,
       image_size=32, train_transform="pad_crop_flip", eval_transform="identity", color_jitter=0.0,
       mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
   c.model.name = "resnet32"

@@ -15,13 +15,18 @@ same s; tau-norm is the joint classifier at every tau (its columns have norm s);
 on the cosine logits.
 
 Published (Cao et al. 2019, ResNet-32, exponential profile, IR 100): LDAM-DRW top-1 77.03 (error 22.97),
-on their 5000..50 profile without the validation hold-out of this config.
+on their 5000..50 profile (this config's: the same, its head class at 4500 for the validation hold-out).
 """
 from configs import cifar10_lt_r32
 
 
-def get_config():
-  c = cifar10_lt_r32.get_config()
+def ldam_drw(c):
+  """The LDAM-DRW recipe on top of the LDAM protocol (the CIFAR-100 config takes it from here)."""
   c.model.head = "cosine"
   c.train.loss = "ldam_drw"
+
+
+def get_config():
+  c = cifar10_lt_r32.get_config()
+  ldam_drw(c)
   return c

@@ -15,10 +15,8 @@ from configs import cifar10_lt_r32
 
 
 def get_config():
-  c = cifar100_lt_r32_mislas.get_config()
-  c.data = cifar10_lt_r32.get_config().data
-  # config/cifar10/cifar10_imb{001,002,01}_stage2_mislas.yaml lines 39-47 (dvlab-research/MiSLAS at 0fc381e).
-  c.stage2.mislas.per_imbalance_ratio = ((100.0, base.mislas_stage2(0.3, 0.0, False, 0.5)),
-                                         (50.0, base.mislas_stage2(0.2, 0.0, False, 0.2)),
-                                         (10.0, base.mislas_stage2(0.1, 0.0, False, 0.2)))
+  c = cifar10_lt_r32.get_config()
+  cifar100_lt_r32_mislas.mislas(c, ((100.0, base.mislas_stage2(0.3, 0.0, False, 0.5)),
+                                    (50.0, base.mislas_stage2(0.2, 0.0, False, 0.2)),
+                                    (10.0, base.mislas_stage2(0.1, 0.0, False, 0.2))))
   return c

@@ -12,6 +12,6 @@ from configs import cifar10_lt_r32
 
 
 def get_config():
-  c = cifar100_lt_r34_wb.get_config()
-  c.data = cifar10_lt_r32.get_config().data
+  c = cifar10_lt_r32.get_config()
+  cifar100_lt_r34_wb.weight_balancing(c)
   return c

@@ -3,7 +3,7 @@
 A step directory holds the items
 - `model`: {params, batch_stats}, everything needed to run the network;
 - `opt_state`: the optimizer state (absent from imported and stage-2 checkpoints);
-- `meta`: JSON {model, num_classes, stage, head, step, data_position, config, ...}: enough to refuse a checkpoint of
+- `meta`: JSON {model, num_classes, stage, head (a models.HeadSpec), step, data_position, config, ...}: enough to refuse a checkpoint of
   another architecture or class count before touching the arrays. The data-iterator position is the global step
   (the pipeline is a pure function of it).
 Readers that only run the network (stage 2, --mode=evaluate, train.init_from) restore `model` alone, from
@@ -15,8 +15,12 @@ readable one.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
+import inspect
+import json
 import sys
+import warnings
 from typing import Any
 
 import jax
@@ -33,11 +37,20 @@ Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 
 
 def model_meta(config: ml_collections.ConfigDict, num_classes: int, stage: str = "stage1",
-               head: dict[str, Any] | None = None) -> dict[str, Any]:
-  """The meta item: model, class count, stage, what the head computes (default: config key model.head; see
-  ltr_jax.models.head.model_spec) and the config."""
-  return {"model": config.model.name, "num_classes": int(num_classes), "stage": stage,
-          "head": head or models.head_spec(config.model), "config": config.to_json()}
+               head_spec: models.HeadSpec | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The meta item: model, class count, stage, what the head computes (a models.HeadSpec; default: config keys
+  model.head, model.head_scale), the config, and `settings`: {key: value} of what shaped the run's checkpoints (a
+  resume under other settings is a SettingsChanged)."""
+  meta = {"model": config.model.name, "num_classes": int(num_classes), "stage": stage,
+          "head": (head_spec or models.HeadSpec.of_config(config.model)).to_dict(), "config": config.to_json()}
+  if settings is not None:
+    meta["settings"] = json.loads(json.dumps(settings))  # as the meta item reads back: tuples as lists
+  return meta
+
+
+def head_spec_of(meta: dict[str, Any]) -> models.HeadSpec:
+  """The HeadSpec a checkpoint's meta records."""
+  return models.HeadSpec.from_dict(meta["head"])
 
 
 def abstract_variables(model: LTRModel, image_shape: tuple[int, ...], mesh: Mesh) -> Variables:
@@ -70,6 +83,44 @@ def checksum(tree: Any) -> str:
 
 class DamagedCheckpoint(CheckpointError):
   """A checkpoint step that cannot be read or whose arrays do not match their checksum."""
+
+
+class SettingsChanged(CheckpointError):
+  """A checkpoint made under other settings than the run that would resume it: `changes` lists (key, its value then,
+  its value now)."""
+
+  def __init__(self, directory: Any, step: int, changes: list[tuple[str, Any, Any]]):
+    self.directory, self.step, self.changes = directory, step, changes
+    shown = "; ".join(f"{key} = {then!r} there, {now!r} now" for key, then, now in changes[:4])
+    super().__init__(f"{directory} holds step {step} of a run with other settings: {shown}"
+                     f"{f' (and {len(changes) - 4} more)' if len(changes) > 4 else ''}")
+
+
+def settings_changes(then: dict[str, Any], now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+  """(key, then, now) of every key whose value differs between two settings dicts (a key one lacks: None there)."""
+  return [(key, then.get(key), now.get(key)) for key in sorted(set(then) | set(now)) if then.get(key) != now.get(key)]
+
+
+def _mute_abandoned_reads() -> None:
+  """When one array of a restore cannot be read, Orbax leaves the reads of the others behind; each, closed later (when
+  TensorStore finishes it, or at exit), prints an 'Exception ignored in: <coroutine ...>' traceback: hundreds of lines
+  after the one-line error. From the first failed restore on, the process drops those reports (of Orbax's abandoned
+  array reads, and of their closed event loop) and reports every other unraisable exception as before."""
+  previous = sys.unraisablehook
+  if getattr(previous, "mutes_abandoned_reads", False):
+    return
+
+  def hook(unraisable) -> None:
+    name = getattr(unraisable.object, "__qualname__", "") if inspect.iscoroutine(unraisable.object) else ""
+    closed_loop = isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)
+    if not (name.startswith("_read_array") or closed_loop):
+      previous(unraisable)
+
+  hook.mutes_abandoned_reads = True
+  sys.unraisablehook = hook
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... was never awaited"
+    gc.collect()
 
 
 class Manager:
@@ -110,7 +161,9 @@ class Manager:
                               f"({first_line(e)})") from e
 
   def check_meta(self, expected: dict[str, Any], step: int | None = None) -> dict[str, Any]:
-    """The meta; CheckpointError unless its model and class count are `expected`'s."""
+    """The meta; CheckpointError unless its model and class count are `expected`'s, SettingsChanged unless its
+    settings are `expected`'s (where both record them)."""
+    step = self._step(step)
     found = self.read_meta(step)
     for key in ("model", "num_classes"):
       if found.get(key) != expected[key]:
@@ -119,6 +172,10 @@ class Manager:
             f"{found.get('num_classes')} classes, but config asks for model {expected['model']!r} with "
             f"{expected['num_classes']} classes (config key model.name / the dataset): use another "
             "--workdir, or the config that made this checkpoint")
+    if "settings" in expected and "settings" in found:
+      changes = settings_changes(found["settings"], expected["settings"])
+      if changes:
+        raise SettingsChanged(self.directory, step, changes)
     return found
 
   def has_opt_state(self, step: int | None = None) -> bool:
@@ -126,14 +183,20 @@ class Manager:
 
   def _restore(self, step: int, meta: dict[str, Any], **items: Any) -> dict[str, Any]:
     """The items at `step`, their arrays checked against the checksums in `meta` (where it has them)."""
+    failure = None
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           **{name: ocp.args.StandardRestore(abstract) for name, abstract in items.items()}))
     except Exception as e:  # noqa: BLE001 - besides a mismatch, TensorStore, OCDBT and decompression errors
-      if isinstance(e, KeyError) or isinstance(e, ValueError) and "shape" in str(e).lower():
+      mismatch = isinstance(e, KeyError) or isinstance(e, ValueError) and "shape" in str(e).lower()
+      failure = (mismatch, first_line(e))
+    if failure is not None:
+      _mute_abandoned_reads()
+      mismatch, cause = failure
+      if mismatch:
         raise CheckpointError(f"the checkpoint at {self.directory / str(step)} does not match this model's "
-                              f"parameters: {first_line(e)}") from e
-      raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} cannot be read: {first_line(e)}") from e
+                              f"parameters: {cause}")
+      raise DamagedCheckpoint(f"checkpoint step {step} in {self.directory} cannot be read: {cause}")
     for name in items:
       expected = meta.get("checksums", {}).get(name)
       if expected is not None and checksum(restored[name]) != expected:

@@ -3,8 +3,11 @@
 
 def first_line(error: BaseException, limit: int | None = 300) -> str:
   """The first line of `error`'s message (its type's name if it has none), at most `limit` characters: libraries'
-  messages (TFDS, TensorStore, Orbax) go on for pages, and ours are one line."""
-  return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+  messages (TFDS, TensorStore, Orbax) go on for pages, and ours are one line. TensorStore's pointer to its spec
+  ('See full TensorStore details: <bound method ...>') is left out."""
+  line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  head, cut, _ = line.partition(" See full TensorStore details")
+  return (head.rstrip(".:; ") if cut else head)[:limit]
 
 
 class LtrError(Exception):

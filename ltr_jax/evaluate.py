@@ -1,71 +1,13 @@
-"""Inference over a split, and --mode=evaluate: top-1 All / Many / Medium / Few of any checkpoint on test.
-
-Inference is jitted and data-parallel like training (BatchNorm in inference mode, no augmentation). Every
-sample carries its index through the gather of the sharded outputs, so rows land at their sample's position
-whatever order the mesh lists the devices of several processes in.
-"""
+"""--mode=evaluate: top-1 All / Many / Medium / Few of any checkpoint on the test split, with its report."""
 from __future__ import annotations
-
-from typing import Callable
 
 import jax
 import ml_collections
-import numpy as np
 from jax.sharding import Mesh
 
-from ltr_jax import checkpoints, classifiers, metrics, models, parallel, paths, progress, report
-from ltr_jax.checkpoints import Variables
-from ltr_jax.data import datasets, pipeline, transforms
-from ltr_jax.data.sources import Source
+from ltr_jax import checkpoints, inference, models, paths, report
+from ltr_jax.data import datasets
 from ltr_jax.errors import CheckpointError
-from ltr_jax.models import LTRModel
-
-Predict = Callable[[Variables, jax.Array], tuple[jax.Array, jax.Array]]
-
-
-def make_predict(model: LTRModel, data: ml_collections.ConfigDict, mesh: Mesh) -> Predict:
-  """Jitted (variables, uint8 images) -> (top-1 of the model's head [B], features [B, d]), batch sharded."""
-
-  def predict(variables, images):
-    logits, features = model.apply(variables, models.normalize(images, data.mean, data.std, model.dtype),
-                                   train=False)
-    return classifiers.top1(logits), features
-
-  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  return jax.jit(predict, in_shardings=(rep, shard), out_shardings=(shard, shard))
-
-
-def run_inference(predict: Predict, variables: Variables, source: Source, config: ml_collections.ConfigDict,
-                  mesh: Mesh, desc: str) -> tuple[np.ndarray, np.ndarray]:
-  """(top-1 predictions [N], features [N, d]) of every sample of `source`, in order, on every host."""
-  batch_size = config.stage2.batch_size
-  transform = transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
-  batches = pipeline.eval_batches(source, transform, global_batch=batch_size, process_index=jax.process_index(),
-                                  process_count=jax.process_count(), num_workers=config.data.num_workers)
-  predictions, features = None, None
-  total = -(-len(source) // batch_size)
-  bar = progress.bar(total, desc, unit="batch", leave=False, disable=jax.process_index() != 0)
-  for batch in batches:
-    sharded = parallel.global_batch({"image": batch["image"], "index": batch["index"]}, mesh)
-    top1, z = predict(variables, sharded["image"])
-    top1, z, index = parallel.to_host((top1, z, sharded["index"]))
-    real = index < len(source)  # padding of the last batch
-    if features is None:
-      predictions = np.zeros(len(source), np.int32)
-      features = classifiers.host_array((len(source), z.shape[-1]))
-    predictions[index[real]] = top1[real]
-    features[index[real]] = z[real]
-    bar.update(1)
-  bar.close()
-  return predictions, features
-
-
-def evaluate_split(predict: Predict, variables: Variables, source: Source, splits: datasets.Splits,
-                   config: ml_collections.ConfigDict, mesh: Mesh, desc: str = "eval") -> dict[str, float | None]:
-  """Top-1 All / Many / Medium / Few (percent) of the model's own head on `source`."""
-  predictions, _ = run_inference(predict, variables, source, config, mesh, desc)
-  per_class = metrics.per_class_accuracy(predictions, source.labels, splits.num_classes)
-  return metrics.group_accuracy(per_class, splits.groups)
 
 
 def _best_stage2(workdir: str) -> str | None:
@@ -98,10 +40,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: dat
     raise CheckpointError(f"--checkpoint={directory}: no such directory")
   manager = checkpoints.Manager(directory, read_only=True)
   meta = manager.check_meta(checkpoints.model_meta(config, splits.num_classes))
-  model = models.from_config(config.model, splits.num_classes, head=meta.get("head"))
+  model = models.from_config(config.model, splits.num_classes, head_spec=checkpoints.head_spec_of(meta))
   variables = manager.restore_model(checkpoints.abstract_variables(model, splits.image_shape, mesh))
   name = meta["stage"].split("/", 1)[1] if meta["stage"].startswith("stage2/") else "joint"
-  test = evaluate_split(make_predict(model, config.data, mesh), variables, splits.test, splits, config, mesh, "test")
+  predict = inference.make_predict(model, config.data, mesh)
+  test = inference.evaluate_split(predict, variables, splits.test, splits, config, mesh, "test")
   result = {"checkpoint": str(directory), "stage": meta["stage"], "method": name, "test": test}
   if jax.process_index() == 0:
     print(report.markdown_table({"dataset": splits.name, "methods": {name: test}}))

@@ -8,47 +8,45 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltr_jax import mixing, parallel
+from ltr_jax import domains, mixing, parallel
 from ltr_jax.errors import ConfigError, DataError
 
 Loss = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
+def _field(default: Any, domain: domains.Domain) -> Any:
+  return dataclasses.field(default=default, metadata={"domain": domain})
+
+
 @dataclasses.dataclass(frozen=True)
 class LossHyper:
-  """Hyper-parameters of the losses, named as their config keys train.<field>; defaults from the papers."""
-  focal_gamma: float = 2.0  # Lin et al.
-  cb_beta: float = 0.9999  # Cui et al.; also the DRW weights (Cao et al.)
-  ldam_max_m: float = 0.5  # the largest LDAM margin, given to the rarest class
-  drw_epoch: float = 160.0  # DRW switches to class-balanced weights at this (0-based) epoch, of 200 on CIFAR
-  logit_adjust_tau: float = 1.0  # Menon et al.
-  las_eps_head: float = 0.4  # label-aware smoothing (MiSLAS): epsilon of the largest class ...
-  las_eps_tail: float = 0.1  # ... and of the smallest
-  las_mapping: str = "concave"  # how epsilon falls with the class count: concave | linear | convex
+  """Hyper-parameters of the losses, named as their config keys (train.<field>, stage2.<method>.<field>), each with
+  its default from the papers and its domain."""
+  focal_gamma: float = _field(2.0, domains.NON_NEGATIVE)  # Lin et al.
+  cb_beta: float = _field(0.9999, domains.Real(0, 1, hi_open=True))  # Cui et al.; also the DRW weights (Cao et al.)
+  ldam_max_m: float = _field(0.5, domains.NON_NEGATIVE)  # the largest LDAM margin, given to the rarest class
+  # DRW switches to class-balanced weights at this (0-based) epoch, of 200 on CIFAR.
+  drw_epoch: float = _field(160.0, domains.NON_NEGATIVE)
+  logit_adjust_tau: float = _field(1.0, domains.Real())  # Menon et al.
+  # Label-aware smoothing (MiSLAS): epsilon of the largest class and of the smallest, and how it falls between.
+  las_eps_head: float = _field(0.4, domains.Real(0, 1, hi_open=True))
+  las_eps_tail: float = _field(0.1, domains.Real(0, 1, hi_open=True))
+  las_mapping: str = _field("concave", domains.OneOf(mixing.SMOOTHING_MAPPINGS))
 
   @classmethod
-  def of(cls, section, key: str = "train") -> "LossHyper":
-    """The fields of config section `section` (config key `key`) that it has; ConfigError naming the key of an
-    invalid one."""
-    hyper = cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
-    checks = (("focal_gamma", hyper.focal_gamma >= 0, ">= 0"), ("cb_beta", 0 <= hyper.cb_beta < 1, "in [0, 1)"),
-              ("ldam_max_m", hyper.ldam_max_m >= 0, ">= 0"), ("drw_epoch", hyper.drw_epoch >= 0, ">= 0"),
-              ("logit_adjust_tau", math.isfinite(hyper.logit_adjust_tau), "finite"),
-              ("las_eps_head", 0 <= hyper.las_eps_head < 1, "in [0, 1)"),
-              ("las_eps_tail", 0 <= hyper.las_eps_tail < 1, "in [0, 1)"),
-              ("las_mapping", hyper.las_mapping in mixing.SMOOTHING_MAPPINGS,
-               f"one of {', '.join(mixing.SMOOTHING_MAPPINGS)}"))
-    for field, ok, requirement in checks:
-      if not ok:
-        raise ConfigError(f"config key {key}.{field} must be {requirement}, got {getattr(hyper, field)!r}")
-    return hyper
+  def of(cls, section: Any) -> LossHyper:
+    """The fields that config section `section` has (the others at their defaults)."""
+    return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls) if f.name in section})
+
+
+HYPER_DOMAINS: dict[str, domains.Domain] = {f.name: f.metadata["domain"] for f in dataclasses.fields(LossHyper)}
 
 
 def class_balanced_weights(class_counts: np.ndarray, beta: float) -> np.ndarray:
@@ -176,32 +174,42 @@ def _label_aware_smoothing(counts: np.ndarray, steps_per_epoch: int, hp: LossHyp
   return mixing.las_loss(counts, hp.las_eps_head, hp.las_eps_tail, hp.las_mapping)
 
 
-LOSSES: dict[str, Builder] = {
-    "ce": lambda counts, steps_per_epoch, hp, logit_scale: cross_entropy,
-    "focal": _focal,
-    "cb_ce": _class_balanced(lambda logits, labels, hp: _per_example_ce(logits, labels)),
-    "cb_focal": _class_balanced(lambda logits, labels, hp: _focal_terms(logits, labels, hp.focal_gamma)),
+@dataclasses.dataclass(frozen=True)
+class LossKind:
+  """A loss of config key train.loss (or a stage-2 method's loss): its builder, the LossHyper fields it reads (a
+  stage-2 subtree may set only these), whether it needs every class count > 0, and whether it is defined on the
+  logits of a cosine head only (model.head = 'cosine')."""
+  build: Builder
+  reads: tuple[str, ...] = ()
+  needs_counts: bool = True
+  cosine_only: bool = False
+
+
+LOSSES: dict[str, LossKind] = {
+    "ce": LossKind(lambda counts, steps_per_epoch, hp, logit_scale: cross_entropy, needs_counts=False),
+    "focal": LossKind(_focal, ("focal_gamma",), needs_counts=False),
+    "cb_ce": LossKind(_class_balanced(lambda logits, labels, hp: _per_example_ce(logits, labels)), ("cb_beta",)),
+    "cb_focal": LossKind(_class_balanced(lambda logits, labels, hp: _focal_terms(logits, labels, hp.focal_gamma)),
+                         ("cb_beta", "focal_gamma")),
     # Weight balancing's stage-2 loss (its code: Cui's weights on the softmax-BCE of Class-balanced-loss-pytorch).
-    "cb_softmax_bce": _class_balanced(lambda logits, labels, hp: softmax_bce(logits, labels)),
-    "ldam": _ldam(drw=False),
-    "ldam_drw": _ldam(drw=True),
-    "balanced_softmax": _balanced_softmax,
-    "logit_adjusted": _logit_adjusted,
-    "las": _label_aware_smoothing,
+    "cb_softmax_bce": LossKind(_class_balanced(lambda logits, labels, hp: softmax_bce(logits, labels)), ("cb_beta",)),
+    "ldam": LossKind(_ldam(drw=False), ("ldam_max_m",), cosine_only=True),
+    "ldam_drw": LossKind(_ldam(drw=True), ("ldam_max_m", "cb_beta", "drw_epoch"), cosine_only=True),
+    "balanced_softmax": LossKind(_balanced_softmax),
+    "logit_adjusted": LossKind(_logit_adjusted, ("logit_adjust_tau",)),
+    "las": LossKind(_label_aware_smoothing, ("las_eps_head", "las_eps_tail", "las_mapping")),
 }
-COSINE_LOSSES = ("ldam", "ldam_drw")  # defined on the logits of a cosine head only
-_COUNT_FREE = ("ce", "focal")
 
 
-def get_loss(name: str, class_counts: np.ndarray, steps_per_epoch: int, logit_scale: float = 1.0,
-             key: str = "train", **hyper: float) -> Loss:
-  """The loss named by config key <key>.loss, for the training class counts; `hyper`: LossHyper fields;
-  logit_scale: s of the cosine head (config key model.head_scale) the COSINE_LOSSES scale their margins by."""
+def get_loss(name: str, class_counts: np.ndarray, steps_per_epoch: int, hyper: LossHyper = LossHyper(),
+             logit_scale: float = 1.0, key: str = "train") -> Loss:
+  """The loss named by config key <key>.loss for the training class counts, with hyper-parameters `hyper`;
+  logit_scale: s of the cosine head (config key model.head_scale) that the cosine-only losses scale margins by."""
   if name not in LOSSES:
     raise ConfigError(f"config key {key}.loss: unknown loss {name!r} (expected one of {sorted(LOSSES)})")
-  hp = LossHyper.of(hyper, key)
+  kind = LOSSES[name]
   empty = np.flatnonzero(np.asarray(class_counts) <= 0)
-  if name not in _COUNT_FREE and empty.size:
+  if kind.needs_counts and empty.size:
     raise DataError(f"class {int(empty[0])} has no training images ({empty.size} empty classes in all); "
                     f"config key {key}.loss = {name!r} needs every class count > 0")
-  return LOSSES[name](class_counts, steps_per_epoch, hp, logit_scale)
+  return kind.build(class_counts, steps_per_epoch, hyper, logit_scale)

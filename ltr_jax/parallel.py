@@ -6,6 +6,7 @@ is over the global batch.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -101,10 +102,10 @@ def same_on_all(value: int | None, what: str, hint: str) -> int | None:
   return value
 
 
-def _encode(text: str) -> np.ndarray:
-  """`text` as a fixed-size uint8 array (its first _MESSAGE_BYTES bytes, zero-padded), for the collectives."""
-  encoded = np.zeros(_MESSAGE_BYTES, np.uint8)
-  data = text.encode()[:_MESSAGE_BYTES]
+def _encode(text: str, size: int = _MESSAGE_BYTES) -> np.ndarray:
+  """`text` as a fixed-size uint8 array (its first `size` bytes, zero-padded), for the collectives."""
+  encoded = np.zeros(size, np.uint8)
+  data = text.encode()[:size]
   encoded[:len(data)] = np.frombuffer(data, np.uint8)
   return encoded
 
@@ -118,6 +119,16 @@ def broadcast_text(text: str) -> str:
   if jax.process_count() == 1:
     return text
   return _decode(multihost_utils.broadcast_one_to_all(_encode(text)))
+
+
+def gather_json(value: Any, size: int = 16 * _MESSAGE_BYTES) -> list[Any]:
+  """Every process's JSON-serialisable `value` (at most `size` bytes as JSON), in process order, on every process."""
+  text = json.dumps(value)
+  if len(text.encode()) > size:
+    raise ValueError(f"gather_json: {len(text.encode())} bytes of JSON, at most {size}")
+  if jax.process_count() == 1:
+    return [value]
+  return [json.loads(_decode(row)) for row in multihost_utils.process_allgather(_encode(text, size))]
 
 
 def barrier(name: str) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import threading
 from typing import Any
 
@@ -205,10 +206,37 @@ def _write_check(folder: epath.Path) -> None:
   probe.unlink()
 
 
+_BUCKET_CHARS = re.compile(r"[a-z0-9][a-z0-9._-]*[a-z0-9]")
+
+
+def bucket_problem(name: str) -> str | None:
+  """What breaks Cloud Storage's bucket naming rules in `name` (None if nothing): 3 to 63 characters (222 with dots,
+  63 between them) of lowercase letters, digits, '-', '_' and '.', beginning and ending with a letter or digit, not
+  an IP address, not beginning with 'goog' nor containing 'google'
+  (https://cloud.google.com/storage/docs/buckets#naming)."""
+  if not _BUCKET_CHARS.fullmatch(name):
+    return "only lowercase letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"
+  if "." not in name and not 3 <= len(name) <= 63:
+    return f"{len(name)} characters, where 3 to 63 are allowed"
+  if "." in name and (len(name) > 222 or any(not 1 <= len(part) <= 63 for part in name.split("."))):
+    return "at most 222 characters with dots, and 1 to 63 between them"
+  if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", name):
+    return "an IP address"
+  if name.startswith("goog") or "google" in name:
+    return "begins with 'goog' or contains 'google'"
+  return None
+
+
 def check_workdir(workdir: PathLike, timeout: float = 20.0) -> None:
-  """ConfigError in one line, before any work, if `workdir` is a file or cannot be written (a remote one within
-  `timeout` seconds: a missing bucket, no credentials, an unreachable endpoint)."""
+  """ConfigError in one line, before any work, if `workdir` is a file or cannot be written (a remote one: a bucket
+  name that Cloud Storage's rules forbid, or within `timeout` seconds: a missing bucket, no credentials, an
+  unreachable endpoint)."""
   where, target = os.fspath(workdir), path(workdir)
+  if where.startswith("gs://"):
+    bucket = where[len("gs://"):].split("/", 1)[0]
+    problem = bucket_problem(bucket)
+    if problem:
+      raise ConfigError(f"--workdir={where}: {bucket!r} is not a Cloud Storage bucket name ({problem})")
   if not is_remote(workdir):
     if target.exists() and not target.is_dir():
       raise ConfigError(f"--workdir={where} is a file, not a directory: pass a directory (it is created if missing)")

@@ -1,15 +1,17 @@
 """The learning-rate schedule of the loop (config keys train.schedule, lr_steps, warmup_epochs, base_lr)."""
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 SCHEDULES = ("cosine", "step")  # config key train.schedule
 
 
-def learning_rate_schedule(recipe: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-  """Linear warm-up (per step, over recipe.warmup_epochs) to the peak lr base_lr * batch / 256, then recipe.schedule:
+def learning_rate_schedule(recipe: Any, steps_per_epoch: int) -> optax.Schedule:
+  """The schedule of `recipe` (a train.Recipe, or config key train): linear warm-up (per step, over
+  recipe.warmup_epochs) to the peak lr base_lr * batch / 256, then recipe.schedule:
 
   'cosine': to 0 over the remaining steps exactly, so it starts at the peak lr and reaches 0 when the last step ends
   (the last update runs at a small positive lr, not at 0 for a whole epoch as in the reference code);

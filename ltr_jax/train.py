@@ -1,13 +1,14 @@
 """Stage 1: learn the representation and the joint classifier with a sampling strategy.
 
-`train` is the loop: it takes a model, its initial variables, a recipe (a config.train-like section: sampling,
-schedule, loss, frozen patterns, learning-rate multipliers), optionally a projection of the parameters after each
+`train` is the loop: it takes a model, its initial variables, a `Recipe` (sampling, schedule, loss, frozen patterns,
+learning-rate multipliers, logging and checkpoint periods), optionally a projection of the parameters after each
 update, and a run directory, and trains with a jitted
 data-parallel step (batch sharded, state replicated and donated), SGD with momentum and a cosine schedule,
 periodic validation with Many/Medium/Few, and Orbax checkpoints that a rerun of the same command resumes from,
 bit-for-bit on the same machine. On SIGTERM (a preemption notice) it saves a checkpoint at the next step that every
-process agrees on and stops (errors.Preempted); the rerun resumes from it. `train_and_evaluate` is stage 1: the loop on config.train. Anything else that
-trains through the backbone (ltr_jax.stage2.backbone) calls the loop with its own recipe.
+process agrees on and stops (errors.Preempted); the rerun resumes from it. `train_and_evaluate` is stage 1: the loop
+on the recipe of config.train. Anything else that trains through the backbone (ltr_jax.stage2.backbone) calls the
+loop with a recipe it builds from the keys it names.
 """
 from __future__ import annotations
 
@@ -23,12 +24,48 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from ltr_jax import (checkpoints, classifiers, evaluate, losses, masks, mixing, models, parallel, paths, progress,
+from ltr_jax import (checkpoints, inference, losses, masks, mixing, models, ops, parallel, paths, progress,
                      schedules)
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets, pipeline, sampling, transforms
-from ltr_jax.errors import Preempted, TrainingError
+from ltr_jax.errors import ConfigError, Preempted, TrainingError
 from ltr_jax.models import LTRModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """Everything the loop reads besides the model and the data: config.train's keys for stage 1 (`of_train`)."""
+  sampling: str
+  epochs: int
+  batch_size: int  # global
+  base_lr: float  # per 256 images
+  weight_decay: float
+  loss: str
+  loss_hyper: losses.LossHyper = losses.LossHyper()
+  momentum: float = 0.9
+  nesterov: bool = False
+  warmup_epochs: float = 0.0
+  schedule: str = "cosine"
+  lr_steps: tuple[tuple[float, float], ...] = ()
+  drs_epoch: int = -1
+  mixup_alpha: float = 0.0
+  frozen: tuple[str, ...] = ()
+  lr_mults: tuple[tuple[str, float], ...] = ()
+  eval_every_epochs: int = 1
+  checkpoint_every_epochs: int = 1
+  max_checkpoints: int = 2
+  log_every_steps: int = 50
+
+  @classmethod
+  def of_train(cls, train: ml_collections.ConfigDict) -> Recipe:
+    """Stage 1's recipe: every field from config key train (its loss hyper-parameters included)."""
+    fields = {f.name for f in dataclasses.fields(cls)} - {"loss_hyper"}
+    return cls(**{name: _tuples(train[name]) for name in fields}, loss_hyper=losses.LossHyper.of(train))
+
+
+def _tuples(value: Any) -> Any:
+  """Lists (as overrides may give them) as tuples, nested: a Recipe is hashable and compares by value."""
+  return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @flax.struct.dataclass
@@ -43,7 +80,7 @@ class TrainState:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def make_optimizer(recipe: ml_collections.ConfigDict, steps_per_epoch: int, groups: Any) -> optax.GradientTransformation:
+def make_optimizer(recipe: Recipe, steps_per_epoch: int, groups: Any) -> optax.GradientTransformation:
   """SGD with momentum and weight decay per learning-rate group; frozen parameters are left untouched.
 
   `groups`: the labels of ltr_jax.masks.lr_groups. A group with multiplier m runs SGD at m times the schedule,
@@ -102,7 +139,7 @@ def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: 
     elif constraint is not None:
       params = constraint.project(params)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
-    accuracy = jnp.mean(classifiers.top1(logits) == batch["label"])
+    accuracy = jnp.mean(ops.top1(logits) == batch["label"])
     return new_state, {"loss": loss, "accuracy": accuracy}
 
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
@@ -172,15 +209,16 @@ def _initial_state(abstract: Variables, init: Callable[[], Variables], tx: optax
   return new_state(variables, tx, mesh, found["step"], opt_state)
 
 
-def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections.ConfigDict,
+def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe,
           splits: datasets.Splits, config: ml_collections.ConfigDict, run_dir: str, mesh: Mesh,
-          stage: str = "stage1", constraint: Constraint | None = None) -> TrainState:
+          stage: str = "stage1", constraint: Constraint | None = None, settings: dict[str, Any] | None = None,
+          resume_changed: bool = False) -> TrainState:
   """Runs (or resumes) the loop in `run_dir` and returns the final state.
 
   model: built with `recipe.frozen` (the BatchNorm modes); init: the initial variables (called only when
-  run_dir has no checkpoint); recipe: sampling, epochs, batch_size, base_lr, warmup_epochs, momentum, nesterov,
-  weight_decay, loss and its hyper-parameters, frozen, lr_mults, and the logging / checkpoint periods;
-  config: the experiment (data, seed, stage2.batch_size for validation); stage: the checkpoints' meta stage;
+  run_dir has no checkpoint); config: the experiment (data, seed, model.head_scale, stage2.batch_size for
+  validation); stage: the checkpoints' meta stage; settings: {key: value} of what shapes this run, recorded in its
+  checkpoints: resuming one made under other settings raises checkpoints.SettingsChanged, unless resume_changed;
   constraint: a projection of the parameters after their updates.
   """
   paths.makedirs(run_dir)
@@ -193,15 +231,16 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
   tx = make_optimizer(recipe, steps_per_epoch, masks.lr_groups(abstract["params"], frozen, recipe.lr_mults))
 
   manager = checkpoints.Manager(paths.join(run_dir, "checkpoints"), recipe.max_checkpoints)
-  meta = checkpoints.model_meta(config, splits.num_classes, stage, model.head_spec)
-  state = _initial_state(abstract, init, tx, manager, meta, mesh)
+  meta = checkpoints.model_meta(config, splits.num_classes, stage, model.head_spec, settings)
+  expected = {k: v for k, v in meta.items() if k != "settings"} if resume_changed else meta
+  state = _initial_state(abstract, init, tx, manager, expected, mesh)
   start_step = int(state.step)
 
-  loss_fn = losses.get_loss(recipe.loss, splits.class_counts, steps_per_epoch, config.model.head_scale,
-                            **{f.name: recipe[f.name] for f in dataclasses.fields(losses.LossHyper)})
+  loss_fn = losses.get_loss(recipe.loss, splits.class_counts, steps_per_epoch, recipe.loss_hyper,
+                            config.model.head_scale)
   train_step = make_train_step(model, tx, loss_fn, config.data, mesh, recipe.mixup_alpha, config.seed, constraint,
                                steps_per_epoch)
-  predict = evaluate.make_predict(model, config.data, mesh)
+  predict = inference.make_predict(model, config.data, mesh)
   batches = pipeline.train_batches(
       splits.train, sampler, transforms.train_transform(config.data.train_transform, config.data.image_size,
                                                         config.data.color_jitter),
@@ -232,7 +271,7 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: ml_collections
         writer.write(step, {f"train/{k}": v for k, v in summary.items()})
         bar.set_postfix(loss=f"{summary['loss']:.3f}", img_s=f"{ips:.0f}")
       if (step % eval_every == 0 or last) and splits.val is not None:
-        result = evaluate.evaluate_split(predict, state.variables, splits.val, splits, config, mesh, "validation")
+        result = inference.evaluate_split(predict, state.variables, splits.val, splits, config, mesh, "validation")
         writer.write(step, {f"val/{k}": v for k, v in result.items()})
       if step % ckpt_every == 0 or last or preempted:
         manager.save(step, state.variables, meta, state.opt_state)
@@ -262,14 +301,40 @@ def initial_variables(model: LTRModel, config: ml_collections.ConfigDict, image_
   return {"params": {**variables["params"], **loaded["params"]}, "batch_stats": loaded["batch_stats"]}
 
 
+# Keys that do not change what stage 1 trains: where data are read from, how, and what is checked first; how often it
+# logs, validates and checkpoints. Every other key of data, model and train, and the seed, shapes the model: a rerun
+# in a workdir with a stage-1 checkpoint made under other values stops (config key train.resume_changed continues).
+RERUN_FREE = ("data.name", "data.data_dir", "data.list_dir", "data.image_root", "data.download", "data.num_workers",
+              "data.preflight", "data.preflight_decode", "data.many_threshold", "data.few_threshold",
+              "data.eval_transform", "data.resize", "train.eval_every_epochs", "train.checkpoint_every_epochs",
+              "train.max_checkpoints", "train.log_every_steps", "train.resume_changed")
+
+
+def stage1_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """{key: value} of every key that shapes what stage 1 trains (the seed, data, model and train, but RERUN_FREE)."""
+  settings = {"seed": config.seed}
+  for section in ("data", "model", "train"):
+    settings.update({f"{section}.{k}": v for k, v in config[section].to_dict().items()
+                     if f"{section}.{k}" not in RERUN_FREE})
+  return settings
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = None,
                        splits: datasets.Splits | None = None) -> TrainState:
   """Stage 1 in `workdir` (resumed if it has a checkpoint); returns the final state.
 
-  mesh and splits default to every device and `datasets.build_splits(config.data)`.
+  mesh and splits default to every device and `datasets.build_splits(config.data)`. A checkpoint there made under
+  other stage1_settings stops the run (ConfigError naming the keys that differ), unless config.train.resume_changed.
   """
   mesh = mesh or parallel.data_mesh()
   splits = splits or datasets.build_splits(config.data)
   model = models.from_config(config.model, splits.num_classes, config.train.frozen)
-  return train(model, lambda: initial_variables(model, config, splits.image_shape, mesh), config.train, splits,
-               config, workdir, mesh)
+  try:
+    return train(model, lambda: initial_variables(model, config, splits.image_shape, mesh),
+                 Recipe.of_train(config.train), splits, config, workdir, mesh, settings=stage1_settings(config),
+                 resume_changed=config.train.resume_changed)
+  except checkpoints.SettingsChanged as e:
+    keys = ", ".join(key for key, _, _ in e.changes)
+    raise ConfigError(f"config key {keys}: {e}; stage 1 would resume mid-run under values it never had: use "
+                      f"another --workdir, or --config.train.resume_changed=True to continue from step {e.step} with "
+                      "the new values") from e

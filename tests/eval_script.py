@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ltr_jax import checkpoints, evaluate, parallel  # noqa: E402
+from ltr_jax import checkpoints, inference, parallel  # noqa: E402
 from ltr_jax.data import longtail, sources  # noqa: E402
 from train_script import tiny_config  # noqa: E402
 
@@ -51,7 +51,7 @@ if __name__ == "__main__":
     mesh = parallel.data_mesh(devices)
     model, variables = checkpoints.restore_stage1(config, os.path.join(workdir, "checkpoints"), 10, (28, 28, 1),
                                                   mesh)
-    predictions, features = evaluate.run_inference(evaluate.make_predict(model, config.data, mesh), variables,
+    predictions, features = inference.run_inference(inference.make_predict(model, config.data, mesh), variables,
                                                    test, config, mesh, order)
     results.update({f"{order}/predictions": predictions, f"{order}/features": features,
                     f"{order}/mesh_processes": np.array([device.process_index for device in mesh.devices.flat])})

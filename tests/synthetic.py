@@ -9,7 +9,7 @@ import types
 import numpy as np
 
 from ltr_jax.data import datasets, longtail
-from ltr_jax.models import Head
+from ltr_jax.models import Classifier
 from ltr_jax.stage2 import rebalance
 from ltr_jax.stage2.features import Features
 
@@ -35,10 +35,10 @@ def features(counts=(400, 160, 60, 25, 10, 4), dim: int = 16, val_per_class: int
   return Features(splits, train, val if val_per_class else None, test)
 
 
-def joint_head(feats: Features, seed: int = 0) -> Head:
+def joint_head(feats: Features, seed: int = 0) -> Classifier:
   """A joint classifier of these features, biased to the head classes as joint training leaves one: softmax
   regression with instance-balanced batches (ltr_jax.stage2.rebalance, a few seconds)."""
   kernel, bias = rebalance.train_crt(feats.train, feats.labels("train"), feats.splits.num_classes, epochs=20,
                                      batch_size=64, lr=0.1, weight_decay=5e-4, sampling="instance", seed=seed,
                                      progress=False)
-  return Head(np.asarray(kernel), np.asarray(bias))
+  return Classifier(np.asarray(kernel), np.asarray(bias))

@@ -1,27 +1,29 @@
-"""top1, tau-normalisation, the factored tau sweep, NCM, LWS and logit adjustment against direct numpy."""
+"""ops.top1 and linear predictions, and the stage-2 classifiers (tau-normalisation, the factored tau sweep, NCM, LWS,
+logit adjustment), against direct numpy."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltr_jax import classifiers
+from ltr_jax import ops
+from ltr_jax.stage2 import classifiers
 from ltr_jax.errors import ConfigError, DataError
 
 
-BLOCK = classifiers.TOP1_BLOCK
+BLOCK = ops.TOP1_BLOCK
 
 
 def _assert_top1_is_argmax(scores, block=BLOCK):
   expected = np.asarray(jnp.argmax(scores, axis=-1))
-  got = np.asarray(jax.jit(classifiers.top1, static_argnums=1)(scores, block))
+  got = np.asarray(jax.jit(ops.top1, static_argnums=1)(scores, block))
   assert got.dtype == np.int32 and got.shape == expected.shape
   np.testing.assert_array_equal(got, expected)
   # numpy's argmax (first maximum, first NaN) is the independent reference for float32.
   if scores.dtype == jnp.float32:
     np.testing.assert_array_equal(got, np.argmax(np.asarray(scores), axis=-1))
   if not np.isnan(np.asarray(jnp.sum(scores), np.float32)):  # top1 took its block path: check that path itself.
-    fast = jax.jit(lambda s: classifiers._top1_no_nan(s, block=block))(scores)
+    fast = jax.jit(lambda s: ops._top1_no_nan(s, block=block))(scores)
     np.testing.assert_array_equal(np.asarray(fast), expected)
 
 
@@ -72,7 +74,7 @@ def test_top1_ties_at_block_edges_inf_nan_and_leading_axes():
 def test_top1_does_not_copy_the_scores():
   """No [N, C] (or padded [N, C']) buffer besides the input in the compiled top1: the scores are not padded."""
   scores = jnp.zeros((600, 8142), jnp.float32)
-  compiled = jax.jit(classifiers.top1).lower(scores).compile()
+  compiled = jax.jit(ops.top1).lower(scores).compile()
   temp = compiled.memory_analysis().temp_size_in_bytes
   assert temp < scores.size * scores.dtype.itemsize // 10
 
@@ -191,9 +193,9 @@ def test_logit_adjust_numbers():
 def test_linear_ncm_and_logit_adjust_predictions_equal_argmax_of_their_logits():
   # 300 classes (more than one block, a ragged last one); 203 rows in chunks of 64 (a padded last chunk).
   z, W, b = _head(c=300)
-  np.testing.assert_array_equal(np.asarray(classifiers.linear_predictions(z, W, b, chunk_size=64)),
+  np.testing.assert_array_equal(np.asarray(ops.linear_predictions(z, W, b, chunk_size=64)),
                                 np.argmax(np.asarray(jnp.asarray(z) @ W + b), axis=1))
-  np.testing.assert_array_equal(np.asarray(classifiers.linear_predictions(jnp.asarray(z), W, chunk_size=64)),
+  np.testing.assert_array_equal(np.asarray(ops.linear_predictions(jnp.asarray(z), W, chunk_size=64)),
                                 np.argmax(z @ W, axis=1))
   labels = np.arange(600) % 300
   train = np.random.default_rng(3).standard_normal((600, 16)).astype(np.float32)

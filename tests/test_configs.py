@@ -11,10 +11,12 @@ own. The models too, except those in SMALLER_MODEL: one real step of those takes
 compile time, measured: see SMALLER_MODEL), so they run as the nearest architecture that does not. Configs
 that this shrinking makes identical run once, as one test (see _distinct_runs).
 """
+import ast
 import glob
 import importlib
 import json
 import os
+import pickle
 from typing import Callable, NamedTuple
 
 import jax
@@ -25,7 +27,7 @@ from PIL import Image
 
 from configs import base
 from ltr_jax import checkpoints, models, parallel, train
-from ltr_jax.data import convert, datasets, kinds, preflight
+from ltr_jax.data import convert, datasets, kinds, pipeline, preflight, sampling, transforms
 from ltr_jax.data.sources import INatJsonSource, ListFileSource
 from ltr_jax.errors import DataError
 from ltr_jax.stage2 import registry, run as stage2
@@ -236,7 +238,8 @@ def test_every_kind_has_a_tiny_dataset():
 @pytest.mark.parametrize("kind", list(kinds.KINDS))
 def test_every_kind_reads_its_tiny_dataset(kind, tmp_path):
   """Under base.py's defaults, a kind's tiny dataset passes its path check, builds its splits and passes the data
-  check with every image decoded; the keys its record names are keys of configs/base.py."""
+  check with every image decoded, and its pipeline runs in a worker process; the keys its record names are keys of
+  configs/base.py."""
   record, config = kinds.KINDS[kind], base.get_config()
   assert set(record.keys) <= set(config.data.keys()) and set(record.url_keys) <= set(record.keys)
   assert record.val_key is None or record.val_key in record.keys
@@ -246,6 +249,19 @@ def test_every_kind_reads_its_tiny_dataset(kind, tmp_path):
   splits = datasets.build_splits(config.data)
   preflight.check(splits)
   assert len(splits.train) and len(splits.test)
+  # grain's worker processes receive the sources pickled (data.num_workers, one per core by default): every
+  # split's source pickles, and a batch made in a worker equals the one made in this process.
+  for source in (splits.train, splits.val, splits.test):
+    if source is not None:
+      copy = pickle.loads(pickle.dumps(source))
+      np.testing.assert_array_equal(copy[len(source) - 1], source[len(source) - 1])
+      np.testing.assert_array_equal(copy.labels, source.labels)
+  sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, "class", seed=0, num_epochs=1)
+  transform = transforms.train_transform(config.data.train_transform, 32, config.data.color_jitter)
+  batches = [next(pipeline.train_batches(splits.train, sampler, transform, global_batch=4, start_step=0, num_steps=1,
+                                         seed=0, num_workers=workers)) for workers in (0, 1)]
+  for key in ("image", "label"):
+    np.testing.assert_array_equal(batches[0][key], batches[1][key])
 
 
 def test_inat_validation_skips_the_smallest_classes(tmp_path):
@@ -310,3 +326,22 @@ def test_malformed_inat_json(tmp_path, content, message):
 def test_missing_inat_json(tmp_path):
   with pytest.raises(DataError, match=r"train2018\.json: cannot read JSON file"):
     INatJsonSource(str(tmp_path / "train2018.json"), str(tmp_path))
+
+
+def _depth(name: str) -> int:
+  """How many get_config() calls lie between config `name` and base.py (base.py: 0)."""
+  if name == "base":
+    return 0
+  tree = ast.parse(open(os.path.join(ROOT, "configs", f"{name}.py")).read())
+  built_on = {node.func.value.id for node in ast.walk(tree) if isinstance(node, ast.Call) and
+              isinstance(node.func, ast.Attribute) and node.func.attr == "get_config" and
+              isinstance(node.func.value, ast.Name)}
+  assert built_on, f"configs/{name}.py builds on no config"
+  return 1 + max(_depth(other) for other in built_on)
+
+
+def test_every_config_is_at_most_two_files_from_base():
+  """A config builds on base.py or on one that does: what it sets is read in at most two files besides base.py."""
+  depths = {name: _depth(name) for name in CONFIGS}
+  assert max(depths.values()) <= 2, depths
+  assert depths["cifar10_lt_r34_wb"] == depths["cifar100_lt_r32_ldam_drw"] == 2

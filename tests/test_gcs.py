@@ -89,6 +89,23 @@ def test_a_gs_workdir_holds_every_artefact_and_nothing_is_written_locally(emulat
   assert logged[0] == 3 and logged[-1] == max(steps), logged  # the killed run's first line, the resumed run's last
   # Nothing on local disk: the working directory stays empty (no "gs:" folder).
   assert list(cwd.iterdir()) == []
+  # The bucket's stage 1 as train.init_from of a local run (its backbone frozen, BatchNorm statistics included): the
+  # path layer reads it where the config check looks for it, and the run's backbone is the bucket's, exactly.
+  local = tmp_path / "from_bucket"
+  _main(str(local), cwd, env, "--mode=train", f"--config.train.init_from={workdir}/checkpoints",
+        "--config.train.epochs=1", "--config.train.frozen=('backbone/.*',)")
+  code = ("import jax, numpy as np\n"
+          "from configs import quickstart\n"
+          "from ltr_jax import checkpoints, parallel\n"
+          "config, mesh = quickstart.get_config(), parallel.data_mesh()\n"
+          "a = checkpoints.load_backbone(config, sys.argv[1], (28, 28, 1), mesh)\n"
+          "b = checkpoints.load_backbone(config, sys.argv[2], (28, 28, 1), mesh)\n"
+          "print(max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in\n"
+          "          zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)))\n")
+  out = subprocess.run([sys.executable, "-c", "import sys\n" + code, f"{workdir}/checkpoints", str(local / "checkpoints")],
+                       cwd=cwd, env={**os.environ, **env, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0 and float(out.stdout.strip().splitlines()[-1]) == 0.0, out.stderr[-3000:]
 
 
 def test_a_missing_bucket_stops_in_one_line_before_any_step(emulator, tmp_path):
@@ -99,6 +116,22 @@ def test_a_missing_bucket_stops_in_one_line_before_any_step(emulator, tmp_path):
   assert process.returncode == 1
   lines = output.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: --workdir=gs://nobucket/x cannot be written"), output[-2000:]
+  assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("bucket, problem", [
+    ("hb", "2 characters, where 3 to 63 are allowed"),
+    ("My_Runs", "only lowercase letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"),
+    ("google-runs", "begins with 'goog' or contains 'google'")])
+def test_a_bucket_name_that_gcs_forbids_stops_in_one_line_before_any_step(tmp_path, bucket, problem):
+  """Checked by its name, without any request: the run would otherwise train until its first checkpoint."""
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  process = _main(f"gs://{bucket}/run", cwd, CLIENT_ENV, wait=False)
+  output, _ = process.communicate(timeout=120)
+  assert process.returncode == 1
+  assert output.strip().splitlines() == [f"error: --workdir=gs://{bucket}/run: {bucket!r} is not a Cloud Storage "
+                                         f"bucket name ({problem})"], output[-2000:]
   assert list(cwd.iterdir()) == []
 
 

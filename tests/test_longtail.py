@@ -92,3 +92,33 @@ def test_group_of_classes_boundaries():
   assert groups.tolist() == ["many", "many", "medium", "medium", "medium", "few", "few"]
   assert group_of_classes(np.array([10, 5, 4]), many_threshold=5, few_threshold=5).tolist() == [
       "many", "medium", "few"]
+
+
+def _ldam_counts(images_per_class: int, cls_num: int, imb_factor: float) -> list[int]:
+  """kaidic/LDAM-DRW imbalance_cifar.py get_img_num_per_cls (exp profile) at 2536330, lines 18-23: img_max =
+  len(self.data) / cls_num; num = img_max * (imb_factor ** (cls_idx / (cls_num - 1.0))); int(num)."""
+  img_max = images_per_class * cls_num / cls_num
+  return [int(img_max * (imb_factor ** (cls_idx / (cls_num - 1.0)))) for cls_idx in range(cls_num)]
+
+
+@pytest.mark.parametrize("config_name, cls_num", [("cifar10_lt_r32", 10), ("cifar100_lt_r32", 100)])
+@pytest.mark.parametrize("ratio", [100.0, 50.0, 10.0])
+def test_cifar_lt_trains_on_the_published_profile(config_name, cls_num, ratio):
+  """The CIFAR-LT configs' training counts are LDAM's (5000 / 500 images per class in CIFAR's training split) at IR
+  100, 50 and 10, but for the classes the profile uses (nearly) whole, which give the validation split the images
+  it lacks and train on n_max - val_per_class; validation is balanced."""
+  import importlib
+  from ltr_jax.data import datasets
+  data = importlib.import_module(f"configs.{config_name}").get_config().data
+  data.imbalance_ratio = ratio
+  per_class = 50000 // cls_num
+  labels = np.repeat(np.arange(cls_num), per_class)  # CIFAR's training split: 5000 / 500 images of each class
+  train, val = datasets.held_out(labels, cls_num, data, with_validation=True)
+  counts, val_counts = np.bincount(labels[train], minlength=cls_num), np.bincount(labels[val], minlength=cls_num)
+  published = np.array(_ldam_counts(per_class, cls_num, 1 / ratio))
+  cut = published > per_class - data.val_per_class  # too few images left over for validation
+  np.testing.assert_array_equal(counts[~cut], published[~cut])
+  np.testing.assert_array_equal(counts[cut], per_class - data.val_per_class)
+  assert np.flatnonzero(cut).tolist() == list(range({10: 1, 100: {100.0: 3, 50.0: 3, 10.0: 5}[ratio]}[cls_num]))
+  np.testing.assert_array_equal(val_counts, data.val_per_class)
+  assert not set(train) & set(val)

@@ -1,12 +1,14 @@
 """Each stage-1 loss against a float64 numpy computation of its formula, on the logits of a real model, and
 inside a jitted step on a batch sharded over a device mesh as training runs it."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import quickstart
-from ltr_jax import losses, models, parallel
+from ltr_jax import losses, models, parallel, validate
 from ltr_jax.data import sources
 from ltr_jax.errors import ConfigError, DataError
 
@@ -17,7 +19,8 @@ COUNTS = np.array([500, 300, 120, 60, 20, 7, 2])
 def _model_logits(head: str) -> np.ndarray:
   """Logits of the quickstart model with a 7-way `head` on 32 real Fashion-MNIST images (init seed 0)."""
   config = quickstart.get_config()
-  model = models.create_model("resnet_mini", C, head=head, head_scale=S)
+  spec = models.HeadSpec("cosine", S, bias=False) if head == "cosine" else models.HeadSpec()
+  model = models.create_model("resnet_mini", C, head_spec=spec)
   images = models.normalize(sources.fashion_mnist("train").images[:B], config.data.mean, config.data.std,
                             jnp.float32)
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
@@ -73,7 +76,7 @@ def las(z: np.ndarray, y: np.ndarray, head: float = 0.4, tail: float = 0.1) -> n
 
 
 def run(name: str, logits: np.ndarray = LOGITS, step: int = 0, **hyper) -> float:
-  loss = losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, S, **hyper)
+  loss = losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, losses.LossHyper(**hyper), S)
   return float(jax.jit(loss)(jnp.asarray(logits), jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)))
 
 
@@ -105,7 +108,7 @@ def test_losses_run_on_a_batch_sharded_over_the_mesh(name, logits, expected):
   """As in the train step: logits and labels sharded on the mesh's data axis (class constants are gathered
   by sharded labels, which jax refuses without an output sharding)."""
   mesh = parallel.data_mesh()
-  loss = jax.jit(losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, S),
+  loss = jax.jit(losses.get_loss(name, COUNTS, STEPS_PER_EPOCH, logit_scale=S),
                  in_shardings=(parallel.batch_sharded(mesh), parallel.batch_sharded(mesh), parallel.replicated(mesh)))
   value = loss(jnp.asarray(logits), jnp.asarray(LABELS), jnp.asarray(0, jnp.int32))
   np.testing.assert_allclose(float(value), expected, rtol=1e-5)
@@ -122,7 +125,7 @@ def test_losses_hyper_parameters_reach_the_formulas():
 def test_losses_focal_with_gamma_0_is_ce_and_has_finite_gradients_when_certain():
   assert run("focal", focal_gamma=0.0) == pytest.approx(run("ce"), rel=1e-6)
   certain = jnp.asarray(np.eye(C, dtype=np.float32)[LABELS] * 200)  # p_y rounds to 1
-  grads = jax.jit(lambda z: [jax.grad(losses.get_loss("focal", COUNTS, STEPS_PER_EPOCH, focal_gamma=gamma))(
+  grads = jax.jit(lambda z: [jax.grad(losses.get_loss("focal", COUNTS, STEPS_PER_EPOCH, losses.LossHyper(focal_gamma=gamma)))(
       z, jnp.asarray(LABELS), 0) for gamma in (0.0, 0.5)])(certain)
   assert all(np.isfinite(g).all() for g in grads)
 
@@ -134,7 +137,7 @@ def test_losses_ldam_drw_switches_to_class_balanced_weights_at_the_drw_epoch():
   reweighted = (w * per_example).sum() / w.sum()  # torch F.cross_entropy(weight=w)
   for drw_epoch, switch in ((3, 3 * STEPS_PER_EPOCH), (None, 160 * STEPS_PER_EPOCH)):  # None: the default, 160
     hyper = {} if drw_epoch is None else {"drw_epoch": drw_epoch}
-    loss = jax.jit(losses.get_loss("ldam_drw", COUNTS, STEPS_PER_EPOCH, S, **hyper))
+    loss = jax.jit(losses.get_loss("ldam_drw", COUNTS, STEPS_PER_EPOCH, losses.LossHyper(**hyper), S))
     for step, expected in ((0, per_example.mean()), (switch - 1, per_example.mean()), (switch, reweighted)):
       np.testing.assert_allclose(loss(cosine_logits, jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)),
                                  expected, rtol=1e-5)
@@ -160,9 +163,20 @@ def test_losses_ldam_margins_by_hand():
 def test_losses_unknown_name_and_bad_hyper_parameters_are_config_errors():
   with pytest.raises(ConfigError, match="train.loss.*'nope'"):
     losses.get_loss("nope", COUNTS, STEPS_PER_EPOCH)
+  config = quickstart.get_config()
   for key, value in (("focal_gamma", -1.0), ("cb_beta", 1.0), ("drw_epoch", -1.0), ("las_mapping", "cubic")):
-    with pytest.raises(ConfigError, match=f"train.{key}"):
-      losses.get_loss("ce", COUNTS, STEPS_PER_EPOCH, **{key: value})
+    bad = quickstart.get_config()
+    bad.train[key] = value
+    with pytest.raises(ConfigError, match=f"^config key train.{key} = "):
+      validate.validate(bad)
+  validate.validate(config)
+
+
+def test_every_loss_reads_declared_hyper_parameters():
+  """What a loss reads is a LossHyper field with a domain, so a stage-2 entry may set exactly those."""
+  for name, kind in losses.LOSSES.items():
+    assert set(kind.reads) <= set(losses.HYPER_DOMAINS), name
+  assert set(losses.HYPER_DOMAINS) == {f.name for f in dataclasses.fields(losses.LossHyper)}
 
 
 def test_losses_count_aware_loss_rejects_empty_classes():

@@ -187,3 +187,33 @@ def test_preflight_decode_names_the_images_that_do_not_decode(tiny):
   named = re.findall(r"(\S+) \(listed at (\S+)\): cannot decode image", message)
   assert named == [(str(tmp_path / "images" / train[5][0]), f"{tmp_path / 'train.txt'}:6"),
                    (str(png), f"{tmp_path / 'test.txt'}:2")]
+
+
+def test_two_hosts_share_the_decoding_and_report_the_same_bad_file(tmp_path):
+  """With data.preflight_decode on 2 processes (jax.distributed over gloo on localhost), each decodes half of the
+  images, and both stop with the same message naming the one corrupt file, as 1 process does."""
+  import json
+  import subprocess
+  import sys
+  sys.path.insert(0, os.path.dirname(__file__))
+  from test_multihost_eval import _free_port
+  root, lines = tmp_path / "images", []
+  root.mkdir()
+  for i in range(40):
+    Image.fromarray(np.full((8, 8, 3), i * 5, np.uint8)).save(root / f"{i}.png")
+    lines.append(f"{i}.png {i % 4}")
+  (root / "17.png").write_bytes(b"not an image")
+  (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+  script = os.path.join(os.path.dirname(__file__), "preflight_script.py")
+  args = [sys.executable, script, str(tmp_path / "list.txt"), str(root)]
+  subprocess.run([*args, str(tmp_path / "one.json")], check=True, timeout=300, capture_output=True)
+  port = _free_port()
+  procs = [subprocess.Popen([*args, str(tmp_path / f"p{p}.json"), f"127.0.0.1:{port}", "2", str(p)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
+  one, *two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "p0", "p1"))
+  assert one["here"] == one["total"] == 40
+  assert [r["here"] for r in two] == [20, 20] and all(r["total"] == 40 for r in two)
+  assert one["message"].startswith("data check of tiny: 1 of 40 images do not decode: ") and "17.png" in one["message"]
+  assert two[0]["message"] == two[1]["message"] == one["message"]

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltr_jax import classifiers, losses, metrics
+from ltr_jax import losses, metrics
+from ltr_jax.stage2 import classifiers
 from ltr_jax.stage2 import rebalance
 from ltr_jax.data.longtail import group_of_classes
 from ltr_jax.data.sampling import IndexSampler
@@ -109,7 +110,8 @@ def test_wb_first_step_follows_the_class_balanced_formula():
   # One step on one batch of all N draws (no decay, a radius no column reaches): W1 = W0 - lr * dL/dW with
   # L = mean_b w_{y_b} CE(z_b W0 + b0, y_b), the draws being the sampler's first epoch.
   W1, b1 = rebalance.train_wb(features, labels, W0, b0, 4, epochs=1, batch_size=labels.size, lr=0.5,
-                              weight_decay=0.0, max_norm=100.0, cb_beta=0.99, loss="cb_ce", seed=3, progress=False)
+                              weight_decay=0.0, max_norm=100.0, loss="cb_ce", loss_hyper=losses.LossHyper(cb_beta=0.99), seed=3,
+                              progress=False)
   draws = IndexSampler(labels, 4, "instance", seed=3, num_epochs=1).epoch_indices(0)
   z, y = features[draws].astype(np.float64), labels[draws]
   logits = z @ W0 + b0
@@ -148,3 +150,42 @@ def test_wb_projects_once_per_epoch_as_its_released_code_does(mixture):
   trajectory = np.stack(trajectory).reshape(WB["epochs"], steps, C)
   assert (trajectory[0].max(axis=1) > radius * 1.5).all()  # every step before the first projection
   assert (np.linalg.norm(np.asarray(W_wb), axis=0) <= radius * (1 + 1e-6)).all()
+
+
+def test_wb_on_features_builds_the_loss_of_every_key_wb_through_the_backbone_reads():
+  """WB on cached features and WB through the backbone read the same loss keys of their entries: with cb_focal,
+  focal_gamma (added by a config file) reaches both. Through the backbone, the loss is the one the stage-1 loop
+  builds from backbone.loop_recipe; on features, one full-batch SGD step of on_features.wb moves the head by -lr times
+  the gradient of that very loss (checked on every class vector MaxNorm leaves alone, and on the bias), which a
+  loss without the focal term (gamma 0) does not."""
+  from configs import quickstart
+  from ltr_jax import validate
+  from ltr_jax.stage2 import backbone, on_features
+  import synthetic
+  config = quickstart.get_config()
+  for name in ("wb", "wb_cached"):
+    config.stage2[name].update(dict(loss="cb_focal", cb_beta=0.99, weight_decay=0.0, max_norm=1.0))
+    config.stage2[name].focal_gamma = 0.5
+  feats = synthetic.features()
+  config.stage2.wb_cached.update(dict(epochs=1, batch_size=len(feats.labels("train")), lr=0.5))
+  config.stage2.methods = ("joint", "wb", "wb_cached")
+  validate.validate(config)
+  joint = synthetic.joint_head(feats)
+  counts = feats.splits.class_counts
+  recipe = backbone.loop_recipe(config, config.stage2.wb)
+  assert (recipe.loss, recipe.loss_hyper) == ("cb_focal", losses.LossHyper(cb_beta=0.99, focal_gamma=0.5))
+  loop_loss = losses.get_loss(recipe.loss, counts, 1, recipe.loss_hyper, config.model.head_scale)
+  z, y = jnp.asarray(feats.train), jnp.asarray(feats.labels("train"), jnp.int32)
+
+  def gradient(loss):
+    return jax.grad(lambda W, b: loss(z @ W + b, y, 0), argnums=(0, 1))(jnp.asarray(joint.kernel),
+                                                                          jnp.asarray(joint.bias))
+
+  head = on_features.wb(feats, joint, config.stage2.wb_cached, config)
+  moved = (joint.kernel - head.kernel) / 0.5, (joint.bias - head.bias) / 0.5
+  free = np.linalg.norm(joint.kernel, axis=0) < np.linalg.norm(joint.kernel, axis=0).max() * 0.95
+  expected = gradient(loop_loss)
+  np.testing.assert_allclose(moved[0][:, free], np.asarray(expected[0])[:, free], rtol=1e-3, atol=1e-6)
+  np.testing.assert_allclose(moved[1], np.asarray(expected[1]), rtol=1e-3, atol=1e-6)
+  without_focal = gradient(losses.get_loss("cb_focal", counts, 1, losses.LossHyper(cb_beta=0.99, focal_gamma=0.0)))
+  assert np.abs(np.asarray(without_focal[1]) - moved[1]).max() > 10 * np.abs(moved[1] - expected[1]).max()

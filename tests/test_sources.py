@@ -144,7 +144,9 @@ def test_convert_cli_list_file_round_trip(tmp_path, list_file_dataset):
   _assert_same_records(TfdsSource("tiny", "train", data_dir=data_dir), ListFileSource(d["list_file"], d["root"]))
 
 
-def test_convert_cli_idx(tmp_path, fashion_mnist_dir, capsys):
+def test_convert_cli_idx(tmp_path, fashion_mnist_dir):
+  """The command line, its output to a file (a log): the dataset's folder on stdout, and on stderr the project's
+  plain progress line per split, no redrawn bar (no carriage return) of ltr_jax's or TFDS's."""
   images, labels = (os.path.join(fashion_mnist_dir, f"t10k-{k}-ubyte.gz") for k in ("images-idx3", "labels-idx1"))
   small = tmp_path / "small"
   small.mkdir()
@@ -156,9 +158,13 @@ def test_convert_cli_idx(tmp_path, fashion_mnist_dir, capsys):
     data = f.read()
   (small / "labels").write_bytes(data[:4] + (20).to_bytes(4, "big") + data[8:8 + 20])
   data_dir = str(tmp_path / "tfds")
-  convert.main(["--name", "fm20", "--data_dir", data_dir, "--split", "test",
-                "--idx_images", str(small / "images"), "--idx_labels", str(small / "labels")])
-  assert capsys.readouterr().out.strip().endswith(os.path.join("fm20", "1.0.0"))
+  out = subprocess.run([sys.executable, "-m", "ltr_jax.data.convert", "--name", "fm20", "--data_dir", data_dir,
+                        "--split", "test", "--idx_images", str(small / "images"), "--idx_labels", str(small / "labels")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().endswith(os.path.join("fm20", "1.0.0"))
+  lines = out.stderr.strip().splitlines()
+  assert "\r" not in out.stderr and len(lines) == 1 and lines[0].startswith("fm20 test: 20/20 (100%)"), out.stderr
   original = IdxSource(images, labels)
   _assert_same_records(TfdsSource("fm20", "test", data_dir=data_dir), Subset(original, np.arange(20)))
 

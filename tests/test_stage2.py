@@ -62,9 +62,10 @@ def test_rebalanced_classifiers_raise_few_shot_accuracy(stage2):
 def test_results_say_where_each_method_ran_and_with_what(stage2):
   config, _, results = stage2
   for name, entry in results["methods"].items():
-    method = registry.METHODS[name]
-    assert entry["runs_on"] == method.runs_on and entry["label"] == method.label and entry["paper"] == method.paper
-    assert entry["hyper"] == config.stage2[name].to_dict()
+    hyper = config.stage2[name]
+    assert entry["runs_on"] == registry.method_of(config, name).runs_on
+    assert entry["label"] == hyper.label and entry["paper"] == hyper.paper and entry["variant"] == hyper.variant
+    assert entry["hyper"] == hyper.to_dict()
     assert bool(entry["variant"]) == (name in ("crt_frozen_bn", "crt_cached", "lws_cached", "wb_cached"))
   assert [m for m, e in results["methods"].items() if e["runs_on"] == "backbone"] == [
       "crt", "crt_frozen_bn", "lws", "wb", "mislas"]
@@ -125,7 +126,7 @@ def _stage1(config, workdir):
 def _restore(directory, config, splits, mesh):
   """The variables of the latest checkpoint in `directory`, with the head its meta records."""
   manager = checkpoints.Manager(directory, read_only=True)
-  model = models.from_config(config.model, splits.num_classes, head=manager.read_meta()["head"])
+  model = models.from_config(config.model, splits.num_classes, head_spec=checkpoints.head_spec_of(manager.read_meta()))
   return jax.device_get(manager.restore_model(checkpoints.abstract_variables(model, splits.image_shape, mesh)))
 
 
@@ -237,8 +238,8 @@ def test_finetune_variants_train_only_their_part(stage2):
   splits, mesh, _, stage1 = _stage1(config, workdir)
   hyper = config.stage2.last_block_classifier.copy_and_resolve_references()
   hyper.epochs = 1
-  recipe = backbone.finetune(stage1, None, hyper, config, splits)
-  _, last = backbone.run("last_block_classifier", recipe, hyper, config, workdir, stage1, splits, mesh)
+  setup = backbone.finetune(stage1, None, hyper, config, splits)
+  _, last = backbone.run("last_block_classifier", setup, hyper, config, workdir, stage1, splits, mesh)
   last, stage1 = jax.device_get((last, stage1))
   for stage in ("stem_conv", "stem_bn", "stage1", "stage2"):
     for a, b in zip(jax.tree.leaves(last["params"]["backbone"].get(stage)),
@@ -260,7 +261,7 @@ def test_tau_selection_needs_a_validation_split(stage2):
   no_val = small_config()
   no_val.data.val_per_class = 0
   no_val.stage2.methods = ("joint", "tau_norm")
-  with pytest.raises(DataError, match="stage2.tau_norm: tau is selected on the validation split, and this dataset"):
+  with pytest.raises(DataError, match="tau is selected on the validation split, and this dataset has none"):
     run.run(no_val, workdir)
 
 
@@ -320,43 +321,37 @@ def test_ncm_metrics_are_what_their_names_say(metric):
     assert (cosine != expected.argmax(-1)).mean() > 0.02  # the two cosines are different classifiers here
 
 
-def prior_bias(features: Features, joint: models.Head, hyper, config) -> models.Head:
-  """A toy method on features: the joint head with hyper.strength * log prior_j taken off its bias."""
-  counts = features.splits.class_counts
-  return joint.replace(bias=joint.bias - np.float32(hyper.strength) * np.log(counts / counts.sum()).astype(np.float32))
-
-
-def zero_head(stage1, joint, hyper, config, splits) -> backbone.Recipe:
-  """A toy method through the backbone: a head that starts at zero."""
-  head = stage1["params"]["head"]
-  return backbone.Recipe({k: jnp.zeros_like(v) for k, v in head.items()})
-
-
-def test_a_new_method_is_one_function_one_record_and_one_subtree(stage2, tmp_path, monkeypatch):
-  """The README's recipe, followed literally: a function, a registry record, a config subtree, a test."""
-  monkeypatch.setitem(registry.METHODS, "prior_bias", registry.Method("Prior bias", False, registry.ON_FEATURES,
-                                                                      prior_bias))
-  monkeypatch.setitem(registry.METHODS, "zero_head", registry.Method("Zero head", False, registry.THROUGH_BACKBONE,
-                                                                     zero_head))
-  # Without training: on synthetic features, the toy method raises the tail of a head-biased joint classifier.
-  feats = synthetic.features()
-  joint = synthetic.joint_head(feats)
-  config = small_config()
-  config.stage2.prior_bias = dict(strength=1.0)
-  config.stage2.zero_head = dict(config.stage2.crt.to_dict(), epochs=1, reinit_head=False)
-  head = prior_bias(feats, joint, config.stage2.prior_bias, config)
-  few = lambda h: on_features.groups_of(h.predict(feats.test), feats.labels("test"), feats.splits)["few"]  # noqa: E731
-  assert few(head) > few(joint) + 10.0
-  # End to end beside Joint, on a copy of the stage-1 run.
+def test_a_rerun_follows_its_settings(stage2, tmp_path, capfd):
+  """In one workdir: stage 2 again with WB's projection once per epoch instead of after every step starts WB afresh,
+  says so in one line, keeps the old run, and gives another WB row; the same command again reuses that run (the
+  same numbers, no step trained). Stage 1 with another train.epochs stops in one line naming it."""
   import shutil
-  from ltr_jax import validate
-  workdir = str(tmp_path / "run")
-  shutil.copytree(stage2[1], workdir)
-  config.stage2.methods = ("joint", "prior_bias", "zero_head")
-  validate.validate(config)
-  results = run.run(config, workdir)
-  assert results["methods"]["prior_bias"]["runs_on"] == "features"
-  assert results["methods"]["zero_head"]["runs_on"] == "backbone"
-  assert results["methods"]["prior_bias"]["few"] > results["methods"]["joint"]["few"]
-  assert results["methods"]["zero_head"]["all"] > 50.0  # a classifier learned from zero in one epoch
-  assert os.path.isdir(os.path.join(workdir, "stage2", "zero_head", "checkpoints"))
+  import subprocess
+  import sys
+  config, workdir, first = stage2
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  config = config.copy_and_resolve_references()
+  config.stage2.methods = ("joint", "wb")
+  capfd.readouterr()
+  config.stage2.wb.project_every = "epoch"
+  second = run.run(config, str(copy))
+  err = capfd.readouterr().err
+  afresh = [line for line in err.splitlines() if "starting afresh" in line]
+  assert len(afresh) == 1 and afresh[0].startswith(f"stage2/wb: {copy}/stage2/wb/checkpoints holds step ")
+  assert "stage2.wb.project_every = 'step' there, 'epoch' now" in afresh[0]
+  assert (copy / "stage2" / "wb-previous" / "checkpoints").is_dir()
+  assert second["methods"]["wb"]["per_class"] != first["methods"]["wb"]["per_class"]
+  assert second["methods"]["joint"] == first["methods"]["joint"]
+  logged = (copy / "stage2" / "wb" / "metrics.jsonl").read_text()
+  third = run.run(config, str(copy))
+  assert "starting afresh" not in capfd.readouterr().err
+  assert third["methods"]["wb"] == second["methods"]["wb"]
+  assert (copy / "stage2" / "wb" / "metrics.jsonl").read_text() == logged  # no step trained
+  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", f"--workdir={copy}",
+                        "--mode=train", "--config.train.epochs=31"], cwd=os.path.dirname(os.path.dirname(__file__)),
+                       capture_output=True, text=True, timeout=300)
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 1 and len(lines) == 1, out.stderr[-2000:]
+  assert lines[0].startswith("error: config key train.epochs: ") and "train.epochs = 15 there, 31 now" in lines[0]
+  assert "--config.train.resume_changed=True" in lines[0]

@@ -160,7 +160,20 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_the_resumed_run_equals_an_un
   assert proc.returncode == 0, output[-3000:]
   warnings = [line for line in output.splitlines() if line.startswith("warning: checkpoint step 12")]
   assert len(warnings) == 1 and "resuming from the checkpoint before it" in warnings[0], output[-3000:]
+  assert "Traceback" not in output and "Exception ignored" not in output, output[-3000:]
+  assert "See full TensorStore details" not in warnings[0] and len(warnings[0]) < 400, warnings[0]
   _assert_same_params(uninterrupted, dict(np.load(tmp_path / "b.npz")), rtol=0, atol=0)
+  # The same damage read by stage 2 or --mode=evaluate, which have no checkpoint to fall back to: the one line
+  # (the first line of the cause, without TensorStore's spec) and nothing else on stderr.
+  _damage(tmp_path / "a" / "checkpoints" / "12" / "model", "garbage")
+  for mode in ("decouple", "evaluate"):
+    out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py",
+                          f"--workdir={tmp_path / 'a'}", f"--mode={mode}"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, (mode, out.stderr[-3000:])
+    assert lines[0].startswith(f"error: checkpoint step 12 in {tmp_path / 'a' / 'checkpoints'} cannot be read: ")
+    assert "See full TensorStore details" not in lines[0] and len(lines[0]) < 400, lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +219,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
   before = manager.latest_step()
   diverging = tiny_config()
   diverging.data.update(config.data.to_dict())
-  diverging.train.update(dict(config.train.to_dict(), epochs=config.train.epochs + 2, base_lr=1e12))
+  # Continued on purpose under another schedule (without train.resume_changed this stops before any step).
+  diverging.train.update(dict(config.train.to_dict(), epochs=config.train.epochs + 2, base_lr=1e12,
+                              resume_changed=True))
   with pytest.raises(TrainingError, match=r"the loss is nan at step \d+"):
     train.train_and_evaluate(diverging, copy)
   manager = checkpoints.Manager(os.path.join(copy, "checkpoints"), read_only=True)

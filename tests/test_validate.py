@@ -16,8 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--config.stage2.methods=('joint','foo')"], "config key stage2.methods: 'foo' is not one of"),
-    (["--config.model.name=resnet9000"], "config key model.name: 'resnet9000' is not one of"),
+    (["--config.stage2.methods=('joint','foo')"], "config key stage2.methods: 'foo' is not a stage-2 entry"),
+    (["--config.model.name=resnet9000"], "config key model.name = 'resnet9000': not one of the choices; it must be "
+                                         "one of 'resnet10'"),
     (["--config=configs/nope.py"], "--config=configs/nope.py: no such config file"),
 ])
 def test_bad_config_stops_with_one_line_before_any_step(tmp_path, args, message):
@@ -59,19 +60,20 @@ def test_every_enum_is_checked(key, value):
 
 def test_stage2_and_batch_preconditions():
   validate.validate(quickstart.get_config())  # the quickstart itself is sound
-  with pytest.raises(ConfigError, match="stage2.methods: 'tau_norm' chooses tau on a validation split"):
+  with pytest.raises(ConfigError, match="stage2.methods: 'tau_norm' chooses a hyper-parameter on a validation split"):
     validate.validate(_config(data__val_per_class=0))
-  with pytest.raises(ConfigError, match="config key train.batch_size must be > 0"):
+  with pytest.raises(ConfigError, match=r"config key train.batch_size = 0: out of range; it must be an integer >= 1"):
     validate.validate(_config(train__batch_size=0))
-  with pytest.raises(ConfigError, match="config key train.epochs must be > 0"):  # not a fault of train.drs_epoch
+  with pytest.raises(ConfigError, match="config key train.epochs = -3: "):  # not a fault of train.drs_epoch
     validate.validate(_config(train__epochs=-3))
   with pytest.raises(ConfigError, match=r"stage2.crt.frozen: pattern 'backbone/nope' matches no parameter"):
     validate.validate(_config(**{"stage2.crt__frozen": ("backbone/nope",)}))
-  with pytest.raises(ConfigError, match=r"config key train.ldam_max_m must be >= 0"):
+  with pytest.raises(ConfigError, match=r"config key train.ldam_max_m = -1.0: out of range; it must be a finite number >= 0"):
     validate.validate(_config(train__ldam_max_m=-1.0))
   with pytest.raises(ConfigError, match=r"train.frozen: pattern 'backbone/stage9/\.\*' matches no parameter"):
     validate.validate(_config(train__frozen=("backbone/stage9/.*",)))
-  with pytest.raises(ConfigError, match=r"train.lr_mults: \('head/.*', -1.0\) is not a \(pattern, multiplier > 0\)"):
+  with pytest.raises(ConfigError, match=r"train.lr_mults = \(\('head/.\*', -1.0\),\): item 0 .* its second item \(-1.0\) is "
+                                        r"out of range"):
     validate.validate(_config(train__lr_mults=(("head/.*", -1.0),)))
 
 
@@ -133,3 +135,40 @@ def test_tfds_reads_a_gcs_data_dir_through_gcsfs(monkeypatch):
     validate.validate(config)
   monkeypatch.setattr(kinds, "GCS_READERS", ("json",))  # as if gcsfs were installed
   validate.validate(config)  # The dataset itself is opened later, by build_splits.
+
+
+def test_every_config_and_ones_own_load_from_any_working_directory(tmp_path):
+  """From a directory outside the repository, with nothing on PYTHONPATH: every config of configs/ by its path, and
+  a user's own config beside their data that builds on configs/base.py, load through the command line's parser;
+  a config that cannot be imported stops in one line."""
+  import glob
+  own = tmp_path / "my_data" / "my_config.py"
+  own.parent.mkdir()
+  own.write_text("from configs import base\n\n\ndef get_config():\n  c = base.get_config()\n"
+                 "  c.data.name = 'my_data'\n  return c\n")
+  broken = tmp_path / "broken.py"
+  broken.write_text("from configs import no_such_config\n\n\ndef get_config():\n  return None\n")
+  paths = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))) + [str(own)]
+  paths.remove(os.path.join(ROOT, "configs", "__init__.py"))
+  code = ("import sys\n"
+          "from absl import flags\n"
+          "from ltr_jax import cli\n"
+          "cli.define_config_flag()\n"
+          "for path in sys.argv[1:]:\n"
+          "  flags.FLAGS.unparse_flags()\n"
+          "  cli.parse_flags(['main', f'--config={path}'])\n"
+          "  print(path, flags.FLAGS.config.data.name or '-')\n")
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  cwd = tmp_path / "elsewhere"
+  cwd.mkdir()
+  out = subprocess.run([sys.executable, "-c", code, *paths], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  loaded = dict(line.rsplit(" ", 1) for line in out.stdout.strip().splitlines())
+  assert list(loaded) == paths and loaded[str(own)] == "my_data"
+  assert loaded[os.path.join(ROOT, "configs", "quickstart.py")] == "fashion_mnist_lt"
+  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", f"--config={broken}", "--workdir=w"], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+      f"error: --config={broken}: cannot be loaded (ImportError: cannot import name 'no_such_config' from "
+      f"'configs' ({ROOT}/configs/__init__.py))"], out.stderr[-2000:]

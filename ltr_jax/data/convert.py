@@ -24,9 +24,9 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 from PIL import Image
 
+from ltr_jax import progress
 from ltr_jax.data.sources import IdxSource, ListFileSource, Source
 from ltr_jax.errors import DataError, LtrError
 
@@ -64,8 +64,10 @@ class _SourcesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(split, source) for split, source in self._sources.items()}
 
   def _generate_examples(self, split: str, source: Source) -> Iterator[tuple[int, dict]]:
-    for i in tqdm.trange(len(source), desc=f"{self.name} {split}", unit="image"):
-      yield i, {"image": self._encoded(source, i), "label": int(source.labels[i])}
+    with progress.bar(len(source), f"{self.name} {split}", unit="image") as bar:
+      for i in range(len(source)):
+        yield i, {"image": self._encoded(source, i), "label": int(source.labels[i])}
+        bar.update()
 
   def _encoded(self, source: Source, index: int) -> bytes:
     image = source[index]  # Decoding first reports a corrupt file here, not during training.
@@ -90,6 +92,8 @@ def convert(sources: Mapping[str, Source], name: str, data_dir: str) -> str:
   builder = _SourcesBuilder(name=name, sources=sources, channels=channels, data_dir=data_dir)
   if os.path.exists(builder.data_dir):
     raise DataError(f"{builder.data_dir} already exists: delete it or choose another name")
+  if not sys.stderr.isatty():  # TFDS's own bars (its splits, shuffling, writing) would redraw into a log file
+    tfds.disable_progress_bar()
   builder.download_and_prepare(file_format="array_record")
   for split, source in sources.items():
     np.save(os.path.join(builder.data_dir, f"{split}-labels.npy"), np.asarray(source.labels, np.int64))

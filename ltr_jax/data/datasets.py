@@ -8,6 +8,7 @@ training images that the long-tailed subset left unused (never out of test).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -29,33 +30,64 @@ class Splits:
   preflight_decode: bool = False  # config key data.preflight_decode: the data check decodes every image
 
 
+def _picked(pick: Callable[[], Any], key: str, value: int, why: str) -> Any:
+  """pick(), with a DataError for too few images of a class naming the config key that asked for them."""
+  try:
+    return pick()
+  except longtail.TooFew as e:
+    raise DataError(f"config key {key} = {value}: {e} ({why}); lower it") from e
+
+
+def held_out(labels: np.ndarray, num_classes: int, data: ml_collections.ConfigDict,
+             with_validation: bool) -> tuple[np.ndarray, np.ndarray | None]:
+  """(training indices, validation indices or None) of the training split's `labels` under config key `data`.
+
+  With data.imbalance_ratio, the long-tailed subset of the exponential profile from data.n_max (the largest class
+  where 0), and, if `with_validation`, data.val_per_class images of every class held out of those it leaves unused;
+  with data.val_fill_from_train, a class with fewer left over gives the difference out of its training images
+  (CIFAR-LT's head classes, whose profile uses all their images). Without: data.val_per_class images of each class
+  of at least data.val_min_class_size images held out (iNaturalist: the classes of 2 images keep both for training).
+  """
+  seed = data.seed
+  if data.imbalance_ratio:
+    full_counts = sources.class_counts(labels, num_classes)
+    n_max = data.n_max or int(full_counts.max())
+    profile = longtail.exponential_profile(n_max, num_classes, data.imbalance_ratio)
+    order = np.random.default_rng(data.class_order_seed).permutation(num_classes) \
+        if data.class_order_seed is not None else None
+    indices = _picked(lambda: longtail.longtail_indices(labels, profile, order, seed=seed), "data.n_max",
+                      n_max, "the long-tailed profile starts at n_max")
+    if not (with_validation and data.val_per_class):
+      return indices, None
+    if data.val_fill_from_train:
+      return _picked(lambda: longtail.filled_holdout(labels, data.val_per_class, indices, seed), "data.val_per_class",
+                     data.val_per_class, "a class has fewer images than its validation share")
+    held = _picked(lambda: longtail.balanced_holdout(labels, data.val_per_class, indices, seed), "data.val_per_class",
+                   data.val_per_class, "validation is held out of the images the long-tailed subset leaves unused; "
+                   "data.val_fill_from_train=True takes the rest from its training images")
+    return indices, held
+  if not (with_validation and data.val_per_class):
+    return np.arange(len(labels)), None
+  full_counts = sources.class_counts(labels, num_classes)
+  wanted = np.where(full_counts >= data.val_min_class_size, data.val_per_class, 0)
+  held = _picked(lambda: longtail.longtail_indices(labels, wanted, seed=seed), "data.val_per_class",
+                 data.val_per_class, "validation is held out of the training images")
+  return np.setdiff1d(np.arange(len(labels)), held), held
+
+
 def build_splits(data: ml_collections.ConfigDict) -> Splits:
   """Reads config key `data` and returns the splits with their class counts and groups.
 
   data.seed fixes which images form the long-tailed subset and the held-out validation split; it is
   separate from the run's seed, so runs with several seeds train on the same data.
   """
-  seed, kind = data.seed, kinds.kind_of(data)
-  train, val, test = kind.build(data)
+  train, val, test = kinds.kind_of(data).build(data)
   num_classes = data.num_classes or train.num_classes
-  if data.imbalance_ratio:
-    full_counts = sources.class_counts(train.labels, num_classes)
-    n_max = data.n_max or int(full_counts.max())
-    profile = longtail.exponential_profile(n_max, num_classes, data.imbalance_ratio)
-    order = np.random.default_rng(data.class_order_seed).permutation(num_classes) \
-        if data.class_order_seed is not None else None
-    indices = longtail.longtail_indices(train.labels, profile, order, seed=seed)
-    if val is None and data.val_per_class:
-      val = longtail.Subset(train, longtail.balanced_holdout(train.labels, data.val_per_class, indices, seed))
+  if data.imbalance_ratio or val is None and data.val_per_class:
+    indices, held = held_out(train.labels, num_classes, data, with_validation=val is None)
+    if held is not None:
+      val = longtail.Subset(train, held)
     train = longtail.Subset(train, indices)
-  elif val is None and data.val_per_class:
-    # val_per_class images of every class with at least val_min_class_size images (iNaturalist: the
-    # classes of 2 images keep both for training).
-    full_counts = sources.class_counts(train.labels, num_classes)
-    wanted = np.where(full_counts >= data.val_min_class_size, data.val_per_class, 0)
-    held = longtail.longtail_indices(train.labels, wanted, seed=seed)
-    val = longtail.Subset(train, held)
-    train = longtail.Subset(train, np.setdiff1d(np.arange(len(train)), held))
   counts = sources.class_counts(train.labels, num_classes)
   if val is not None and len(val) == 0:
     raise DataError(f"the validation split of {data.name} is empty (config key {kinds.validation_keys(data)})")

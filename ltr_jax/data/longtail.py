@@ -8,6 +8,10 @@ from ltr_jax.data.sources import EncodedImage, Source, read_list_file, undecoded
 from ltr_jax.errors import DataError
 
 
+class TooFew(DataError):
+  """A class has fewer images than a subset asks of it."""
+
+
 def exponential_profile(n_max: int, num_classes: int, imbalance_ratio: float) -> np.ndarray:
   """Images per class rank, n_i = int(n_max * IR^(-i / (C - 1))): the CIFAR-LT protocol of LDAM.
 
@@ -28,7 +32,7 @@ def _pick_per_class(labels: np.ndarray, wanted: np.ndarray, allowed: np.ndarray,
   for c, n in enumerate(wanted):
     pool = candidates[starts[c]:starts[c + 1]]
     if n > len(pool):
-      raise DataError(f"class {c} has {len(pool)} {what} images, {n} were asked")
+      raise TooFew(f"class {c} has {len(pool)} {what} images, {n} were asked")
     picked.append(rng.choice(pool, size=n, replace=False))
   return np.sort(np.concatenate(picked)).astype(np.int64)
 
@@ -64,6 +68,30 @@ def balanced_holdout(labels: np.ndarray, per_class: int, exclude: np.ndarray | N
     allowed[np.asarray(exclude, dtype=np.int64)] = False
   wanted = np.full(int(labels.max()) + 1, per_class, dtype=np.int64)
   return _pick_per_class(labels, wanted, allowed, seed, "non-excluded")
+
+
+def filled_holdout(labels: np.ndarray, per_class: int, train_indices: np.ndarray,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """(training indices, validation indices): per_class validation images of every class, drawn among its images
+  outside `train_indices` and, where fewer are left, the difference drawn out of its `train_indices` (which then
+  lose them). Every class keeps its training count but those short of left-over images."""
+  labels = np.asarray(labels)
+  train_indices = np.asarray(train_indices, np.int64)
+  outside = np.ones(len(labels), bool)
+  outside[train_indices] = False
+  rng = np.random.default_rng(seed)
+  held = []
+  for c in range(int(labels.max()) + 1):
+    spare = np.flatnonzero(outside & (labels == c))
+    if len(spare) >= per_class:
+      held.append(rng.choice(spare, size=per_class, replace=False))
+      continue
+    mine = train_indices[labels[train_indices] == c]
+    if len(spare) + len(mine) < per_class:
+      raise TooFew(f"class {c} has {len(spare) + len(mine)} images, {per_class} were asked for validation")
+    held.append(np.concatenate([spare, rng.choice(mine, size=per_class - len(spare), replace=False)]))
+  held = np.sort(np.concatenate(held)).astype(np.int64)
+  return np.setdiff1d(train_indices, held), held
 
 
 class Subset:

@@ -10,14 +10,16 @@ With config key data.preflight_decode (`Splits.preflight_decode`) it also decode
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from concurrent import futures
 
+import jax
 import ml_collections
 import numpy as np
 
-from ltr_jax import progress
+from ltr_jax import parallel, progress
 from ltr_jax.data import datasets
 from ltr_jax.data.datasets import Splits
 from ltr_jax.data.longtail import Subset
@@ -79,33 +81,50 @@ def missing_images(source, indices: np.ndarray, listings: dict[str, set[str] | N
   return np.sort(np.asarray(missing, dtype=np.int64))
 
 
-def _decode_errors(source, indices: np.ndarray) -> list[str]:
-  """The DataError messages (naming the file and where it was listed) of the records among `indices` of `source`
-  (one with `undecoded`) whose image cannot be read or decoded, in order."""
+def _decode_errors(source, indices: np.ndarray) -> list[tuple[int, str]]:
+  """(position in `indices`, DataError message naming the file and where it was listed) of the records among
+  `indices` of `source` (one with `undecoded`) whose image cannot be read or decoded, in order."""
   errors = []
-  for i in indices.tolist():
+  for position, i in enumerate(indices.tolist()):
     try:
       image = source.undecoded(i)
       if isinstance(image, EncodedImage):
         image.decode()
     except DataError as e:
-      errors.append(str(e))
+      errors.append((position, str(e)))
   return errors
 
 
-def undecodable_images(records: list[tuple[object, np.ndarray]]) -> tuple[int, list[str]]:
-  """(images decoded, the messages of those that do not decode, in record order) over (source, indices) pairs,
-  decoded in one thread per core with a progress bar."""
-  blocks = [(source, indices[k:k + DECODE_BLOCK]) for source, indices in records
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+  """The decoding check over every process: images decoded in all (`total`) and by this process (`here`), how many
+  do not decode (`failed`) and the messages of the first SHOWN of them, in record order."""
+  total: int
+  here: int
+  failed: int
+  shown: list[str]
+
+
+def undecodable_images(records: list[tuple[object, np.ndarray]]) -> Decoded:
+  """Decodes every image of the (source, indices) pairs, each process its share (every process_count-th image from
+  its process_index on), in one thread per core with a progress bar; the failures of every process are gathered,
+  so each reports the same."""
+  rank, count = jax.process_index(), jax.process_count()
+  mine = [(source, indices[rank::count], offset) for (source, indices), offset in
+          zip(records, np.cumsum([0] + [len(indices) for _, indices in records])[:-1])]
+  blocks = [(source, indices[k:k + DECODE_BLOCK], offset + rank + count * k) for source, indices, offset in mine
             for k in range(0, len(indices), DECODE_BLOCK)]
-  total = sum(len(indices) for _, indices in blocks)
+  here = int(sum(len(indices) for _, indices, _ in blocks))
   errors = []
   with futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool, \
-      progress.bar(total, "data check: decoding", unit="image") as bar:
-    for (_, indices), found in zip(blocks, pool.map(lambda block: _decode_errors(*block), blocks)):
-      errors += found
+      progress.bar(here, "data check: decoding", unit="image", disable=rank != 0) as bar:
+    for (_, indices, start), found in zip(blocks, pool.map(lambda block: _decode_errors(*block[:2]), blocks)):
+      errors += [(int(start + count * i), message) for i, message in found]
       bar.update(len(indices))
-  return total, errors
+  shown = [[position, message[:300]] for position, message in errors[:SHOWN]]
+  every = parallel.gather_json({"here": here, "failed": len(errors), "shown": shown})
+  first = sorted(item for report in every for item in report["shown"])[:SHOWN]
+  return Decoded(sum(r["here"] for r in every), here, sum(r["failed"] for r in every), [m for _, m in first])
 
 
 def _label_problems(split: str, source, num_classes: int) -> str | None:
@@ -158,10 +177,10 @@ def check(splits: Splits) -> None:
     problems.append(f"{total} of {listed} listed images are missing: {', '.join(shown)}"
                     f"{', ...' if total > SHOWN else ''} (config key data.preflight=False skips this check)")
   if not problems and splits.preflight_decode:
-    decoded, errors = undecodable_images([(base, indices) for base, indices in used if hasattr(base, "undecoded")])
-    if errors:
-      problems.append(f"{len(errors)} of {decoded} images do not decode: {'; '.join(errors[:SHOWN])}"
-                      f"{'; ...' if len(errors) > SHOWN else ''}")
+    decoded = undecodable_images([(base, indices) for base, indices in used if hasattr(base, "undecoded")])
+    if decoded.failed:
+      problems.append(f"{decoded.failed} of {decoded.total} images do not decode: {'; '.join(decoded.shown)}"
+                      f"{'; ...' if decoded.failed > SHOWN else ''}")
   if problems:
     raise DataError(f"data check of {splits.name or 'the dataset'}: " + "; ".join(problems))
 

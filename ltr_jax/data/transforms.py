@@ -229,23 +229,27 @@ class Identity:
     return _as_array(image)
 
 
+TRAIN_TRANSFORMS = ("pad_crop_flip", "random_resized_crop")  # config key data.train_transform
+EVAL_TRANSFORMS = ("identity", "resize_center_crop")  # config key data.eval_transform
+
+
 def train_transform(kind: str, image_size: int, jitter: float = 0.0) -> Transform:
-  """The training augmentation named by config key `data.train_transform`."""
+  """The training augmentation named by config key `data.train_transform` (one of TRAIN_TRANSFORMS)."""
   if kind == "pad_crop_flip":
     return PadCropFlip(image_size)
   if kind == "random_resized_crop":
     return RandomResizedCropFlip(image_size, jitter=jitter)
-  raise ConfigError(f"config key data.train_transform: unknown transform {kind!r} "
-                   "(expected 'pad_crop_flip' or 'random_resized_crop')")
+  raise ConfigError(f"config key data.train_transform: unknown transform {kind!r} (expected one of "
+                    f"{', '.join(TRAIN_TRANSFORMS)})")
 
 
 def eval_transform(kind: str, image_size: int, resize: int = 256) -> Transform:
-  """The evaluation transform named by config key `data.eval_transform`."""
+  """The evaluation transform named by config key `data.eval_transform` (one of EVAL_TRANSFORMS)."""
   if kind == "identity":
     return Identity()
   if kind == "resize_center_crop":
     if resize < image_size:
       raise ConfigError(f"config key data.resize: {resize} is smaller than data.image_size {image_size}")
     return ResizeCenterCrop(resize, image_size)
-  raise ConfigError(f"config key data.eval_transform: unknown transform {kind!r} "
-                   "(expected 'identity' or 'resize_center_crop')")
+  raise ConfigError(f"config key data.eval_transform: unknown transform {kind!r} (expected one of "
+                    f"{', '.join(EVAL_TRANSFORMS)})")

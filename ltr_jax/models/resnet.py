@@ -1,8 +1,4 @@
-"""ResNet / ResNeXt backbones and the backbone + linear head model of the paper.
-
-A model is `LTRModel(backbone, head)`: the backbone maps images to pooled features z, the head is the linear
-classifier g(z) = W^T z + b that stage 2 (cRT, tau-norm, LWS, NCM) replaces or rescales. Variables:
-params = {'backbone': {...}, 'head': {'kernel': [d, C], 'bias': [C]}}, batch_stats = {'backbone': {...}}.
+"""ResNet / ResNeXt backbones: images -> pooled features z (ltr_jax.models.model puts the classifier head on top).
 
 Architectures (`ARCHITECTURES`, shared with the PyTorch twins in benchmarks/torch_models.py):
 - resnet10/50/101/152, resnext50/101/152_32x4d: torchvision layout (7x7 stride-2 stem + 3x3 max-pool,
@@ -19,8 +15,7 @@ Architectures (`ARCHITECTURES`, shared with the PyTorch twins in benchmarks/torc
   gradients are slow at full resolution and wide channels, hence the stride-2 stem and narrow stages.
 
 Initialisation follows torchvision: conv kernels kaiming-normal (fan_out, relu gain), BN scale 1 / bias 0 (no
-zero-init of the last BN of a block); the head kernel is U(-1/sqrt(d), 1/sqrt(d)) like torch's nn.Linear,
-its bias 0.
+zero-init of the last BN of a block); the head's is in ltr_jax.models.heads (torch's nn.Linear kernel init).
 
 Mapping from a torchvision state_dict (conv weight [O, I/g, kh, kw] -> kernel [kh, kw, I/g, O]; BN weight ->
 scale, bias -> bias, running_mean -> batch_stats mean, running_var -> batch_stats var; fc.weight [C, d] ->
@@ -38,14 +33,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ltr_jax import masks
-from ltr_jax.models import head as head_lib
 
 ModuleDef = Any
 Dtype = Any
 
-CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-# torch.nn.Linear's default kernel init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-HEAD_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv: ModuleDef,
@@ -54,14 +46,14 @@ def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv: Modu
   `downsample`) or option A ('pad': subsample, zero-pad channels on both sides, as in LDAM's ResNet-32)."""
   if strides == 1 and x.shape[-1] == features:
     return x
-  if kind == 'projection':
-    x = conv(features, (1, 1), strides, padding=0, name='downsample_conv')(x)
-    return norm(name='downsample_bn')(x)
-  if kind == 'pad':
+  if kind == "projection":
+    x = conv(features, (1, 1), strides, padding=0, name="downsample_conv")(x)
+    return norm(name="downsample_bn")(x)
+  if kind == "pad":
     x = x[:, ::strides, ::strides, :]
     pad = (features - x.shape[-1]) // 2
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad, features - x.shape[-1] - pad)))
-  raise ValueError(f'unknown shortcut kind {kind!r}')
+  raise ValueError(f"unknown shortcut kind {kind!r}")
 
 
 class BatchNorm(nn.BatchNorm):
@@ -75,7 +67,7 @@ class BatchNorm(nn.BatchNorm):
   frozen: Sequence[str] = ()
 
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    frozen = masks.matches('/'.join(self.path) + '/mean', self.frozen)
+    frozen = masks.matches("/".join(self.path) + "/mean", self.frozen)
     return super().__call__(x, use_running_average=not self.train or frozen)
 
 
@@ -85,16 +77,16 @@ class BasicBlock(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   strides: int = 1
-  shortcut: str = 'projection'
+  shortcut: str = "projection"
 
   expansion = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    y = self.conv(self.features, (3, 3), self.strides, padding=1, name='conv1')(x)
-    y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.features, (3, 3), 1, padding=1, name='conv2')(y)
-    y = self.norm(name='bn2')(y)
+    y = self.conv(self.features, (3, 3), self.strides, padding=1, name="conv1")(x)
+    y = nn.relu(self.norm(name="bn1")(y))
+    y = self.conv(self.features, (3, 3), 1, padding=1, name="conv2")(y)
+    y = self.norm(name="bn2")(y)
     return nn.relu(y + _shortcut(x, self.features, self.strides, self.shortcut, self.conv, self.norm))
 
 
@@ -105,7 +97,7 @@ class Bottleneck(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   strides: int = 1
-  shortcut: str = 'projection'
+  shortcut: str = "projection"
   groups: int = 1
   width_per_group: int = 64
 
@@ -115,10 +107,10 @@ class Bottleneck(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     width = int(self.features * (self.width_per_group / 64.0)) * self.groups
     out = self.features * self.expansion
-    y = nn.relu(self.norm(name='bn1')(self.conv(width, (1, 1), padding=0, name='conv1')(x)))
-    y = self.conv(width, (3, 3), self.strides, padding=1, feature_group_count=self.groups, name='conv2')(y)
-    y = nn.relu(self.norm(name='bn2')(y))
-    y = self.norm(name='bn3')(self.conv(out, (1, 1), padding=0, name='conv3')(y))
+    y = nn.relu(self.norm(name="bn1")(self.conv(width, (1, 1), padding=0, name="conv1")(x)))
+    y = self.conv(width, (3, 3), self.strides, padding=1, feature_group_count=self.groups, name="conv2")(y)
+    y = nn.relu(self.norm(name="bn2")(y))
+    y = self.norm(name="bn3")(self.conv(out, (1, 1), padding=0, name="conv3")(y))
     return nn.relu(y + _shortcut(x, out, self.strides, self.shortcut, self.conv, self.norm))
 
 
@@ -131,7 +123,7 @@ class Stage(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     for j in range(self.num_blocks):
-      x = self.block(strides=self.strides if j == 0 else 1, name=f'block{j}')(x)
+      x = self.block(strides=self.strides if j == 0 else 1, name=f"block{j}")(x)
     return x
 
 
@@ -141,10 +133,10 @@ class ResNet(nn.Module):
   stage_features: Sequence[int]
   stage_strides: Sequence[int]
   bottleneck: bool = False
-  stem: str = 'imagenet'  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'small': one 3x3 conv
+  stem: str = "imagenet"  # 'imagenet': 7x7/2 conv + 3x3/2 max-pool; 'small': one 3x3 conv
   stem_features: int = 64
   stem_strides: int = 1  # of the 'small' stem's conv
-  shortcut: str = 'projection'
+  shortcut: str = "projection"
   groups: int = 1
   width_per_group: int = 64
   dtype: Dtype = jnp.float32
@@ -167,90 +159,19 @@ class ResNet(nn.Module):
     block = functools.partial(block, conv=conv, norm=norm, shortcut=self.shortcut)
 
     x = x.astype(self.dtype)
-    if self.stem == 'imagenet':
-      x = conv(self.stem_features, (7, 7), 2, padding=3, name='stem_conv')(x)
-      x = nn.relu(norm(name='stem_bn')(x))
+    if self.stem == "imagenet":
+      x = conv(self.stem_features, (7, 7), 2, padding=3, name="stem_conv")(x)
+      x = nn.relu(norm(name="stem_bn")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    elif self.stem == 'small':
-      x = conv(self.stem_features, (3, 3), self.stem_strides, padding=1, name='stem_conv')(x)
-      x = nn.relu(norm(name='stem_bn')(x))
+    elif self.stem == "small":
+      x = conv(self.stem_features, (3, 3), self.stem_strides, padding=1, name="stem_conv")(x)
+      x = nn.relu(norm(name="stem_bn")(x))
     else:
-      raise ValueError(f'unknown stem {self.stem!r}')
+      raise ValueError(f"unknown stem {self.stem!r}")
     for i, (size, features, strides) in enumerate(
         zip(self.stage_sizes, self.stage_features, self.stage_strides)):
-      x = Stage(functools.partial(block, features), size, strides, name=f'stage{i + 1}')(x)
+      x = Stage(functools.partial(block, features), size, strides, name=f"stage{i + 1}")(x)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-
-
-HEADS = ('linear', 'cosine')
-
-
-class Head(nn.Module):
-  """The classifier g(z) as a Flax module; its logits are `ltr_jax.models.head.logits` (the one definition).
-
-  'linear': t(z) W + b (the paper's; t(z) = z unless `center` / `normalize`, which only exported stage-2 heads
-  such as NCM's use). 'cosine': s * cos(z, w_j) (LDAM's normalised classifier, Cao et al. 2019: no bias,
-  s = `scale`). With `lws`, each class's logit is multiplied by a learned scale (init 1): LWS and MiSLAS's
-  stage 2. Params: kernel [d, C], bias [C] (linear), center [d] (center), lws [C] (lws).
-  """
-  num_classes: int
-  kind: str = 'linear'
-  scale: float = 30.0
-  lws: bool = False
-  center: bool = False
-  normalize: bool = False
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
-    kernel = self.param('kernel', HEAD_INIT, (z.shape[-1], self.num_classes), jnp.float32)
-    if self.kind == 'linear':
-      bias = self.param('bias', nn.initializers.zeros, (self.num_classes,), jnp.float32)
-      center = self.param('center', nn.initializers.zeros, (z.shape[-1],), jnp.float32) if self.center else None
-      z = head_lib.transform(z, center, self.normalize)
-      logits = head_lib.logits(z.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype))
-    elif self.kind == 'cosine':
-      z = head_lib.transform(z, normalize=True)
-      logits = head_lib.logits(z.astype(self.dtype), head_lib.unit_columns(kernel).astype(self.dtype),
-                               scale=self.scale)
-    else:
-      raise ValueError(f'unknown head {self.kind!r}')
-    if self.lws:
-      logits = logits * self.param('lws', nn.initializers.ones, (self.num_classes,), jnp.float32)
-    return logits
-
-
-class LTRModel(nn.Module):
-  """Backbone + head. `__call__` returns (float32 logits [B, C], float32 features [B, d])."""
-  backbone: nn.Module
-  num_classes: int
-  dtype: Dtype = jnp.float32
-  head_kind: str = 'linear'  # HEADS
-  head_scale: float = 30.0  # s of the cosine head
-  head_lws: bool = False  # learned per-class logit scales (LWS, MiSLAS stage 2)
-  head_center: bool = False  # an exported stage-2 head's transform (ltr_jax.models.head)
-  head_normalize: bool = False
-
-  def setup(self):
-    self.head = Head(self.num_classes, self.head_kind, self.head_scale, self.head_lws, self.head_center,
-                     self.head_normalize, self.dtype)
-
-  @property
-  def head_spec(self) -> dict[str, Any]:
-    """What the head computes, as checkpoints record it (ltr_jax.models.head.model_spec)."""
-    return head_lib.model_spec(self.head_kind, self.head_scale, self.head_lws, self.head_center, self.head_normalize)
-
-  def __call__(self, x: jnp.ndarray, train: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
-    z = self.features(x, train)
-    return self.classify(z), z
-
-  def features(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """Pooled backbone features z (NHWC normalised images in)."""
-    return self.backbone(x, train)
-
-  def classify(self, z: jnp.ndarray) -> jnp.ndarray:
-    """Head logits in float32."""
-    return self.head(z).astype(jnp.float32)
 
 
 _IMAGENET = dict(stage_features=(64, 128, 256, 512), stage_strides=(1, 2, 2, 2))
@@ -258,37 +179,31 @@ _RESNEXT = dict(_IMAGENET, bottleneck=True, groups=32, width_per_group=4)
 
 # name -> ResNet fields (minus dtype).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
-    'resnet10': dict(_IMAGENET, stage_sizes=(1, 1, 1, 1)),
-    'resnet50': dict(_IMAGENET, stage_sizes=(3, 4, 6, 3), bottleneck=True),
-    'resnet101': dict(_IMAGENET, stage_sizes=(3, 4, 23, 3), bottleneck=True),
-    'resnet152': dict(_IMAGENET, stage_sizes=(3, 8, 36, 3), bottleneck=True),
-    'resnext50_32x4d': dict(_RESNEXT, stage_sizes=(3, 4, 6, 3)),
-    'resnext101_32x4d': dict(_RESNEXT, stage_sizes=(3, 4, 23, 3)),
-    'resnext152_32x4d': dict(_RESNEXT, stage_sizes=(3, 8, 36, 3)),
-    'resnet32': dict(stage_sizes=(5, 5, 5), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
-                     stem='small', stem_features=16, shortcut='pad'),
-    'resnet34_cifar': dict(_IMAGENET, stage_sizes=(3, 4, 6, 3), stem='small', stem_features=64),
-    'resnet_mini': dict(stage_sizes=(1, 1, 1), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
-                        stem='small', stem_features=16, stem_strides=2),
+    "resnet10": dict(_IMAGENET, stage_sizes=(1, 1, 1, 1)),
+    "resnet50": dict(_IMAGENET, stage_sizes=(3, 4, 6, 3), bottleneck=True),
+    "resnet101": dict(_IMAGENET, stage_sizes=(3, 4, 23, 3), bottleneck=True),
+    "resnet152": dict(_IMAGENET, stage_sizes=(3, 8, 36, 3), bottleneck=True),
+    "resnext50_32x4d": dict(_RESNEXT, stage_sizes=(3, 4, 6, 3)),
+    "resnext101_32x4d": dict(_RESNEXT, stage_sizes=(3, 4, 23, 3)),
+    "resnext152_32x4d": dict(_RESNEXT, stage_sizes=(3, 8, 36, 3)),
+    "resnet32": dict(stage_sizes=(5, 5, 5), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
+                     stem="small", stem_features=16, shortcut="pad"),
+    "resnet34_cifar": dict(_IMAGENET, stage_sizes=(3, 4, 6, 3), stem="small", stem_features=64),
+    "resnet_mini": dict(stage_sizes=(1, 1, 1), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
+                        stem="small", stem_features=16, stem_strides=2),
 }
 
 
 def _architecture(name: str) -> dict[str, Any]:
   if name not in ARCHITECTURES:
-    raise ValueError(f'unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}')
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}")
   return ARCHITECTURES[name]
 
 
-def create_model(name: str, num_classes: int, dtype: Dtype = jnp.float32, frozen: Sequence[str] = (),
-                 head: str = 'linear', head_scale: float = 30.0, head_lws: bool = False, head_center: bool = False,
-                 head_normalize: bool = False) -> LTRModel:
-  """The model `name` (a key of ARCHITECTURES) with a `num_classes`-way head, computing in `dtype`.
-
-  `frozen`: resolved patterns of ltr_jax.masks; the BatchNorm layers they freeze run in inference mode.
-  head, head_scale, head_lws, head_center, head_normalize: see `Head`.
-  """
-  return LTRModel(ResNet(**_architecture(name), dtype=dtype, frozen=tuple(frozen)), num_classes, dtype, head,
-                  head_scale, head_lws, head_center, head_normalize)
+def backbone(name: str, dtype: Dtype = jnp.float32, frozen: Sequence[str] = ()) -> ResNet:
+  """The backbone of architecture `name` (a key of ARCHITECTURES) computing in `dtype`; `frozen`: resolved
+  patterns of ltr_jax.masks, whose BatchNorm layers run in inference mode."""
+  return ResNet(**_architecture(name), dtype=dtype, frozen=tuple(frozen))
 
 
 def feature_dim(name: str) -> int:

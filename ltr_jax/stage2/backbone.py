@@ -1,18 +1,20 @@
 """Stage-2 methods that train through the frozen backbone on augmented images, on the stage-1 loop.
 
-A method's function returns a `Recipe` (how its head starts, whether the head has learned per-class scales, what
-constrains it); its config subtree stage2.<name> holds the rest: epochs, batch size, learning rate (at that
-batch size), weight decay, sampling, the loss and its hyper-parameters, the frozen patterns and learning-rate
-groups (ltr_jax.masks). The patterns decide what trains and how BatchNorm runs: the reference's cRT and LWS freeze
-the backbone's parameters only ('backbone/.*/(kernel|scale|bias)'), so its BatchNorm layers run in training mode
-and re-estimate their running statistics on the re-balanced batches, as `model.train()` with frozen parameters
-does in classifier-balancing's run_networks.py; a pattern that also matches the statistics ('backbone/.*')
-keeps BatchNorm in inference mode with stage 1's statistics. Every method starts from the workdir's stage-1
-model and runs in workdir/stage2/<name> (its checkpoints, metrics and feature cache), resumable like stage 1.
+A method's function returns a `Setup` (how its head starts, whether the head has learned per-class scales, what
+constrains it); its config entry stage2.<name> holds the rest, and `loop_recipe` builds the loop's recipe from the
+keys it names: epochs, batch size, learning rate (at that batch size), weight decay, sampling, the loss and its
+hyper-parameters, the frozen patterns and learning-rate groups (ltr_jax.masks). The patterns decide what trains and
+how BatchNorm runs: the reference's cRT and LWS freeze the backbone's parameters only
+('backbone/.*/(kernel|scale|bias)'), so its BatchNorm layers run in training mode and re-estimate their running
+statistics on the re-balanced batches, as `model.train()` with frozen parameters does in classifier-balancing's
+run_networks.py; a pattern that also matches the statistics ('backbone/.*') keeps BatchNorm in inference mode with
+stage 1's statistics. Every method starts from the workdir's stage-1 model and runs in workdir/stage2/<name> (its
+checkpoints, metrics and feature cache), resumable like stage 1.
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import jax
@@ -20,15 +22,15 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from ltr_jax import losses, models, paths, train
+from ltr_jax import checkpoints, losses, models, parallel, paths, train
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
-from ltr_jax.models import Head
+from ltr_jax.models import Classifier, HeadSpec
 from ltr_jax.stage2 import rebalance
 
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
+class Setup:
   """What a method through the backbone starts from: the head parameters (None: a new head, initialised with seed
   config.seed), learned per-class logit scales on the head (init 1), and a projection after its updates."""
   head: dict[str, Any] | None
@@ -36,16 +38,16 @@ class Recipe:
   constraint: train.Constraint | None = None
 
 
-def finetune(stage1: Variables, joint: Head, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
-             splits: datasets.Splits) -> Recipe:
+def finetune(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict,
+             config: ml_collections.ConfigDict, splits: datasets.Splits) -> Setup:
   """cRT, LWS, Table 1's fine-tuning variants and MiSLAS's stage 2: a new head (hyper.reinit_head) or the stage-1
-  one, with learned per-class scales if hyper.head_lws; the subtree says the rest."""
-  return Recipe(None if hyper.reinit_head else dict(stage1["params"]["head"]), hyper.head_lws)
+  one, with learned per-class scales if hyper.head_lws; the entry says the rest."""
+  return Setup(None if hyper.reinit_head else dict(stage1["params"]["head"]), hyper.head_lws)
 
 
-def wb(stage1: Variables, joint: Head, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
-       splits: datasets.Splits) -> Recipe:
-  """Weight balancing's stage 2 (Alshammari et al. 2022): the stage-1 head, trained with the subtree's
+def wb(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+       splits: datasets.Splits) -> Setup:
+  """Weight balancing's stage 2 (Alshammari et al. 2022): the stage-1 head, trained with the entry's
   class-balanced loss and weight decay, each class vector projected onto the MaxNorm ball of radius
   rebalance.maxnorm_radius(W, hyper.max_norm) after every step (hyper.project_every = 'step', the paper and its
   author) or every epoch ('epoch', its released code)."""
@@ -55,43 +57,67 @@ def wb(stage1: Variables, joint: Head, hyper: ml_collections.ConfigDict, config:
     head = params["head"]
     return {**params, "head": {**head, "kernel": rebalance.maxnorm_project(head["kernel"], radius)}}
 
-  return Recipe(dict(stage1["params"]["head"]),
-                constraint=train.Constraint(project, every_epoch=hyper.project_every == "epoch"))
+  return Setup(dict(stage1["params"]["head"]),
+               constraint=train.Constraint(project, every_epoch=hyper.project_every == "epoch"))
 
 
-LOOP_KEYS = ("sampling", "epochs", "batch_size", "weight_decay", "loss")
+def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigDict) -> train.Recipe:
+  """The loop's recipe for a method with config entry `hyper`, from the keys it names: its schedule (lr at its batch
+  size, cosine to 0, no warm-up, SGD momentum 0.9 as in the sources), sampling, loss (with the loss hyper-parameters
+  the entry sets, the others at their defaults), frozen patterns and learning-rate groups; stage 1's periods of
+  validation, checkpoints and logging (config keys train.*_every_*, train.max_checkpoints)."""
+  return train.Recipe(
+      sampling=hyper.sampling, epochs=hyper.epochs, batch_size=hyper.batch_size,
+      base_lr=hyper.lr * 256 / hyper.batch_size, weight_decay=hyper.weight_decay, loss=hyper.loss,
+      loss_hyper=losses.LossHyper.of(hyper), frozen=tuple(hyper.frozen),
+      lr_mults=tuple(tuple(pair) for pair in hyper.lr_mults), eval_every_epochs=config.train.eval_every_epochs,
+      checkpoint_every_epochs=config.train.checkpoint_every_epochs, max_checkpoints=config.train.max_checkpoints,
+      log_every_steps=config.train.log_every_steps)
 
 
-def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """config.train as the stage-1 loop reads it, for a method with subtree `hyper`: its schedule (lr at its batch
-  size, cosine to 0, no warm-up), sampling, loss (and the loss hyper-parameters it sets), frozen patterns and
-  learning-rate groups; SGD momentum 0.9 as in the sources; no mixup, re-sampling switch or initial checkpoint."""
-  recipe = config.train.copy_and_resolve_references()
-  recipe.update({key: hyper[key] for key in LOOP_KEYS})
-  recipe.update({f.name: hyper[f.name] for f in dataclasses.fields(losses.LossHyper) if f.name in hyper})
-  recipe.update(dict(base_lr=hyper.lr * 256 / hyper.batch_size, momentum=0.9, nesterov=False, warmup_epochs=0.0,
-                     schedule="cosine", lr_steps=(),
-                     init_from="", drs_epoch=-1, mixup_alpha=0.0, frozen=tuple(hyper.frozen),
-                     lr_mults=tuple(tuple(pair) for pair in hyper.lr_mults)))
-  return recipe
+def settings(name: str, hyper: ml_collections.ConfigDict, stage1: Variables) -> dict[str, Any]:
+  """What shapes method `name`'s run: the values of its entry (not how reports label it) and the stage-1 model it
+  starts from (a checksum of its arrays)."""
+  values = {f"stage2.{name}.{k}": v for k, v in hyper.to_dict().items() if k not in ("label", "paper", "variant")}
+  return {**values, "stage 1 checkpoint": checkpoints.checksum(stage1)}
 
 
-def run(name: str, recipe: Recipe, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+def run(name: str, setup: Setup, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
         workdir: str, stage1: Variables, splits: datasets.Splits, mesh: Mesh) -> tuple[models.LTRModel, Variables]:
-  """Trains method `name` from the stage-1 variables in workdir/stage2/<name>; returns (model, its variables)."""
-  loop = loop_recipe(config, hyper)
-  model = models.from_config(config.model, splits.num_classes, loop.frozen,
-                             models.head_spec(config.model, lws=recipe.head_lws))
+  """Trains method `name` from the stage-1 variables in workdir/stage2/<name>; returns (model, its variables).
+
+  A run there with the same settings (its entry's values and the stage-1 model) is resumed, or reused when
+  finished; one made under other settings is moved to workdir/stage2/<name>-previous (replacing an older one there)
+  and the method starts afresh, saying so in one line.
+  """
+  recipe = loop_recipe(config, hyper)
+  model = models.from_config(config.model, splits.num_classes, recipe.frozen,
+                             HeadSpec.of_config(config.model, lws=setup.head_lws))
 
   def init() -> Variables:
-    head = models.init_head(model, config.seed) if recipe.head is None else dict(recipe.head)
-    if recipe.head_lws:
+    head = models.init_head(model, config.seed) if setup.head is None else dict(setup.head)
+    if setup.head_lws:
       head.setdefault("lws", jnp.ones(splits.num_classes, jnp.float32))
     head = jax.device_put(head, jax.tree.leaves(stage1)[0].sharding)
     return {"params": {**stage1["params"], "head": head}, "batch_stats": stage1["batch_stats"]}
 
-  state = train.train(model, init, loop, splits, config, run_dir(workdir, name), mesh, stage=f"stage2/{name}",
-                      constraint=recipe.constraint)
+  directory, shaped_by = run_dir(workdir, name), settings(name, hyper, stage1)
+
+  def trained() -> train.TrainState:
+    return train.train(model, init, recipe, splits, config, directory, mesh, stage=f"stage2/{name}",
+                       constraint=setup.constraint, settings=shaped_by)
+
+  try:
+    state = trained()
+  except checkpoints.SettingsChanged as e:
+    previous = f"{directory}-previous"
+    if jax.process_index() == 0:
+      if paths.exists(previous):
+        paths.path(previous).rmtree()
+      paths.path(directory).rename(previous)
+      print(f"stage2/{name}: {e}; starting afresh (the old run is kept in {previous})", file=sys.stderr)
+    parallel.barrier("stage-2 run moved aside")
+    state = trained()
   return model, state.variables
 
 

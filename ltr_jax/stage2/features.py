@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from ltr_jax import evaluate, parallel, paths
+from ltr_jax import inference, parallel, paths
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
 from ltr_jax.models import LTRModel
@@ -56,7 +56,7 @@ def extract(model: LTRModel, variables: Variables, splits: datasets.Splits, conf
   A cache counts as a hit only if every process has it (their workdirs need not be shared): otherwise every
   process runs the inference, whose gathers they all take part in. Process 0 writes the cache.
   """
-  predict = evaluate.make_predict(model, config.data, mesh)
+  predict = inference.make_predict(model, config.data, mesh)
   cache_dir = paths.join(run_dir, "features")
   features = {}
   backbone = backbone_digest(variables)
@@ -71,7 +71,7 @@ def extract(model: LTRModel, variables: Variables, splits: datasets.Splits, conf
     if parallel.all_true(hit):
       features[split] = paths.load_array(path)
       continue
-    _, features[split] = evaluate.run_inference(predict, variables, source, config, mesh, f"features {split}")
+    _, features[split] = inference.run_inference(predict, variables, source, config, mesh, f"features {split}")
     if jax.process_index() == 0:  # a new file over the old: arrays mapped from the old one stay intact
       paths.save_array(path, features[split])
       paths.write_text(key_path, key)

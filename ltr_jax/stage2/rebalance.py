@@ -16,11 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltr_jax import classifiers, losses
+from ltr_jax import losses, ops
 from ltr_jax.data.sampling import IndexSampler
 from ltr_jax.errors import ConfigError, DataError, TrainingError
-from ltr_jax.models import head
+from ltr_jax.models import heads
 from ltr_jax.progress import bar as progress_bar
+from ltr_jax.stage2 import classifiers
 from ltr_jax.stage2.registry import PROJECT_EVERY
 
 LogitsFn = Callable[[object, object, jax.Array], jax.Array]
@@ -103,10 +104,10 @@ def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: in
             jax.random.uniform(key_b, (num_classes,), jnp.float32, -bound, bound))
   params = tuple(jnp.asarray(p, jnp.float32) for p in init)
   if cosine_scale is not None:
-    (W,) = _fit(params[:1], cosine_scale, lambda p, s, z: z @ head.cosine_kernel(p[0], s), features, labels,
+    (W,) = _fit(params[:1], cosine_scale, lambda p, s, z: z @ heads.cosine_kernel(p[0], s), features, labels,
                 num_classes, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                 momentum=momentum, seed=seed, sampling=sampling, progress=progress, name="cRT")
-    return head.cosine_kernel(W, cosine_scale), jnp.zeros(num_classes, jnp.float32)
+    return heads.cosine_kernel(W, cosine_scale), jnp.zeros(num_classes, jnp.float32)
   return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,
               lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling,
               progress=progress, name="cRT")
@@ -136,7 +137,7 @@ def train_lws(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *,
   if cache_logits is None:
     cache_logits = num_classes <= features.shape[1]
   if cache_logits:
-    features, head, logits_fn = classifiers.linear_logits(features, *head), None, _scaled_logits
+    features, head, logits_fn = ops.linear_logits(features, *head), None, _scaled_logits
   else:
     logits_fn = _scaled
   return _fit(jnp.ones(num_classes, jnp.float32), head, logits_fn, features, labels, num_classes, epochs=epochs,
@@ -161,15 +162,16 @@ def maxnorm_project(W: jax.Array, radius: float) -> jax.Array:
 
 
 def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, epochs: int, batch_size: int,
-             lr: float, weight_decay: float, max_norm: float, cb_beta: float = 0.9999, loss: str = "cb_softmax_bce",
+             lr: float, weight_decay: float, max_norm: float, loss: str = "cb_softmax_bce",
+             loss_hyper: losses.LossHyper = losses.LossHyper(),
              momentum: float = 0.9, seed: int = 0, sampling: str = "instance", project_every: str = "step",
              progress: bool = True, on_step: Callable[[tuple[jax.Array, jax.Array]], None] | None = None
              ) -> tuple[jax.Array, jax.Array]:
   """Weight balancing's stage 2 (Alshammari et al. 2022) on cached features: the stage-1 head fine-tuned with a
   class-balanced loss, weight decay and MaxNorm.
 
-  loss: a class-balanced loss of ltr_jax.losses ('cb_softmax_bce', what WB's code runs; 'cb_ce', Cui et al.'s
-  softmax CB loss), with Cui's beta `cb_beta`. Each class vector is projected onto ||w_j|| <= r, r =
+  loss: a loss of ltr_jax.losses with its hyper-parameters `loss_hyper` ('cb_softmax_bce', what WB's code runs;
+  'cb_ce', Cui et al.'s softmax CB loss, both with Cui's beta), as the stage-1 loop builds it through the backbone. Each class vector is projected onto ||w_j|| <= r, r =
   maxnorm_radius(W, max_norm) of the initial head, after every step (project_every='step', the paper) or after
   the last step of every epoch ('epoch', WB's released code); the bias is unconstrained, as in WB's code. Weight
   decay covers W and b. Batches are instance-balanced (WB's code shuffles the long-tailed set).
@@ -182,7 +184,7 @@ def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, 
     raise DataError(f"WB: class {int(empty[0])} has no training features ({empty.size} empty classes in all); "
                     "its class-balanced weight would be infinite")
   steps_per_epoch = max(1, len(labels) // batch_size)
-  loss_fn = losses.get_loss(loss, counts, steps_per_epoch, cb_beta=cb_beta)
+  loss_fn = losses.get_loss(loss, counts, steps_per_epoch, loss_hyper)
   radius = maxnorm_radius(W, max_norm)
   params = (jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32))
   return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,

@@ -20,15 +20,16 @@ from jax.sharding import Mesh
 from ltr_jax import checkpoints, metrics, parallel, paths, report
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
-from ltr_jax.models import Head
+from ltr_jax.models import Classifier
 from ltr_jax.stage2 import backbone, features as features_lib
 from ltr_jax.stage2.on_features import groups_of
-from ltr_jax.stage2.registry import METHODS, ON_FEATURES, Method, hyper_of
+from ltr_jax.stage2.registry import ON_FEATURES, Method, hyper_of, method_of
 
 
-def entry(name: str, method: Method, hyper: ml_collections.ConfigDict, head: Head, feats: dict[str, np.ndarray],
+def entry(method: Method, hyper: ml_collections.ConfigDict, head: Classifier, feats: dict[str, np.ndarray],
           splits: datasets.Splits) -> dict[str, Any]:
-  """A method's results: label, paper, variant, where it ran and its hyper-parameters; test All / Many / Medium /
+  """A method's results: label, paper, variant (from its config entry `hyper`), where it ran and its
+  hyper-parameters; test All / Many / Medium /
   Few, per-class test accuracy, calibration of its softmax on test (ECE over 15 bins and NLL, with the
   reliability bins; and both after temperature scaling with T fit on validation, comparable across methods whose
   logit scales are arbitrary, which it marks); validation groups."""
@@ -41,7 +42,7 @@ def entry(name: str, method: Method, hyper: ml_collections.ConfigDict, head: Hea
     scaled = {"temperature": temperature,
               "ece_ts": metrics.expected_calibration_error(logits / np.float32(temperature), splits.test.labels),
               "nll_ts": metrics.nll(logits / np.float32(temperature), splits.test.labels)}
-  result = {"label": method.label, "paper": method.paper, "variant": method.variant, "runs_on": method.runs_on,
+  result = {"label": hyper.label, "paper": hyper.paper, "variant": hyper.variant, "runs_on": method.runs_on,
             "hyper": hyper.to_dict(), **{k: v for k, v in head.extras.items() if k != "tau_curve"},
             **groups_of(test, splits.test.labels, splits),
             "ece": metrics.expected_calibration_error(logits, splits.test.labels),
@@ -54,7 +55,7 @@ def entry(name: str, method: Method, hyper: ml_collections.ConfigDict, head: Hea
   return result
 
 
-def export(name: str, head: Head, variables: Variables, config: ml_collections.ConfigDict, splits: datasets.Splits,
+def export(name: str, head: Classifier, variables: Variables, config: ml_collections.ConfigDict, splits: datasets.Splits,
            workdir: str, mesh: Mesh, step: int) -> str:
   """Writes `variables`' backbone with `head` as workdir/stage2/<name>/checkpoints (every process takes part)."""
   params = jax.device_put(head.params(), parallel.replicated(mesh))
@@ -95,23 +96,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   feats = features_lib.extract(model, stage1, splits, config, workdir, mesh)
   stage1_digest = features_lib.backbone_digest(stage1)
   features = features_lib.Features(splits, feats["train"], feats.get("val"), feats["test"])
-  joint = Head.of_model(stage1["params"]["head"], model.head_spec)
+  joint = Classifier.of_model(stage1["params"]["head"], model.head_spec)
 
   results: dict[str, Any] = {"dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
                              "groups": splits.groups.tolist(), "weight_norms": {}, "tau_curves": {}}
-  heads: dict[str, tuple[Head, Variables]] = {}
+  heads: dict[str, tuple[Classifier, Variables]] = {}
   for name in config.stage2.methods:
-    method, hyper = METHODS[name], hyper_of(config, name)
+    method, hyper = method_of(config, name), hyper_of(config, name)
     if method.runs_on == ON_FEATURES:
       head, variables, method_feats = method.resolve()(features, joint, hyper, config), stage1, feats
     else:
-      recipe = method.resolve()(stage1, joint, hyper, config, splits)
-      tuned_model, variables = backbone.run(name, recipe, hyper, config, workdir, stage1, splits, mesh)
-      head = Head.of_model(variables["params"]["head"], tuned_model.head_spec)
+      setup = method.resolve()(stage1, joint, hyper, config, splits)
+      tuned_model, variables = backbone.run(name, setup, hyper, config, workdir, stage1, splits, mesh)
+      head = Classifier.of_model(variables["params"]["head"], tuned_model.head_spec)
       method_feats = feats if features_lib.backbone_digest(variables) == stage1_digest else features_lib.extract(
           tuned_model, variables, splits, config, backbone.run_dir(workdir, name), mesh, ("val", "test"))
     heads[name] = head, variables
-    results["methods"][name] = entry(name, method, hyper, head, method_feats, splits)
+    results["methods"][name] = entry(method, hyper, head, method_feats, splits)
     if "tau_curve" in head.extras:
       results["tau_curves"][name] = head.extras["tau_curve"]
     if head.linear and (name == "joint" or not np.array_equal(head.kernel, joint.kernel)):  # Fig. 2 (left)
@@ -121,7 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   results["exported"] = {}
   for name in _exported(config, results):
     head, variables = heads[name]
-    if METHODS[name].runs_on == ON_FEATURES:
+    if method_of(config, name).runs_on == ON_FEATURES:
       results["exported"][name] = export(name, head, variables, config, splits, workdir, mesh, step)
     else:
       results["exported"][name] = paths.join(backbone.run_dir(workdir, name), "checkpoints")

@@ -1,37 +1,36 @@
 #!/usr/bin/env bash
-# Run HERE (a machine with PyPI), before benchmarks/gpu.sh runs on the GPU machine: fills benchmarks/gpu_wheels/
-# (git-ignored) with what the GPU machine lacks and cannot download there (it has no network):
-#   benchmarks/gpu_wheels/*.whl           the packages ltr_jax, its tests and benchmarks need that the device image
-#                                         lacks (its list: /work/.library/device/KINDS.md, "Python packages already
-#                                         there": jax + CUDA plugin, flax, optax, orbax, torch, torchvision, numpy,
-#                                         pillow, pytest, pytest-timeout, etils, protobuf, ... are there), pinned to
-#                                         the versions of the project's venv (pip freeze, 2026-12), for CPython
-#                                         $PYVER on manylinux x86-64;
+# Run where there is PyPI, before benchmarks/gpu/run.sh runs on a GPU node without network: fills the git-ignored
+# benchmarks/gpu_wheels/, which travels with the working tree to the node, with what the node lacks:
+#   benchmarks/gpu_wheels/*.whl           the packages ltr_jax, its test suite and the harness need beyond what a CUDA
+#                                         image with JAX and PyTorch already has (left out: see the list below),
+#                                         pinned to the versions of the project's venv (pip freeze, 2026-12), for
+#                                         CPython --python-version on manylinux x86-64;
 #   benchmarks/gpu_wheels/fallback/*.whl  flax, optax and orbax-checkpoint at the project's versions, installed by
-#                                         gpu.sh only if ltr_jax does not work with the device's own;
-#   benchmarks/gpu_wheels/data/fashion-mnist/  the four Fashion-MNIST IDX files (the quickstart and the tests read
-#                                         them from /usr/share/datasets/fashion-mnist, where gpu.sh copies them);
-#   benchmarks/gpu_wheels/PYTHON_VERSION  the X.Y the wheels are for (gpu.sh refuses another python).
-# Usage: bash benchmarks/gpu_wheels.sh [--python-version 3.12]
-# The device's python3 is 3.12 (/opt/torch/.venv/bin/python3, Python 3.12.3 in KINDS.md's pip-list row).
-# Everything here travels with the run tool's `carry` (64 MiB in all, with the working tree): the script fails if
-# the folder plus the tracked tree would pass 60 MiB.
+#                                         run.sh only if ltr_jax fails its smoke test with the node's own;
+#   benchmarks/gpu_wheels/data/fashion-mnist/  the four Fashion-MNIST IDX files (the test suite reads them from
+#                                         /usr/share/datasets/fashion-mnist, where run.sh copies them);
+#   benchmarks/gpu_wheels/PYTHON_VERSION  the X.Y the wheels are for (run.sh refuses another python).
+# Usage: bash benchmarks/gpu/wheels.sh [--python-version 3.12] [--max-mib 60]
+#   --python-version  the node's python (default 3.12)
+#   --max-mib         fail if the folder plus the working tree pass this many MiB (what may travel with the tree)
 set -euo pipefail
 
 PYVER=3.12
+MAX_MIB=60
 while [ $# -gt 0 ]; do
   case "$1" in
     --python-version) PYVER="$2"; shift 2 ;;
+    --max-mib) MAX_MIB="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="$ROOT/benchmarks/gpu_wheels"
 PIP="${PIP:-python3 -m pip}"
 [ -x "$ROOT/.venv/bin/python" ] && PIP="$ROOT/.venv/bin/python -m pip"
 
-# name==version, as `pip freeze` of the project's venv prints them (2026-12). Missing on the device image:
+# name==version, as `pip freeze` of the project's venv prints them (2026-12). Missing on the node:
 WHEELS=(
   # ltr_jax's own dependencies (pyproject.toml) and theirs
   grain==0.2.18 array_record==0.8.6 portpicker==1.6.0
@@ -48,14 +47,15 @@ WHEELS=(
   nest-asyncio2==1.7.4 fastjsonschema==2.22.3 jsonschema==4.26.0 jsonschema-specifications==2025.9.1
   referencing==0.37.0 rpds-py==2026.9.1
 )
-# Installed on the device only if ltr_jax fails its smoke test with the image's own versions.
+# Installed on the node only if ltr_jax fails its smoke test with the node's own versions.
 FALLBACK=(flax==0.12.8 optax==0.2.8 orbax-checkpoint==0.12.8)
 # Source-only releases: built here into a pure-Python wheel (checked to be py3-none-any).
 SDIST_ONLY=(promise)
-# Left out on purpose (already on the device image): jax, jaxlib, the CUDA plugin, flax, optax, orbax-checkpoint,
-# chex, numpy, scipy, pillow, absl-py, etils, protobuf, psutil, pyarrow, requests, tqdm, wrapt, matplotlib,
-# tensorstore, treescope, msgpack, pyyaml, einops, attrs, cloudpickle, pytest, pytest-timeout, pytest-xdist,
-# python-dateutil, torch, torchvision, triton. Also tzdata (python-dateutil 4's; the image brings its own).
+# Left out on purpose (already in a CUDA image with JAX and PyTorch): jax, jaxlib, the CUDA plugin, flax, optax,
+# orbax-checkpoint, chex, numpy, scipy, pillow, absl-py, etils, protobuf, psutil, pyarrow, requests, tqdm, wrapt,
+# matplotlib, tensorstore, treescope, msgpack, pyyaml, einops, attrs, cloudpickle, pytest, pytest-timeout,
+# pytest-xdist, python-dateutil, torch, torchvision, triton. Also tzdata (python-dateutil 4's; the image brings its
+# own).
 
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64
@@ -110,17 +110,17 @@ echo "$PYVER" > "$DEST/PYTHON_VERSION"
 printf '%s\n' "${WHEELS[@]}" > "$DEST/MANIFEST.txt"
 
 tree_bytes="$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')"
-carry_bytes="$(du -sb "$DEST" | cut -f1)"
+folder_bytes="$(du -sb "$DEST" | cut -f1)"
 echo
 echo "wheels: $n (+ $(ls "$DEST"/fallback/*.whl | wc -l) fallback) for CPython $PYVER"
 du -sh "$DEST"/*.whl | sort -h | tail -5
-printf 'wheels %.1f MiB, fallback %.1f MiB, Fashion-MNIST %.1f MiB; benchmarks/gpu_wheels %.1f MiB + working tree %.1f MiB = %.1f MiB (limit 64)\n' \
+printf 'wheels %.1f MiB, fallback %.1f MiB, Fashion-MNIST %.1f MiB; benchmarks/gpu_wheels %.1f MiB + working tree %.1f MiB = %.1f MiB (limit %s)\n' \
   "$(du -cb "$DEST"/*.whl | tail -1 | cut -f1 | awk '{print $1/1048576}')" \
   "$(du -sb "$DEST/fallback" | cut -f1 | awk '{print $1/1048576}')" \
   "$(du -sb "$DEST/data" | cut -f1 | awk '{print $1/1048576}')" \
-  "$(echo "$carry_bytes" | awk '{print $1/1048576}')" "$(echo "$tree_bytes" | awk '{print $1/1048576}')" \
-  "$(echo "$carry_bytes $tree_bytes" | awk '{print ($1+$2)/1048576}')"
-if [ "$((carry_bytes + tree_bytes))" -gt $((60 * 1048576)) ]; then
-  echo "error: over 60 MiB: the run tool carries 64 MiB at most" >&2
+  "$(echo "$folder_bytes" | awk '{print $1/1048576}')" "$(echo "$tree_bytes" | awk '{print $1/1048576}')" \
+  "$(echo "$folder_bytes $tree_bytes" | awk '{print ($1+$2)/1048576}')" "$MAX_MIB"
+if [ "$((folder_bytes + tree_bytes))" -gt $((MAX_MIB * 1048576)) ]; then
+  echo "error: over $MAX_MIB MiB (--max-mib)" >&2
   exit 1
 fi

@@ -1,0 +1,68 @@
+"""Inference over a split: the model's top-1 predictions and features of every sample, and their groups.
+
+Jitted and data-parallel like training (BatchNorm in inference mode, no augmentation). Every sample carries its
+index through the gather of the sharded outputs, so rows land at their sample's position whatever order the mesh
+lists the devices of several processes in. Stage 1 validates with it, stage 2 extracts its features with it, and
+the evaluate command (ltr_jax.evaluate) scores a checkpoint with it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from ltr_jax import metrics, models, ops, parallel, progress
+from ltr_jax.checkpoints import Variables
+from ltr_jax.data import datasets, pipeline, transforms
+from ltr_jax.data.sources import Source
+from ltr_jax.models import LTRModel
+
+Predict = Callable[[Variables, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def make_predict(model: LTRModel, data: ml_collections.ConfigDict, mesh: Mesh) -> Predict:
+  """Jitted (variables, uint8 images) -> (top-1 of the model's head [B], features [B, d]), batch sharded."""
+
+  def predict(variables, images):
+    logits, features = model.apply(variables, models.normalize(images, data.mean, data.std, model.dtype),
+                                   train=False)
+    return ops.top1(logits), features
+
+  rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(predict, in_shardings=(rep, shard), out_shardings=(shard, shard))
+
+
+def run_inference(predict: Predict, variables: Variables, source: Source, config: ml_collections.ConfigDict,
+                  mesh: Mesh, desc: str) -> tuple[np.ndarray, np.ndarray]:
+  """(top-1 predictions [N], features [N, d]) of every sample of `source`, in order, on every host."""
+  batch_size = config.stage2.batch_size
+  transform = transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
+  batches = pipeline.eval_batches(source, transform, global_batch=batch_size, process_index=jax.process_index(),
+                                  process_count=jax.process_count(), num_workers=config.data.num_workers)
+  predictions, features = None, None
+  total = -(-len(source) // batch_size)
+  bar = progress.bar(total, desc, unit="batch", leave=False, disable=jax.process_index() != 0)
+  for batch in batches:
+    sharded = parallel.global_batch({"image": batch["image"], "index": batch["index"]}, mesh)
+    top1, z = predict(variables, sharded["image"])
+    top1, z, index = parallel.to_host((top1, z, sharded["index"]))
+    real = index < len(source)  # padding of the last batch
+    if features is None:
+      predictions = np.zeros(len(source), np.int32)
+      features = ops.host_array((len(source), z.shape[-1]))
+    predictions[index[real]] = top1[real]
+    features[index[real]] = z[real]
+    bar.update(1)
+  bar.close()
+  return predictions, features
+
+
+def evaluate_split(predict: Predict, variables: Variables, source: Source, splits: datasets.Splits,
+                   config: ml_collections.ConfigDict, mesh: Mesh, desc: str = "eval") -> dict[str, float | None]:
+  """Top-1 All / Many / Medium / Few (percent) of the model's own head on `source`."""
+  predictions, _ = run_inference(predict, variables, source, config, mesh, desc)
+  per_class = metrics.per_class_accuracy(predictions, source.labels, splits.num_classes)
+  return metrics.group_accuracy(per_class, splits.groups)
