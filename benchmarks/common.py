@@ -14,12 +14,13 @@ def machine(*software: str) -> str:
   except (OSError, StopIteration):
     pass
   try:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
   except (ValueError, OSError):
     mem = float("nan")
-  return ", ".join([f"{cpu}", f"{os.cpu_count()} CPU cores", f"{mem:.0f} GiB RAM",
-                    f"{platform.system()} {platform.release()}", f"Python {platform.python_version()}",
-                    *software])
+  return ", ".join([
+      f"{cpu}", f"{os.cpu_count()} CPU cores", f"{mem:.0f} GiB RAM", f"{platform.system()} {platform.release()}",
+      f"Python {platform.python_version()}", *software
+  ])
 
 
 def write_json(path: str, result: dict) -> None:

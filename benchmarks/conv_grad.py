@@ -75,11 +75,11 @@ def _resnet32_seconds(batch: int, threads: int) -> dict[str, float]:
       times.append(time.perf_counter() - start)
     return float(np.median(times))
 
-  return {"resnet32_forward_jax": _median_seconds(jax.jit(lambda v, x: model.apply(v, x, train=False)),
-                                                  variables, x),
-          "resnet32_grad_jax": _median_seconds(jax.jit(jax.grad(loss)), variables["params"], x, y),
-          "resnet32_forward_torch": torch_seconds(torch_forward),
-          "resnet32_grad_torch": torch_seconds(torch_grad)}
+  return {
+      "resnet32_forward_jax": _median_seconds(jax.jit(lambda v, x: model.apply(v, x, train=False)), variables, x),
+      "resnet32_grad_jax": _median_seconds(jax.jit(jax.grad(loss)), variables["params"], x, y),
+      "resnet32_forward_torch": torch_seconds(torch_forward), "resnet32_grad_torch": torch_seconds(torch_grad)
+  }
 
 
 def main() -> None:
@@ -116,15 +116,20 @@ def main() -> None:
   print("| computation | seconds | x forward |\n|---|---:|---:|")
   for name, s in seconds.items():
     print(f"| {name} | {s:.4f} | {s / seconds['forward']:.1f} |")
-  print(f"\nResNet-32, batch {args.batch} of 32x32x3, seconds per call\n| | JAX | PyTorch | JAX / PyTorch |\n|---|---:|---:|---:|")
+  print(
+      f"\nResNet-32, batch {args.batch} of 32x32x3, seconds per call\n| | JAX | PyTorch | JAX / PyTorch |\n|---|---:|---:|---:|"
+  )
   for part in ("forward", "grad"):
     jx, th = model[f"resnet32_{part}_jax"], model[f"resnet32_{part}_torch"]
     print(f"| {'inference forward' if part == 'forward' else 'gradient (training mode)'} | {jx:.3f} | {th:.3f} | "
           f"{jx / th:.2f} |")
   if args.json:
     import torch
-    write_json(args.json, {"seconds": {**seconds, **model}, "shape": vars(args), "load_average": load,
-                           "machine": machine(f"jax {jax.__version__}", f"torch {torch.__version__}")})
+    write_json(
+        args.json, {
+            "seconds": {**seconds, **model}, "shape": vars(args), "load_average": load, "machine": machine(
+                f"jax {jax.__version__}", f"torch {torch.__version__}")
+        })
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def _long_tail_counts(num_classes: int, total: int, n_max: int, n_min: int) -> n
   lo, hi = 0.01, 100.0
   for _ in range(100):
     g = np.sqrt(lo * hi)
-    counts = np.round(n_max * (n_max / n_min) ** (-(x ** g))).astype(np.int64)
+    counts = np.round(n_max * (n_max / n_min)**(-(x**g))).astype(np.int64)
     lo, hi = (lo, g) if counts.sum() > total else (g, hi)  # The sum grows with g.
   counts[0] += total - counts.sum()  # Rounding remainder on the head class.
   return counts
@@ -133,10 +133,10 @@ def _run_jax(computation: str, x: dict):
   if computation == "tau_sweep":
     return classifiers.tau_sweep_predictions(x["val"], x["W"], TAUS, chunk_size=CHUNK).block_until_ready()
   if computation == "crt":
-    return jax.block_until_ready(rebalance.train_crt(x["train"], x["labels"], x["classes"], seed=0,
-                                                     progress=False, **CRT))
-  return rebalance.train_lws(x["train"], x["labels"], jnp.asarray(x["W"]), jnp.asarray(x["b"]), x["classes"],
-                             seed=0, progress=False, **LWS).block_until_ready()
+    return jax.block_until_ready(
+        rebalance.train_crt(x["train"], x["labels"], x["classes"], seed=0, progress=False, **CRT))
+  return rebalance.train_lws(x["train"], x["labels"], jnp.asarray(x["W"]), jnp.asarray(x["b"]), x["classes"], seed=0,
+                             progress=False, **LWS).block_until_ready()
 
 
 def _run_torch(computation: str, x: dict):
@@ -159,7 +159,7 @@ def _run_torch(computation: str, x: dict):
   if computation == "tau_one":
     return (_to(torch.from_numpy(x["val"])) @ (W / W.norm(dim=0))).argmax(1)
   if computation == "tau_sweep":
-    scales = W.norm(dim=0)[None, :] ** -_to(torch.from_numpy(TAUS.astype(np.float32)))[:, None]
+    scales = W.norm(dim=0)[None, :]**-_to(torch.from_numpy(TAUS.astype(np.float32)))[:, None]
     val = _to(torch.from_numpy(x["val"]))
     parts = []
     for start in range(0, len(val), CHUNK):
@@ -177,8 +177,10 @@ def _run_torch(computation: str, x: dict):
     frozen.bias.copy_(_to(torch.from_numpy(x["b"])))
     scales = torch.nn.Parameter(_to(torch.ones(x["classes"])))
     params = [scales]
+
     def head(z):
       return scales * frozen(z)
+
   sampler = IndexSampler(x["labels"], x["classes"], "class", seed=0, num_epochs=config["epochs"])
   steps = len(x["labels"]) // config["batch_size"]
   optimizer = torch.optim.SGD(params, lr=config["lr"], momentum=0.9, weight_decay=config["weight_decay"])
@@ -220,8 +222,10 @@ def _steady_variants(framework: str, computation: str, x: dict) -> dict:
     chunks = [chunk for chunk, _ in ops.row_chunks(x["z"], ops.PREDICT_CHUNK)]
     kernel_t, _ = ops.classes_major(x["W"], None)
     dot = jax.jit(lambda z, k: z @ k.T)
-    return {"XLA dot, chunks of PREDICT_CHUNK rows": lambda: jax.block_until_ready([dot(c, kernel_t) for c in chunks]),
-            "XLA dot, one call": lambda: dot(z, kernel_t).block_until_ready()}
+    return {
+        "XLA dot, chunks of PREDICT_CHUNK rows": lambda: jax.block_until_ready([dot(c, kernel_t) for c in chunks]),
+        "XLA dot, one call": lambda: dot(z, kernel_t).block_until_ready()
+    }
   s = jnp.asarray(x["scores"])
   top1, argmax = jax.jit(ops.top1), jax.jit(lambda s: jnp.argmax(s, axis=-1))
   return {"top1": lambda: top1(s).block_until_ready(), "jnp.argmax": lambda: argmax(s).block_until_ready()}
@@ -263,8 +267,10 @@ def run_one(spec: str, scale: float) -> dict:
     seconds, cpu_seconds = next(iter(variants.values()))
   else:
     seconds, cpu_seconds = _timed(lambda: (run(computation, x), _sync()))
-  out = {"seconds": seconds, "cpu_seconds": cpu_seconds, "variants": variants,
-         "peak_memory_gb": (_status_kb("VmHWM") - base_kb) / 2**20}
+  out = {
+      "seconds": seconds, "cpu_seconds": cpu_seconds, "variants": variants,
+      "peak_memory_gb": (_status_kb("VmHWM") - base_kb) / 2**20
+  }
   if _on_gpu():
     out["peak_device_memory_gb"] = _peak_device_memory(framework) / 2**30
     out["device"] = _device_name(framework)
@@ -290,8 +296,9 @@ def _device_name(framework: str) -> str:
 
 def _child(spec: str, scale: float, env: dict) -> dict:
   """run_one(spec) in a fresh process."""
-  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", spec, "--scale", str(scale)]
-                       + (["--device", DEVICE] if _on_gpu() else []), capture_output=True, text=True, env=env)
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", spec, "--scale",
+                        str(scale)] + (["--device", DEVICE] if _on_gpu() else []), capture_output=True, text=True,
+                       env=env)
   if out.returncode:
     sys.exit(f"{spec} failed:\n{out.stderr[-3000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -317,35 +324,50 @@ def main() -> None:
   runs = {f: {c: [] for c in computations} for f in FRAMEWORKS}  # every repeat's run_one result
   load_before = os.getloadavg()[0]
   here = os.path.dirname(os.path.abspath(__file__))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(here), os.environ.get("PYTHONPATH")])))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(
+      None, [os.path.dirname(here), os.environ.get("PYTHONPATH")])))
   for repeat in range(args.repeats):
     for computation in computations:
       for framework in FRAMEWORKS:
         one = _child(f"{framework}:{computation}", args.scale, env)
         runs[framework][computation].append(one)
-        print(f"repeat {repeat + 1}/{args.repeats} {framework + ':' + computation:16s} {one['seconds']:8.3f} s  "
-              f"{one['cpu_seconds']:8.3f} CPU s  {one['peak_memory_gb']:6.3f} GB", flush=True)
+        print(
+            f"repeat {repeat + 1}/{args.repeats} {framework + ':' + computation:16s} {one['seconds']:8.3f} s  "
+            f"{one['cpu_seconds']:8.3f} CPU s  {one['peak_memory_gb']:6.3f} GB", flush=True)
 
   def median(framework: str, computation: str, key: str) -> float:
     return float(np.median([one[key] for one in runs[framework][computation]]))
 
-  results = {key: {f: {c: median(f, c, key) for c in computations} for f in FRAMEWORKS}
-             for key in ("seconds", "cpu_seconds", "peak_memory_gb") + (("peak_device_memory_gb",) if _on_gpu() else ())}
+  results = {
+      key: {f: {c: median(f, c, key) for c in computations} for f in FRAMEWORKS}
+      for key in ("seconds", "cpu_seconds", "peak_memory_gb") + (("peak_device_memory_gb",) if _on_gpu() else ())
+  }
   results.update({
-      "repeats": args.repeats, "statistic": "median over repeats",
-      "ratio_jax_over_torch": {c: float(np.median([j["seconds"] / t["seconds"] for j, t in
-                                                    zip(runs["jax"][c], runs["torch"][c])])) for c in computations},
-      "per_repeat_seconds": {f: {c: [one["seconds"] for one in runs[f][c]] for c in computations}
-                             for f in FRAMEWORKS},
-      "scale": args.scale, "features_gb": {  # float32 x 2048: iNat validation (the tau sweep's input)
-          name: round(rows * args.scale) * D * 4 / 2**30 for name, rows in
-          (("inat", 24_426), ("inat_train", 437_513), ("imagenet_lt", 115_846))},
-      "machine": machine(f"numpy {np.__version__}", *([f"device {runs[f][computations[0]][0]['device']}"
-                                                       for f in FRAMEWORKS] if _on_gpu() else [])),
-      "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}})
+      "repeats": args.repeats,
+      "statistic": "median over repeats",
+      "ratio_jax_over_torch": {
+          c: float(np.median([j["seconds"] / t["seconds"] for j, t in zip(runs["jax"][c], runs["torch"][c])]))
+          for c in computations
+      },
+      "per_repeat_seconds": {f: {c: [one["seconds"] for one in runs[f][c]] for c in computations} for f in FRAMEWORKS},
+      "scale": args.scale,
+      "features_gb": {  # float32 x 2048: iNat validation (the tau sweep's input)
+          name: round(rows * args.scale) * D * 4 / 2**30
+          for name, rows in (("inat", 24_426), ("inat_train", 437_513), ("imagenet_lt", 115_846))
+      },
+      "machine": machine(
+          f"numpy {np.__version__}",
+          *([f"device {runs[f][computations[0]][0]['device']}" for f in FRAMEWORKS] if _on_gpu() else [])),
+      "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}
+  })
   results["variant_seconds"] = {  # STEADY computations: every variant, median over repeats
-      c: {name: float(np.median([one["variants"][name][0] for one in runs[f][c]]))
-          for f in FRAMEWORKS for name in runs[f][c][0]["variants"]} for c in computations if c in STEADY}
+      c: {
+          name: float(np.median([one["variants"][name][0]
+                                 for one in runs[f][c]]))
+          for f in FRAMEWORKS
+          for name in runs[f][c][0]["variants"]
+      } for c in computations if c in STEADY
+  }
   if "matmul" in computations:
     flops = 2 * ARGMAX_SHAPE[0] * D * ARGMAX_SHAPE[1]
     results["matmul_gflops_per_second"] = {f: flops / results["seconds"][f]["matmul"] / 1e9 for f in FRAMEWORKS}
@@ -360,8 +382,8 @@ def main() -> None:
     print(f"{c:12s} {s['jax'][c]:9.3f} {s['torch'][c]:9.3f} {results['ratio_jax_over_torch'][c]:9.2f} "
           f"{ratios:>22s} {m['jax'][c]:8.3f} {m['torch'][c]:9.3f}")
   for c, variants in results["variant_seconds"].items():
-    print(f"{c} ({ARGMAX_SHAPE[0]} x {ARGMAX_SHAPE[1]}{' x ' + str(D) if c == 'matmul' else ''}): "
-          + ", ".join(f"{name} {t:.4f} s" for name, t in variants.items()))
+    print(f"{c} ({ARGMAX_SHAPE[0]} x {ARGMAX_SHAPE[1]}{' x ' + str(D) if c == 'matmul' else ''}): " +
+          ", ".join(f"{name} {t:.4f} s" for name, t in variants.items()))
   if "matmul_gflops_per_second" in results:
     print("matmul GFLOP/s: " + ", ".join(f"{f} {v:.0f}" for f, v in results["matmul_gflops_per_second"].items()))
   print(f"load average (1 min) before {results['load_average_1min']['before']:.2f}, "

@@ -69,8 +69,7 @@ def write_jpegs(folder: str, num_images: int, num_classes: int, width: int, heig
     for _ in range(3):
       a, b, c = rng.uniform(-1, 1, size=3)
       fx, fy, phase = rng.uniform(1, 8), rng.uniform(1, 8), rng.uniform(0, 2 * np.pi)
-      channels.append(128 + 60 * (a * xx + b * yy + c * xx * yy)
-                      + 50 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase))
+      channels.append(128 + 60 * (a * xx + b * yy + c * xx * yy) + 50 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase))
     image = np.stack(channels, axis=-1) + rng.normal(0, NOISE, size=(height, width, 3))
     image = np.clip(image, 0, 255).astype(np.uint8)
     label = i % num_classes
@@ -115,12 +114,14 @@ def reference_eval(path: str) -> np.ndarray:
 
 def _pillow_only(run):
   """`run` with simplejpeg hidden, as where it is not installed."""
+
   def pillow_run(i, rng):
     fast, sources.simplejpeg = sources.simplejpeg, None
     try:
       return run(i, rng)
     finally:
       sources.simplejpeg = fast
+
   return pillow_run
 
 
@@ -218,11 +219,15 @@ def main() -> None:
     print(f"wrote {len(jpeg)} JPEGs of {width}x{height}, quality {QUALITY}, mean {size_kb:.1f} KB", flush=True)
     per_core = per_core_rates(list_file, folder, args.rounds)
     for kind, rate in per_core["wall"].items():
-      print(f"per core {kind}: " + ", ".join(f"{name} {rate[name]:.0f} img/s ({rate[name] / rate['pil_reference']:.2f}x)"
-                                             for name in rate), flush=True)
+      print(
+          f"per core {kind}: " +
+          ", ".join(f"{name} {rate[name]:.0f} img/s ({rate[name] / rate['pil_reference']:.2f}x)" for name in rate),
+          flush=True)
 
-    inputs = {"jpeg_imagenet": (jpeg, RandomResizedCropFlip(SIZE, jitter=JITTER), 64, args.jpeg_batches),
-              "fashion_mnist": (sources.fashion_mnist("train"), PadCropFlip(28), 128, args.fashion_batches)}
+    inputs = {
+        "jpeg_imagenet": (jpeg, RandomResizedCropFlip(SIZE, jitter=JITTER), 64, args.jpeg_batches),
+        "fashion_mnist": (sources.fashion_mnist("train"), PadCropFlip(28), 128, args.fashion_batches)
+    }
     rates: dict[str, dict[str, float]] = {name: {} for name in inputs}
     firsts: dict[str, dict[str, float]] = {name: {} for name in inputs}
     main_share: dict[str, dict[str, float]] = {name: {} for name in inputs}
@@ -230,8 +235,9 @@ def main() -> None:
       for w in workers:
         rates[name][str(w)], firsts[name][str(w)], main_share[name][str(w)] = time_pipeline(
             source, transform, batch, num_batches, w)
-        print(f"{name} workers={w}: {rates[name][str(w)]:.0f} img/s (main process: "
-              f"{main_share[name][str(w)]:.2f} of a core)", flush=True)
+        print(
+            f"{name} workers={w}: {rates[name][str(w)]:.0f} img/s (main process: "
+            f"{main_share[name][str(w)]:.2f} of a core)", flush=True)
   load_after = os.getloadavg()[0]
 
   print(f"\n1-min load average {load_before:.1f} before, {load_after:.1f} after; {cores} usable cores")
@@ -241,9 +247,9 @@ def main() -> None:
   print("|---|---:|" + "---:|---:|" * len(names))
   for kind in KINDS:
     wall, cpu = per_core["wall"][kind], per_core["cpu"][kind]
-    print(f"| {kind} | {wall['pil_reference']:.0f} ({cpu['pil_reference']:.0f}) | " + " | ".join(
-        f"{wall[name]:.0f} ({cpu[name]:.0f}) | {wall[name] / wall['pil_reference']:.2f} "
-        f"({cpu[name] / cpu['pil_reference']:.2f})" for name in names) + " |")
+    print(f"| {kind} | {wall['pil_reference']:.0f} ({cpu['pil_reference']:.0f}) | " +
+          " | ".join(f"{wall[name]:.0f} ({cpu[name]:.0f}) | {wall[name] / wall['pil_reference']:.2f} "
+                     f"({cpu[name] / cpu['pil_reference']:.2f})" for name in names) + " |")
   wall = per_core["wall"]
   for kind, target in TARGETS.items():
     print(f"{kind} at {target}x the reference is {target * wall[kind]['pil_reference']:.0f} img/s, "
@@ -251,27 +257,28 @@ def main() -> None:
           f"{1e3 / wall['decode']['ltr_jax']:.2f} ms ({wall['decode']['ltr_jax']:.0f} img/s)")
   print("\nimages / s out of train_batches (steady state, worker start-up excluded; in brackets the share of "
         "a core the consuming process used)")
-  print("| input | batch x timed batches | " + " | ".join(f"workers={w}" for w in workers) +
-        " | first batch s (" + ", ".join(f"w={w}" for w in workers) + ") |")
+  print("| input | batch x timed batches | " + " | ".join(f"workers={w}" for w in workers) + " | first batch s (" +
+        ", ".join(f"w={w}" for w in workers) + ") |")
   print("|---|---|" + "---:|" * len(workers) + "---|")
   for name, (_, _, b, n) in inputs.items():
     cells = " | ".join(f"{rates[name][str(w)]:.0f} ({main_share[name][str(w)]:.2f})" for w in workers)
     first = ", ".join(f"{firsts[name][str(w)]:.2f}" for w in workers)
     print(f"| {name} | {b} x {n} | {cells} | {first} |")
 
-  result = {"per_core_images_per_second": per_core["wall"], "per_core_cpu_images_per_second": per_core["cpu"],
-            "images_per_second": rates, "first_batch_seconds": firsts, "main_process_core_share": main_share,
-            "machine": machine(f"numpy {np.__version__}", f"Pillow {Image.__version__}",
-                               f"simplejpeg {getattr(sources.simplejpeg, '__version__', 'not installed')}"),
-            "usable_cores": cores, "load_average_1min": {"before": load_before, "after": load_after},
-            "worker_startup": "excluded (the first batch and 4 per worker or thread untimed; see "
-                              "first_batch_seconds)",
-            "batch_size": {name: v[2] for name, v in inputs.items()},
-            "timed_batches": {name: v[3] for name, v in inputs.items()},
-            "jpeg": {"num_images": args.num_images, "width": width, "height": height, "quality": QUALITY,
-                     "mean_kb": size_kb, "per_core_rounds": args.rounds,
-                     "train": f"RandomResizedCropFlip({SIZE}, jitter={JITTER})",
-                     "eval": f"ResizeCenterCrop({RESIZE}, {SIZE})"}}
+  result = {
+      "per_core_images_per_second": per_core["wall"], "per_core_cpu_images_per_second": per_core["cpu"],
+      "images_per_second": rates, "first_batch_seconds": firsts, "main_process_core_share": main_share,
+      "machine": machine(f"numpy {np.__version__}", f"Pillow {Image.__version__}",
+                         f"simplejpeg {getattr(sources.simplejpeg, '__version__', 'not installed')}"),
+      "usable_cores": cores, "load_average_1min": {"before": load_before, "after": load_after},
+      "worker_startup": "excluded (the first batch and 4 per worker or thread untimed; see "
+                        "first_batch_seconds)", "batch_size": {name: v[2] for name, v in inputs.items()},
+      "timed_batches": {name: v[3] for name, v in inputs.items()}, "jpeg": {
+          "num_images": args.num_images, "width": width, "height": height, "quality": QUALITY, "mean_kb": size_kb,
+          "per_core_rounds": args.rounds, "train": f"RandomResizedCropFlip({SIZE}, jitter={JITTER})",
+          "eval": f"ResizeCenterCrop({RESIZE}, {SIZE})"
+      }
+  }
   if args.json:
     write_json(args.json, result)
 

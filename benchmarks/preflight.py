@@ -87,13 +87,15 @@ def main() -> None:
     write_seconds = time.perf_counter() - start
     start = time.perf_counter()
     data = base.get_config().data
-    data.update(dict(name="bench", kind="list", image_root=folder, train_list=train_list, test_list=test_list,
-                     num_classes=args.classes))
+    data.update(
+        dict(name="bench", kind="list", image_root=folder, train_list=train_list, test_list=test_list,
+             num_classes=args.classes))
     splits = datasets.build_splits(data)
     train, test = splits.train, splits.test
     read_seconds = time.perf_counter() - start
-    print(f"wrote {len(train):,} + {len(test):,} entries in {write_seconds:.1f} s; "
-          f"build_splits (list files parsed) in {read_seconds:.1f} s", flush=True)
+    print(
+        f"wrote {len(train):,} + {len(test):,} entries in {write_seconds:.1f} s; "
+        f"build_splits (list files parsed) in {read_seconds:.1f} s", flush=True)
 
     every = np.arange(len(train))
     paths = [train.image_path(i) for i in every.tolist()]
@@ -104,8 +106,7 @@ def main() -> None:
     }
     with ThreadPoolExecutor(args.threads) as pool:
       seconds[f"isfile, {args.threads} threads"] = median_seconds(
-          lambda: [p for p, ok in zip(paths, pool.map(os.path.isfile, paths, chunksize=1000)) if not ok],
-          args.repeats)
+          lambda: [p for p, ok in zip(paths, pool.map(os.path.isfile, paths, chunksize=1000)) if not ok], args.repeats)
     for name, s in seconds.items():
       print(f"{name}: {s:.2f} s", flush=True)
   load_after = os.getloadavg()[0]
@@ -119,12 +120,12 @@ def main() -> None:
     n = args.entries + (len(test) if name == "check" else 0)
     print(f"| {name} | {s:.2f} | {n / s:,.0f} |")
 
-  result = {"seconds": seconds, "entries": {"train": args.entries, "test": len(test)},
-            "classes": args.classes, "repeats": args.repeats, "threads": args.threads,
-            "write_seconds": write_seconds, "build_splits_seconds": read_seconds,
-            "page_cache": "warm (files just written)",
-            "load_average_1min": {"before": load_before, "after": load_after},
-            "machine": machine(f"numpy {np.__version__}")}
+  result = {
+      "seconds": seconds, "entries": {"train": args.entries, "test": len(test)}, "classes": args.classes,
+      "repeats": args.repeats, "threads": args.threads, "write_seconds": write_seconds,
+      "build_splits_seconds": read_seconds, "page_cache": "warm (files just written)",
+      "load_average_1min": {"before": load_before, "after": load_after}, "machine": machine(f"numpy {np.__version__}")
+  }
   if args.json:
     write_json(args.json, result)
 

@@ -39,13 +39,13 @@ NUM_EPOCHS = 90  # progressive: epochs of the schedule; timed around the middle 
 STRATEGIES = ("instance", "class", "sqrt", "progressive")
 
 
-def long_tailed_counts(num_samples: int = NUM_SAMPLES, num_classes: int = NUM_CLASSES,
-                       max_count: int = MAX_COUNT, min_count: int = MIN_COUNT) -> tuple[np.ndarray, float]:
+def long_tailed_counts(num_samples: int = NUM_SAMPLES, num_classes: int = NUM_CLASSES, max_count: int = MAX_COUNT,
+                       min_count: int = MIN_COUNT) -> tuple[np.ndarray, float]:
   """Per-class counts from max_count down to min_count summing exactly to num_samples, and `a`."""
   t = 1.0 - np.arange(num_classes) / (num_classes - 1)
 
   def real(a: float) -> np.ndarray:
-    return min_count + (max_count - min_count) * t ** a
+    return min_count + (max_count - min_count) * t**a
 
   lo, hi = 1e-3, 1e3  # sum(floor(x)) decreases with a: total(lo) > N > total(hi)
   for _ in range(200):
@@ -113,8 +113,7 @@ class PythonClassAwareSampler:
     self.num_samples_cls = num_samples_cls
 
   def epoch_indices(self) -> list[int]:
-    return list(class_aware_generator(self.class_iter, self.per_class_iters, self.num_samples,
-                                      self.num_samples_cls))
+    return list(class_aware_generator(self.class_iter, self.per_class_iters, self.num_samples, self.num_samples_cls))
 
 
 def time_calls(fn, args_per_call) -> float:
@@ -167,15 +166,16 @@ def main() -> None:
     ok = "yes" if s < 0.1 else "no"
     print(f"| {name} | {s:.4f} | {NUM_SAMPLES / s / 1e6:.2f} | {base / s:.1f}x | {ok} |")
 
-  result = {"seconds_per_epoch": seconds, "num_samples": NUM_SAMPLES, "num_classes": NUM_CLASSES,
-            "machine": machine(f"numpy {np.__version__}"), "repeats": args.repeats, "progressive_num_epochs": NUM_EPOCHS,
-            "epochs_timed": f"{first + 1}..{first + args.repeats} (warm-up epoch {first})",
-            "python_loop_num_samples_cls": args.num_samples_cls,
-            "count_profile": {"formula": "floor(2 + 998 * (1 - j/(C-1))**a) + largest-remainder fix",
-                              "a": a, "max": int(counts.max()), "min": int(counts.min()),
-                              "median": float(np.median(counts)),
-                              "classes_at_min": int((counts == MIN_COUNT).sum())},
-            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
+  result = {
+      "seconds_per_epoch": seconds, "num_samples": NUM_SAMPLES, "num_classes": NUM_CLASSES,
+      "machine": machine(f"numpy {np.__version__}"), "repeats": args.repeats, "progressive_num_epochs": NUM_EPOCHS,
+      "epochs_timed": f"{first + 1}..{first + args.repeats} (warm-up epoch {first})",
+      "python_loop_num_samples_cls": args.num_samples_cls, "count_profile": {
+          "formula": "floor(2 + 998 * (1 - j/(C-1))**a) + largest-remainder fix", "a": a, "max": int(counts.max()),
+          "min": int(counts.min()), "median": float(np.median(counts)), "classes_at_min": int(
+              (counts == MIN_COUNT).sum())
+      }, "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}
+  }
   if args.json:
     write_json(args.json, result)
 

@@ -83,9 +83,8 @@ class ResNet(nn.Module):
   """Same fields as `ltr_jax.models.resnet.ResNet`, plus the head (`fc`) and the input channels."""
 
   def __init__(self, num_classes: int, stage_sizes, stage_features, stage_strides, bottleneck: bool = False,
-               stem: str = 'imagenet', stem_features: int = 64, stem_strides: int = 1,
-               shortcut: str = 'projection', groups: int = 1, width_per_group: int = 64,
-               in_channels: int = 3):
+               stem: str = 'imagenet', stem_features: int = 64, stem_strides: int = 1, shortcut: str = 'projection',
+               groups: int = 1, width_per_group: int = 64, in_channels: int = 3):
     super().__init__()
     if stem == 'imagenet':
       self.conv1 = nn.Conv2d(in_channels, stem_features, 7, 2, 3, bias=False)

@@ -116,8 +116,8 @@ def pad_crop_flip(images: torch.Tensor, size: int, pad: int, gen: torch.Generato
   rows = ys[:, None] + torch.arange(size)
   cols = xs[:, None] + torch.arange(size)
   cols = torch.where(torch.rand(b, generator=gen)[:, None] < 0.5, cols.flip(1), cols)
-  return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                rows[:, None, :, None], cols[:, None, None, :]]
+  return padded[torch.arange(b)[:, None, None, None],
+                torch.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def train_stage1(config, images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int):
@@ -193,7 +193,7 @@ def shuffled_passes(n: int, gen: torch.Generator):
 
 def class_balanced_weights(counts: torch.Tensor, beta: float) -> torch.Tensor:
   """Cui et al.: (1 - beta) / (1 - beta^n_j), normalised to sum to C (utils/class_balanced_loss.py lines 73-75)."""
-  w = (1.0 - beta) / (1.0 - beta ** counts.double())
+  w = (1.0 - beta) / (1.0 - beta**counts.double())
   return (w / w.sum() * len(counts)).float()
 
 
@@ -251,9 +251,8 @@ def fit(params: list[torch.Tensor], forward, indices, labels: torch.Tensor, hype
       project()
 
 
-def through_backbone(stage1, head, params: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor, data,
-                     hyper, indices, gen: torch.Generator, loss_fn=F.cross_entropy, project=None,
-                     project_every: str = "step"):
+def through_backbone(stage1, head, params: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor, data, hyper,
+                     indices, gen: torch.Generator, loss_fn=F.cross_entropy, project=None, project_every: str = "step"):
   """A copy of `stage1` with every parameter frozen (requires_grad=False), put in train() mode each epoch
   (BatchNorm on batch statistics, its running statistics re-estimated), on augmented images through `head` (a
   function of the features); only `params` train. Returns the model in eval() mode."""
@@ -309,9 +308,9 @@ def run_seed(config, splits, tensors: dict, seed: int) -> dict:
 
   norms = W.norm(dim=1)
   taus = s2.tau_norm.taus
-  val_all = [groups((z["val"] @ (W / norms[:, None] ** tau).T).argmax(1), y["val"], splits)["all"] for tau in taus]
+  val_all = [groups((z["val"] @ (W / norms[:, None]**tau).T).argmax(1), y["val"], splits)["all"] for tau in taus]
   tau = float(taus[int(np.argmax(val_all))])
-  results["tau_norm"] = {**test_groups(lambda x: x @ (W / norms[:, None] ** tau).T), "tau": tau}
+  results["tau_norm"] = {**test_groups(lambda x: x @ (W / norms[:, None]**tau).T), "tau": tau}
 
   scales = torch.ones(C, requires_grad=True)
   model = through_backbone(stage1, lambda x: scales * (x @ W.T + b), [scales], images, labels, data, s2.lws,
@@ -328,9 +327,9 @@ def run_seed(config, splits, tensors: dict, seed: int) -> dict:
                            maxnorm(head.weight, s2.wb.max_norm), s2.wb.project_every)
   results["wb"] = test_groups(head, model)
   head = copy.deepcopy(stage1.fc)
-  fit(list(head.parameters()), lambda batch: head(z["train"][batch]), shuffled_passes(len(labels), gen), labels,
-      s2.wb_cached, wb_loss(s2.wb_cached, counts), maxnorm(head.weight, s2.wb_cached.max_norm),
-      s2.wb_cached.project_every)
+  fit(list(head.parameters()), lambda batch: head(z["train"][batch]), shuffled_passes(len(labels),
+                                                                                      gen), labels, s2.wb_cached,
+      wb_loss(s2.wb_cached, counts), maxnorm(head.weight, s2.wb_cached.max_norm), s2.wb_cached.project_every)
   results["wb_cached"] = test_groups(head)
   return {"methods": results, "stage1_seconds": stage1_seconds, "stage2_seconds": time.perf_counter() - start}
 
@@ -394,11 +393,14 @@ def table(twin_runs: list[dict], ltr_runs: list[dict] | None) -> tuple[list[str]
 
 def check_config(config) -> None:
   """The twin implements the quickstart's kind of recipe; anything else would be compared unfairly."""
-  wanted = {"train.sampling": ("instance",), "train.loss": ("ce",), "data.train_transform": ("pad_crop_flip",),
-            "data.eval_transform": ("identity",), "stage2.crt.sampling": ("class",), "stage2.lws.sampling": ("class",),
-            "stage2.crt.frozen": ((base.BACKBONE_PARAMS,),), "stage2.lws.frozen": ((base.BACKBONE_PARAMS, "head/(kernel|bias)"),),
-            "stage2.wb.frozen": ((base.BACKBONE_PARAMS,),), "stage2.wb.sampling": ("instance",),
-            "stage2.wb.loss": ("cb_softmax_bce", "cb_ce"), "stage2.wb_cached.loss": ("cb_softmax_bce", "cb_ce")}
+  wanted = {
+      "train.sampling": ("instance",), "train.loss": ("ce",), "data.train_transform": ("pad_crop_flip",),
+      "data.eval_transform": ("identity",), "stage2.crt.sampling": ("class",), "stage2.lws.sampling": ("class",),
+      "stage2.crt.frozen": ((base.BACKBONE_PARAMS,),), "stage2.lws.frozen": (
+          (base.BACKBONE_PARAMS, "head/(kernel|bias)"),), "stage2.wb.frozen": ((base.BACKBONE_PARAMS,),
+                                                                              ), "stage2.wb.sampling": ("instance",),
+      "stage2.wb.loss": ("cb_softmax_bce", "cb_ce"), "stage2.wb_cached.loss": ("cb_softmax_bce", "cb_ce")
+  }
   for key, values in wanted.items():
     node = config
     for part in key.split("."):
@@ -424,16 +426,18 @@ def main() -> None:
 
   splits = datasets.build_splits(config.data)
   tensors = {split: as_tensor(getattr(splits, split)) for split in ("train", "val", "test")}
-  print(f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test, "
-        f"class counts {splits.class_counts.tolist()}", flush=True)
+  print(
+      f"{splits.name}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test, "
+      f"class counts {splits.class_counts.tolist()}", flush=True)
   per_seed, seconds = [], []
   for seed in seeds:
     out = run_seed(config, splits, tensors, seed)
     per_seed.append(out["methods"])
     seconds.append({"stage1": out["stage1_seconds"], "stage2": out["stage2_seconds"]})
-    print(f"seed {seed}: " + ", ".join(f"{m} {out['methods'][m]['all']:.2f}/{out['methods'][m]['few']:.2f}"
-                                      for m in METHODS) +
-          f" (All/Few; stage 1 {out['stage1_seconds']:.0f} s, stage 2 {out['stage2_seconds']:.0f} s)", flush=True)
+    print(
+        f"seed {seed}: " +
+        ", ".join(f"{m} {out['methods'][m]['all']:.2f}/{out['methods'][m]['few']:.2f}" for m in METHODS) +
+        f" (All/Few; stage 1 {out['stage1_seconds']:.0f} s, stage 2 {out['stage2_seconds']:.0f} s)", flush=True)
   twin = summary(per_seed)
   ltr_runs = read_ltr_jax(args.ltr_jax_workdirs.split(",")) if args.ltr_jax_workdirs else None
   ltr = summary(ltr_runs) if ltr_runs else None
@@ -446,10 +450,12 @@ def main() -> None:
   taus = [r["tau_norm"]["tau"] for r in per_seed]
   print(f"tau-norm: tau chosen on validation per seed {taus}")
 
-  result = {"config": os.path.relpath(args.config, root), "seeds": seeds, "twin": twin, "per_seed": per_seed,
-            "seconds": seconds, "threads": args.threads,
-            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-            "machine": machine(f"torch {torch.__version__}", f"numpy {np.__version__}")}
+  result = {
+      "config": os.path.relpath(args.config,
+                                root), "seeds": seeds, "twin": twin, "per_seed": per_seed, "seconds": seconds,
+      "threads": args.threads, "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+      "machine": machine(f"torch {torch.__version__}", f"numpy {np.__version__}")
+  }
   if ltr:
     result.update(ltr_jax=ltr, ltr_jax_workdirs=args.ltr_jax_workdirs.split(","), ltr_jax_within_2sd=within,
                   ltr_jax_per_seed=[{m: {c: r[m][c] for c in COLUMNS} for m in METHODS} for r in ltr_runs])

@@ -51,8 +51,10 @@ from common import machine  # noqa: E402
 
 
 def machine_info() -> str:
-  return machine(f"jax {jax.__version__} ({jax.default_backend()}: {len(jax.devices())} x "
-                 f"{jax.devices()[0].device_kind})", f"torch {torch.__version__}")
+  return machine(
+      f"jax {jax.__version__} ({jax.default_backend()}: {len(jax.devices())} x "
+      f"{jax.devices()[0].device_kind})", f"torch {torch.__version__}")
+
 
 # model -> (JSON key, image size, channels, classes, batch, mean, std)
 MODELS = {
@@ -79,16 +81,16 @@ def model_config(name: str, size: int, batch: int, dtype: str = "float32") -> ml
   if mean is not None:
     c.data.mean, c.data.std = mean, std
   # A constant-shape schedule: the step traces it either way; lr values do not change the cost.
-  c.train.update(dict(batch_size=batch, base_lr=LR * 256 / batch, momentum=MOMENTUM, nesterov=False,
-                      weight_decay=WEIGHT_DECAY, warmup_epochs=0.0, epochs=1))
+  c.train.update(
+      dict(batch_size=batch, base_lr=LR * 256 / batch, momentum=MOMENTUM, nesterov=False, weight_decay=WEIGHT_DECAY,
+           warmup_epochs=0.0, epochs=1))
   return c
 
 
 class JaxRunner:
   """Our jitted data-parallel train step on fixed host data (moved to the device every step)."""
 
-  def __init__(self, name: str, size: int, channels: int, classes: int, batch: int, data: dict,
-               dtype: str = "float32"):
+  def __init__(self, name: str, size: int, channels: int, classes: int, batch: int, data: dict, dtype: str = "float32"):
     self.config = model_config(name, size, batch, dtype)
     self.mesh = parallel.data_mesh()
     model = models.from_config(self.config.model, classes)
@@ -162,8 +164,10 @@ def bench_model(name: str, args) -> dict:
   cfg = model_config(name, size, batch)
   mean, std = tuple(cfg.data.mean), tuple(cfg.data.std)
   rng = np.random.default_rng(0)
-  data = {"image": rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8),
-          "label": rng.integers(0, classes, (batch,), dtype=np.int32)}
+  data = {
+      "image": rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8),
+      "label": rng.integers(0, classes, (batch,), dtype=np.int32)
+  }
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   print(f"[{name}] {size}x{size}x{channels}, batch {batch}, {classes} classes; building ...", flush=True)
 
@@ -180,18 +184,18 @@ def bench_model(name: str, args) -> dict:
   for w in range(args.windows):
     for k, r in runners.items():
       times[k].append(r.run(args.steps))
-    print(f"[{name}] window {w + 1}/{args.windows}: " +
-          ", ".join(f"{k} {batch * args.steps / t[-1]:.1f} img/s" for k, t in times.items()), flush=True)
+    print(
+        f"[{name}] window {w + 1}/{args.windows}: " +
+        ", ".join(f"{k} {batch * args.steps / t[-1]:.1f} img/s" for k, t in times.items()), flush=True)
 
   ips = {k: batch * args.steps / statistics.median(t) for k, t in times.items()}
   best = max(("torch_nchw", "torch_channels_last"), key=ips.get)
   step_time = statistics.median(times["jax"]) / args.steps
-  return dict(key=key, image_shape=[size, size, channels], batch=batch, classes=classes,
-              jax=ips["jax"], torch=ips[best], torch_setting=best.removeprefix("torch_"),
+  return dict(key=key, image_shape=[size, size, channels], batch=batch, classes=classes, jax=ips["jax"],
+              torch=ips[best], torch_setting=best.removeprefix("torch_"),
               torch_settings={k.removeprefix("torch_"): ips[k] for k in ips if k != "jax"},
               compile_seconds=first - step_time, first_call_seconds=first,
-              window_seconds={k: [round(x, 4) for x in t] for k, t in times.items()},
-              torch_device=str(device))
+              window_seconds={k: [round(x, 4) for x in t] for k, t in times.items()}, torch_device=str(device))
 
 
 def main():
@@ -225,8 +229,9 @@ def main():
       "images_per_second": {},
       "compile_seconds": {r["key"]: r["compile_seconds"] for r in results},
       "machine": machine_info(),
-      "load_average": {"before": load_before, "after": load_after,
-                       "note": "1/5/15-min load averages; other jobs may share the CPUs"},
+      "load_average": {
+          "before": load_before, "after": load_after, "note": "1/5/15-min load averages; other jobs may share the CPUs"
+      },
       "threads": threads,
       "timing": f"{WARMUP} warm-up steps, then median of {args.windows} interleaved windows of {args.steps} steps",
       "details": {},

@@ -4,7 +4,6 @@ Every key exists here, so a misspelt override (--config.train.lr_base=...) is an
 """
 import ml_collections
 
-
 # Frozen patterns of the methods through the backbone (ltr_jax.masks): every backbone parameter, but not its
 # BatchNorm statistics, so BatchNorm runs in training mode and re-estimates them (the reference's `fix: true` with
 # `model.train()`); and everything of the backbone, statistics included (BatchNorm in inference mode).
@@ -28,8 +27,8 @@ def through_backbone(type: str, label: str, epochs: int, batch_size: int, lr: fl
   cosine to 0, SGD momentum 0.9), sampling, frozen patterns and learning-rate groups (ltr_jax.masks), its loss (a
   name of ltr_jax.losses) and the loss hyper-parameters it sets (the others at their papers' defaults), and what
   its type reads besides (`values`)."""
-  return entry(type, label, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-               sampling=sampling, frozen=frozen, lr_mults=lr_mults, loss=loss, **values)
+  return entry(type, label, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, sampling=sampling,
+               frozen=frozen, lr_mults=lr_mults, loss=loss, **values)
 
 
 def finetune(label: str, epochs: int, batch_size: int, lr: float, weight_decay: float, reinit_head: bool = False,
@@ -71,6 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # initialisation, sampling and augmentation (the data subset has its own: data.seed)
 
+  # The sections below are tables, one key per line with its comment: kept as written (yapf: disable).
+  # yapf: disable
   c.data = ml_collections.ConfigDict(dict(
       name="",
       kind="fashion_mnist",  # a record of ltr_jax.data.kinds.KINDS: 'fashion_mnist' | 'list' | 'inat_json' | 'tfds'
@@ -216,4 +217,5 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=1, process_id=0, auto=False))
+  # yapf: enable
   return c

@@ -35,7 +35,6 @@ def mislas(c, per_imbalance_ratio):
 def get_config():
   c = cifar10_lt_r32.get_config()
   cifar100_lt_r32.cifar100(c)
-  mislas(c, ((100.0, base.mislas_stage2(0.4, 0.1, True, 0.2)),
-             (50.0, base.mislas_stage2(0.3, 0.0, True, 0.1)),
+  mislas(c, ((100.0, base.mislas_stage2(0.4, 0.1, True, 0.2)), (50.0, base.mislas_stage2(0.3, 0.0, True, 0.1)),
              (10.0, base.mislas_stage2(0.2, 0.0, True, 0.1))))
   return c

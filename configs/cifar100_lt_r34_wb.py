@@ -29,8 +29,9 @@ from configs import cifar10_lt_r32
 def weight_balancing(c):
   """Weight balancing's model, stage 1 and stage 2 on CIFAR-LT data (the CIFAR-10 config takes it from here)."""
   c.model.name = "resnet34_cifar"
-  c.train.update(dict(epochs=320, batch_size=64, base_lr=0.04, weight_decay=5e-3, warmup_epochs=0.0,
-                      schedule="cosine", lr_steps=()))
+  c.train.update(
+      dict(epochs=320, batch_size=64, base_lr=0.04, weight_decay=5e-3, warmup_epochs=0.0, schedule="cosine",
+           lr_steps=()))
   c.stage2.methods += ("wb", "wb_cached")
 
 

@@ -22,14 +22,14 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.data.update(dict(
-      name="cifar10_lt", kind="tfds", tfds_name="cifar10", imbalance_ratio=100.0, n_max=5000, val_per_class=500,
-      val_fill_from_train=True,
-      image_size=32, train_transform="pad_crop_flip", eval_transform="identity", color_jitter=0.0,
-      mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
+  c.data.update(
+      dict(name="cifar10_lt", kind="tfds", tfds_name="cifar10", imbalance_ratio=100.0, n_max=5000, val_per_class=500,
+           val_fill_from_train=True, image_size=32, train_transform="pad_crop_flip", eval_transform="identity",
+           color_jitter=0.0, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010)))
   c.model.name = "resnet32"
-  c.train.update(dict(epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4, warmup_epochs=5.0, schedule="step",
-                      lr_steps=((160, 0.01), (180, 1e-4))))
+  c.train.update(
+      dict(epochs=200, batch_size=128, base_lr=0.2, weight_decay=2e-4, warmup_epochs=5.0, schedule="step",
+           lr_steps=((160, 0.01), (180, 1e-4))))
   c.stage2.batch_size = 1000
   base.crt_schedule(c, batch_size=128, lr=0.1, weight_decay=2e-4)
   base.lws_schedule(c, batch_size=128, lr=0.1, weight_decay=2e-4)

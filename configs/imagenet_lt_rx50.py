@@ -28,6 +28,7 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.data.update(dict(name="imagenet_lt", kind="list", num_classes=1000, train_list="ImageNet_LT_train.txt",
-                     val_list="ImageNet_LT_val.txt", test_list="ImageNet_LT_test.txt"))
+  c.data.update(
+      dict(name="imagenet_lt", kind="list", num_classes=1000, train_list="ImageNet_LT_train.txt",
+           val_list="ImageNet_LT_val.txt", test_list="ImageNet_LT_test.txt"))
   return c

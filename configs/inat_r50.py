@@ -30,10 +30,10 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.data.update(dict(
-      name="inat2018", kind="inat_json", num_classes=8142, train_json="train2018.json", test_json="val2018.json",
-      val_per_class=1, val_min_class_size=3, color_jitter=0.0, mean=(0.466, 0.471, 0.380),
-      std=(0.195, 0.194, 0.192)))
+  c.data.update(
+      dict(name="inat2018", kind="inat_json", num_classes=8142, train_json="train2018.json", test_json="val2018.json",
+           val_per_class=1, val_min_class_size=3, color_jitter=0.0, mean=(0.466, 0.471, 0.380),
+           std=(0.195, 0.194, 0.192)))
   c.model.name = "resnet50"
   c.train.weight_decay = 1e-4
   base.crt_schedule(c, epochs=30, weight_decay=1e-4)

@@ -31,11 +31,13 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.data.update(dict(name="places_lt", kind="list", num_classes=365, train_list="Places_LT_train.txt",
-                     val_list="Places_LT_val.txt", test_list="Places_LT_test.txt"))
+  c.data.update(
+      dict(name="places_lt", kind="list", num_classes=365, train_list="Places_LT_train.txt",
+           val_list="Places_LT_val.txt", test_list="Places_LT_test.txt"))
   c.model.name = "resnet152"
-  c.train.update(dict(epochs=30, batch_size=128, base_lr=0.2, lr_mults=(("backbone/.*", 0.01),), schedule="step",
-                      lr_steps=((10, 0.1), (20, 0.01)), init_from="pretrained/resnet152_imagenet/checkpoints"))
+  c.train.update(
+      dict(epochs=30, batch_size=128, base_lr=0.2, lr_mults=(("backbone/.*", 0.01),), schedule="step",
+           lr_steps=((10, 0.1), (20, 0.01)), init_from="pretrained/resnet152_imagenet/checkpoints"))
   c.stage2.batch_size = 256
   base.crt_schedule(c, batch_size=256, lr=0.1)
   base.lws_schedule(c, batch_size=256, lr=0.1)

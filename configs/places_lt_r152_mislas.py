@@ -26,9 +26,9 @@ from configs import places_lt_r152
 
 def get_config():
   c = places_lt_r152.get_config()
-  c.train.update(dict(epochs=90, batch_size=256, base_lr=0.1, lr_mults=(), mixup_alpha=0.2, schedule="cosine",
-                      lr_steps=(), frozen=("backbone/(?!{last_stage}/).*",)))
+  c.train.update(
+      dict(epochs=90, batch_size=256, base_lr=0.1, lr_mults=(), mixup_alpha=0.2, schedule="cosine", lr_steps=(),
+           frozen=("backbone/(?!{last_stage}/).*",)))
   c.stage2.methods += ("mislas",)
-  c.stage2.mislas.update(dict(batch_size=256, lr=0.1,
-                              frozen=(base.BACKBONE_PARAMS, "backbone/(?!{last_stage}/).*")))
+  c.stage2.mislas.update(dict(batch_size=256, lr=0.1, frozen=(base.BACKBONE_PARAMS, "backbone/(?!{last_stage}/).*")))
   return c

@@ -26,20 +26,23 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.data.update(dict(
-      name="fashion_mnist_lt", kind="fashion_mnist", download=True, imbalance_ratio=100.0, n_max=1000,
-      val_per_class=100, image_size=28, train_transform="pad_crop_flip", eval_transform="identity",
-      color_jitter=0.0, mean=(0.286,), std=(0.353,), num_workers=0))  # 28x28 images: decoded in-process
+  c.data.update(
+      dict(name="fashion_mnist_lt", kind="fashion_mnist", download=True, imbalance_ratio=100.0, n_max=1000,
+           val_per_class=100, image_size=28, train_transform="pad_crop_flip", eval_transform="identity",
+           color_jitter=0.0, mean=(0.286,), std=(0.353,), num_workers=0))  # 28x28 images: decoded in-process
   c.model.name = "resnet_mini"
-  c.train.update(dict(sampling="instance", epochs=30, batch_size=128, base_lr=0.2, weight_decay=5e-4,
-                      warmup_epochs=1.0, log_every_steps=20))
-  c.stage2.update(dict(batch_size=1000, methods=(
-      "joint", "ncm", "crt", "crt_frozen_bn", "crt_cached", "tau_norm", "lws", "lws_cached", "logit_adjust", "wb",
-      "wb_cached", "mislas")))
+  c.train.update(
+      dict(sampling="instance", epochs=30, batch_size=128, base_lr=0.2, weight_decay=5e-4, warmup_epochs=1.0,
+           log_every_steps=20))
+  c.stage2.update(
+      dict(
+          batch_size=1000, methods=("joint", "ncm", "crt", "crt_frozen_bn", "crt_cached", "tau_norm", "lws",
+                                    "lws_cached", "logit_adjust", "wb", "wb_cached", "mislas")))
   base.crt_schedule(c, batch_size=128)
   base.lws_schedule(c, batch_size=128)
   for name in ("wb", "wb_cached"):
     c.stage2[name].update(dict(lr=0.1, weight_decay=5e-3, loss="cb_ce"))
-  c.stage2.mislas.update(dict(epochs=5, batch_size=128, lr=0.1, frozen=(base.BACKBONE,),
-                              lr_mults=(("head/(kernel|bias)", 0.5),), las_eps_head=0.3, las_eps_tail=0.0))
+  c.stage2.mislas.update(
+      dict(epochs=5, batch_size=128, lr=0.1, frozen=(base.BACKBONE,), lr_mults=(("head/(kernel|bias)", 0.5),),
+           las_eps_head=0.3, las_eps_tail=0.0))
   return c

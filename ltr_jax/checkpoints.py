@@ -41,8 +41,10 @@ def model_meta(config: ml_collections.ConfigDict, num_classes: int, stage: str =
   """The meta item: model, class count, stage, what the head computes (a models.HeadSpec; default: config keys
   model.head, model.head_scale), the config, and `settings`: {key: value} of what shaped the run's checkpoints (a
   resume under other settings is a SettingsChanged)."""
-  meta = {"model": config.model.name, "num_classes": int(num_classes), "stage": stage,
-          "head": (head_spec or models.HeadSpec.of_config(config.model)).to_dict(), "config": config.to_json()}
+  meta = {
+      "model": config.model.name, "num_classes": int(num_classes), "stage": stage,
+      "head": (head_spec or models.HeadSpec.of_config(config.model)).to_dict(), "config": config.to_json()
+  }
   if settings is not None:
     meta["settings"] = json.loads(json.dumps(settings))  # as the meta item reads back: tuples as lists
   return meta
@@ -185,8 +187,9 @@ class Manager:
     """The items at `step`, their arrays checked against the checksums in `meta` (where it has them)."""
     failure = None
     try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          **{name: ocp.args.StandardRestore(abstract) for name, abstract in items.items()}))
+      restored = self._manager.restore(
+          step,
+          args=ocp.args.Composite(**{name: ocp.args.StandardRestore(abstract) for name, abstract in items.items()}))
     except Exception as e:  # noqa: BLE001 - besides a mismatch, TensorStore, OCDBT and decompression errors
       mismatch = isinstance(e, KeyError) or isinstance(e, ValueError) and "shape" in str(e).lower()
       failure = (mismatch, first_line(e))
@@ -204,15 +207,14 @@ class Manager:
                                 "match their checksum (damaged data)")
     return restored
 
-  def restore_model(self, abstract: Variables, step: int | None = None,
-                    expected_meta: dict | None = None) -> Variables:
+  def restore_model(self, abstract: Variables, step: int | None = None, expected_meta: dict | None = None) -> Variables:
     """The `model` item at `step` (default latest), with the shapes and shardings of `abstract`."""
     step = self._step(step)
     meta = self.read_meta(step) if expected_meta is None else self.check_meta(expected_meta, step)
     return self._restore(step, meta, model=abstract)["model"]
 
-  def restore_training(self, abstract: Variables, abstract_opt_state: Any, expected_meta: dict
-                       ) -> tuple[Variables, Any, dict[str, Any]] | None:
+  def restore_training(self, abstract: Variables, abstract_opt_state: Any,
+                       expected_meta: dict) -> tuple[Variables, Any, dict[str, Any]] | None:
     """(model, opt_state, meta) of the newest readable checkpoint, to resume; None in an empty directory.
 
     A damaged newer checkpoint is reported and moved aside (to damaged-<step>, kept for inspection), so that
@@ -238,8 +240,9 @@ class Manager:
         error = e
       if parallel.all_true(error is None):
         return result
-      print(f"warning: {error or 'another host could not read this checkpoint'}; moving it to "
-            f"{self.directory / f'damaged-{step}'} and resuming from the checkpoint before it", file=sys.stderr)
+      print(
+          f"warning: {error or 'another host could not read this checkpoint'}; moving it to "
+          f"{self.directory / f'damaged-{step}'} and resuming from the checkpoint before it", file=sys.stderr)
       if jax.process_index() == 0:
         (self.directory / str(step)).rename(self.directory / f"damaged-{step}")
       parallel.barrier("checkpoint moved aside")
@@ -261,15 +264,15 @@ class Manager:
     self._manager.wait_until_finished()
 
 
-def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classes: int,
-                   image_shape: tuple[int, ...], mesh: Mesh) -> tuple[LTRModel, Variables]:
+def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classes: int, image_shape: tuple[int, ...],
+                   mesh: Mesh) -> tuple[LTRModel, Variables]:
   """(model, variables) of the latest stage-1 checkpoint in `directory`, checked against the config."""
   if not paths.is_dir(directory) or Manager(directory, read_only=True).latest_step() is None:
     raise CheckpointError(f"no stage-1 checkpoint in {directory}: run --mode=train (or --mode=all) "
                           "with this --workdir first")
   model = models.from_config(config.model, num_classes)
-  variables = Manager(directory, read_only=True).restore_model(
-      abstract_variables(model, image_shape, mesh), expected_meta=model_meta(config, num_classes))
+  variables = Manager(directory, read_only=True).restore_model(abstract_variables(model, image_shape, mesh),
+                                                               expected_meta=model_meta(config, num_classes))
   return model, variables
 
 
@@ -290,4 +293,3 @@ def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape
   model = models.from_config(config.model, meta["num_classes"])
   variables = manager.restore_model(abstract_variables(model, image_shape, mesh))
   return {"params": {"backbone": variables["params"]["backbone"]}, "batch_stats": variables["batch_stats"]}
-

@@ -61,7 +61,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     return FLAGS(argv)
   except Exception as e:  # noqa: BLE001 - each kind ends in one line below
     failed = next((error for error in (e, e.__cause__, e.__context__)
-                   if error is not None and _raised_in(error, path.split(":", 1)[0] if path else None)), None)
+                   if error is not None and _raised_in(error,
+                                                       path.split(":", 1)[0] if path else None)), None)
     if failed is not None:  # the config file itself: an import, a syntax error, its get_config
       sys.exit(f"error: --config={path}: cannot be loaded ({type(failed).__name__}: {first_line(failed)})")
     if isinstance(e, flags.Error):

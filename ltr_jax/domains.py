@@ -281,8 +281,8 @@ def message(key: str, value: Any, domain: Domain, problem: str) -> str:
   return f"config key {key} = {shown}: {problem}; it must be {domain}"
 
 
-def check_items(items: dict[str, Any], declared: dict[str, Domain], prefix: str,
-                undeclared: Callable[[str], str]) -> None:
+def check_items(items: dict[str, Any], declared: dict[str, Domain], prefix: str, undeclared: Callable[[str],
+                                                                                                      str]) -> None:
   """Checks every (field, value) of `items`, a config section (key `prefix`) or part of one, against `declared`
   (field -> Domain), in order: raises ConfigError naming the key, the value and the domain of the first value outside
   its domain, and `undeclared(key)` for a field without a declaration."""

@@ -34,8 +34,9 @@ from ltr_jax.models import LTRModel
 _LEAF_NAMES = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
                ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
 _FROM_TORCH = {4: (2, 3, 1, 0), 2: (1, 0), 1: (0,)}  # Flax axes as a transpose of the torch axes, by ndim
-_MODULE_NAMES = {"stem_conv": "conv1", "stem_bn": "bn1", "downsample_conv": "downsample.0",
-                 "downsample_bn": "downsample.1"}
+_MODULE_NAMES = {
+    "stem_conv": "conv1", "stem_bn": "bn1", "downsample_conv": "downsample.0", "downsample_bn": "downsample.1"
+}
 
 
 def _torch_module(path: tuple[str, ...]) -> str:
@@ -61,8 +62,8 @@ def _describe(keys: list[str]) -> str:
   return shown + (f" (and {len(keys) - 5} more)" if len(keys) > 5 else "")
 
 
-def torch_state_dict_to_variables(state_dict: Mapping[str, Any], model: LTRModel,
-                                  image_shape: tuple[int, int, int], head: bool = True) -> dict[str, Any]:
+def torch_state_dict_to_variables(state_dict: Mapping[str, Any], model: LTRModel, image_shape: tuple[int, int, int],
+                                  head: bool = True) -> dict[str, Any]:
   """{'params', 'batch_stats'} of `model` from a torchvision-layout state_dict.
 
   Every Flax leaf takes exactly one tensor of the matching shape; a missing key, an unexpected key
@@ -108,8 +109,9 @@ def _torch_load(path: str, allow_pickle: bool) -> Any:
     if allow_pickle:
       raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from e
     lines = str(e).splitlines()
-    detail = next((line.split("error: ", 1)[1].split(". Please")[0] for line in lines
-                   if "WeightsUnpickler error: " in line), lines[0])
+    detail = next(
+        (line.split("error: ", 1)[1].split(". Please")[0] for line in lines if "WeightsUnpickler error: " in line),
+        lines[0])
     raise CheckpointError(
         f"{path}: holds Python objects besides tensors, which torch.load(weights_only=True) refuses "
         f"({detail}); if you trust the file, rerun with --allow_pickle (it runs code stored in the file)") from e
@@ -154,8 +156,7 @@ def load_torchvision_checkpoint(path: str, allow_pickle: bool = False) -> dict[s
 LOADERS = {"reference": load_reference_checkpoint, "torchvision": load_torchvision_checkpoint}
 
 
-def _num_classes(state_dict: Mapping[str, Any], config: ml_collections.ConfigDict, path: str,
-                 head: bool) -> int:
+def _num_classes(state_dict: Mapping[str, Any], config: ml_collections.ConfigDict, path: str, head: bool) -> int:
   """The class count of fc.weight, checked against config key data.num_classes when that is non-zero."""
   configured = config.data.num_classes
   if not head:

@@ -27,16 +27,15 @@ def make_predict(model: LTRModel, data: ml_collections.ConfigDict, mesh: Mesh) -
   """Jitted (variables, uint8 images) -> (top-1 of the model's head [B], features [B, d]), batch sharded."""
 
   def predict(variables, images):
-    logits, features = model.apply(variables, models.normalize(images, data.mean, data.std, model.dtype),
-                                   train=False)
+    logits, features = model.apply(variables, models.normalize(images, data.mean, data.std, model.dtype), train=False)
     return ops.top1(logits), features
 
   rep, shard = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(predict, in_shardings=(rep, shard), out_shardings=(shard, shard))
 
 
-def run_inference(predict: Predict, variables: Variables, source: Source, config: ml_collections.ConfigDict,
-                  mesh: Mesh, desc: str) -> tuple[np.ndarray, np.ndarray]:
+def run_inference(predict: Predict, variables: Variables, source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
+                  desc: str) -> tuple[np.ndarray, np.ndarray]:
   """(top-1 predictions [N], features [N, d]) of every sample of `source`, in order, on every host."""
   batch_size = config.stage2.batch_size
   transform = transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)

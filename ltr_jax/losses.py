@@ -57,7 +57,7 @@ def class_balanced_weights(class_counts: np.ndarray, beta: float) -> np.ndarray:
 
 def ldam_margins(class_counts: np.ndarray, max_m: float) -> np.ndarray:
   """Cao et al.'s Delta_j proportional to n_j^{-1/4}, scaled so the rarest class gets exactly max_m."""
-  m = np.asarray(class_counts, np.float64) ** -0.25
+  m = np.asarray(class_counts, np.float64)**-0.25
   return m / m.max() * max_m
 
 
@@ -72,7 +72,7 @@ def _focal_terms(logits: jnp.ndarray, labels: jnp.ndarray, gamma: float) -> jnp.
   for gamma < 1 when p_y rounds to 1 (it changes the value by at most tiny^gamma * CE = 0 there).
   """
   ce = _per_example_ce(logits, labels)
-  return jnp.maximum(-jnp.expm1(-ce), jnp.finfo(ce.dtype).tiny) ** gamma * ce
+  return jnp.maximum(-jnp.expm1(-ce), jnp.finfo(ce.dtype).tiny)**gamma * ce
 
 
 def _weighted_mean(values: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
@@ -118,8 +118,8 @@ def _class_balanced(per_example: PerExample) -> Builder:
 
   def build(counts: np.ndarray, steps_per_epoch: int, hp: LossHyper, logit_scale: float) -> Loss:
     weights = jnp.asarray(class_balanced_weights(counts, hp.cb_beta), jnp.float32)
-    return lambda logits, labels, step=None: (parallel.take(weights, labels, labels) *
-                                              per_example(logits, labels, hp)).mean()
+    return lambda logits, labels, step=None: (parallel.take(weights, labels, labels) * per_example(logits, labels, hp)
+                                             ).mean()
 
   return build
 

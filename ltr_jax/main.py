@@ -14,8 +14,9 @@ FLAGS = flags.FLAGS
 cli.define_config_flag()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, features and reports.")
 flags.DEFINE_enum("mode", "all", ["train", "decouple", "evaluate", "all"], "What to run.")
-flags.DEFINE_string("checkpoint", None, "--mode=evaluate: a checkpoint directory (default: the "
-                    "workdir's stage-2 checkpoint, else its stage-1 checkpoint).")
+flags.DEFINE_string(
+    "checkpoint", None, "--mode=evaluate: a checkpoint directory (default: the "
+    "workdir's stage-2 checkpoint, else its stage-1 checkpoint).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -65,9 +65,11 @@ def check_patterns(patterns: Iterable[str], trees: Iterable[Any], key: str) -> N
 def lr_groups(params: Any, frozen: Sequence[str], lr_mults: Sequence[tuple[str, float]]) -> Any:
   """A pytree like `params` of each parameter's learning-rate multiplier: FROZEN (0), or that of the first
   (pattern, multiplier) of `lr_mults` that matches it, or 1."""
+
   def label(keypath, _):
     path = path_of(keypath)
     if matches(path, frozen):
       return FROZEN
     return next((float(m) for pattern, m in lr_mults if re.fullmatch(pattern, path)), 1.0)
+
   return jax.tree_util.tree_map_with_path(label, params)

@@ -99,8 +99,10 @@ def reliability_bins(logits, labels, num_bins: int = 15) -> dict[str, np.ndarray
   correct = np.bincount(bins, weights=prediction == np.asarray(labels), minlength=num_bins)
   total_confidence = np.bincount(bins, weights=confidence, minlength=num_bins)
   with np.errstate(invalid="ignore", divide="ignore"):
-    return {"edges": edges, "count": count, "accuracy": 100.0 * correct / count,
-            "confidence": 100.0 * total_confidence / count}
+    return {
+        "edges": edges, "count": count, "accuracy": 100.0 * correct / count,
+        "confidence": 100.0 * total_confidence / count
+    }
 
 
 def expected_calibration_error(logits, labels, num_bins: int = 15) -> float:
@@ -133,9 +135,11 @@ def _temperature_moments(logits, labels, beta: float) -> tuple[float, float, flo
     normaliser = p.sum(axis=1)
     p /= normaliser[:, None]
     expected = (p * z).sum(axis=1)
-    total += [np.sum(np.log(normaliser) - s[rows, labels[start:start + len(z)]]),
-              np.sum(expected - z[rows, labels[start:start + len(z)]]),
-              np.sum((p * z * z).sum(axis=1) - expected ** 2)]
+    total += [
+        np.sum(np.log(normaliser) - s[rows, labels[start:start + len(z)]]),
+        np.sum(expected - z[rows, labels[start:start + len(z)]]),
+        np.sum((p * z * z).sum(axis=1) - expected**2)
+    ]
   return tuple(total / n)
 
 

@@ -65,8 +65,7 @@ def top1(scores: jax.Array, block: int = TOP1_BLOCK) -> jax.Array:
   return jax.lax.cond(jnp.isnan(jnp.sum(scores)), _argmax, partial(_top1_no_nan, block=block), scores)
 
 
-def _top1_no_nan(scores: jax.Array, per_class: jax.Array | None = None, op=None,
-                 block: int = TOP1_BLOCK) -> jax.Array:
+def _top1_no_nan(scores: jax.Array, per_class: jax.Array | None = None, op=None, block: int = TOP1_BLOCK) -> jax.Array:
   """top1 of op(scores, per_class) (of `scores` if op is None) [..., C], where that holds no NaN.
 
   The maximum of every block of `block` classes, the first block whose maximum is the row's (an argmax over
@@ -79,6 +78,7 @@ def _top1_no_nan(scores: jax.Array, per_class: jax.Array | None = None, op=None,
   every real class, so it wins no tie (a gather past the last class repeats that class, after it).
   Non-float scores and class counts up to one block take jnp.argmax.
   """
+
   def transformed(values, index=None):
     if op is None:
       return values
@@ -88,9 +88,9 @@ def _top1_no_nan(scores: jax.Array, per_class: jax.Array | None = None, op=None,
   if c <= block or not jnp.issubdtype(scores.dtype, jnp.floating):
     return _argmax(transformed(scores))
   lead = (1,) * (scores.ndim - 1)
-  block_max = jax.lax.reduce_window(transformed(scores), jnp.array(-jnp.inf, scores.dtype),
-                                    jax.lax.max, lead + (block,), lead + (block,),
-                                    ((0, 0),) * (scores.ndim - 1) + ((0, -c % block),))
+  block_max = jax.lax.reduce_window(transformed(scores), jnp.array(-jnp.inf,
+                                                                   scores.dtype), jax.lax.max, lead + (block,),
+                                    lead + (block,), ((0, 0),) * (scores.ndim - 1) + ((0, -c % block),))
   first = jnp.argmax(block_max, axis=-1).astype(jnp.int32) * block
   index = jnp.minimum(first[..., None] + jnp.arange(block, dtype=jnp.int32), c - 1)
   return first + _argmax(transformed(jnp.take_along_axis(scores, index, axis=-1), index))

@@ -84,6 +84,7 @@ _MESSAGE_BYTES = 1024
 # any work) are agreed by every process; otherwise one process enters a collective the others skip, and the
 # job hangs.
 
+
 def all_true(flag: bool) -> bool:
   """True on every process iff `flag` is True on every process."""
   if jax.process_count() == 1:

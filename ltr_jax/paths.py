@@ -162,6 +162,7 @@ class JsonLines:
 
 
 class _RemoteRecordsFactory:
+
   def open(self, p: str) -> _RemoteRecords:
     return _RemoteRecords(p)
 

@@ -40,8 +40,9 @@ class _Lines:
     left = (self._total - self._n) / rate if rate > 0 else float("inf")
     eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left != float("inf") else "?"
     percent = 100.0 * self._n / self._total if self._total else 100.0
-    print(f"{self._desc}: {self._n}/{self._total} ({percent:.0f}%), {rate:.2f} {self._unit}/s, "
-          f"ETA {eta}" + (f", {self._postfix}" if self._postfix else ""), file=sys.stderr, flush=True)
+    print(
+        f"{self._desc}: {self._n}/{self._total} ({percent:.0f}%), {rate:.2f} {self._unit}/s, "
+        f"ETA {eta}" + (f", {self._postfix}" if self._postfix else ""), file=sys.stderr, flush=True)
 
   def close(self) -> None:
     """A last line, for a bar that stays (leave) or one that already printed (it ran long)."""

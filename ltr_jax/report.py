@@ -50,9 +50,11 @@ def markdown_table(results: dict[str, Any]) -> str:
   Methods that are not the paper's carry a dagger, variants of a method a double dagger, an ECE of an arbitrary
   logit scale a section sign.
   """
-  lines = [f"Top-1 accuracy (%) on the test split of {results['dataset']}, and the calibration of each method's "
-           "softmax (ECE over 15 bins, %, as is and after temperature scaling; NLL)", "",
-           "| Method | Many | Medium | Few | All | ECE | ECE (T) | NLL |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+      f"Top-1 accuracy (%) on the test split of {results['dataset']}, and the calibration of each method's "
+      "softmax (ECE over 15 bins, %, as is and after temperature scaling; NLL)", "",
+      "| Method | Many | Medium | Few | All | ECE | ECE (T) | NLL |", "|---|---:|---:|---:|---:|---:|---:|---:|"
+  ]
   for method, r in results["methods"].items():
     note = f" (τ = {r['tau']:g})" if r.get("tau") is not None else ""
     nll = "–" if r.get("nll") is None else f"{r['nll']:.3f}"
@@ -67,13 +69,18 @@ def highlighted(results: dict[str, Any]) -> list[str]:
   """Joint, the paper's best other method and the best later one, by validation All (test All without one), among
   the methods as their sources run them (not their variants) whose logit scale is fitted (their calibration means
   something)."""
-  methods = {m: r for m, r in results["methods"].items()
-             if not r.get("variant") and (m == "joint" or not r.get("arbitrary_logit_scale"))}
+  methods = {
+      m: r
+      for m, r in results["methods"].items()
+      if not r.get("variant") and (m == "joint" or not r.get("arbitrary_logit_scale"))
+  }
   score = lambda m: (methods[m].get("val") or methods[m])["all"] or 0.0  # noqa: E731
   paper = [m for m in methods if methods[m].get("paper", True) and m != "joint"]
   later = [m for m in methods if not methods[m].get("paper", True)]
-  return [m for m in ("joint" if "joint" in methods else None, max(paper, key=score, default=None),
-                      max(later, key=score, default=None)) if m is not None]
+  return [
+      m for m in ("joint" if "joint" in methods else None, max(paper, key=score, default=None),
+                  max(later, key=score, default=None)) if m is not None
+  ]
 
 
 def _plot_reliability(results: dict, path: str) -> None:
@@ -120,8 +127,7 @@ def _plot_tau_curves(results: dict, path: str) -> None:
     for group, color in zip(GROUPS, ("C0", "C1", "C2", "k")):
       for split, style in (("test", "-"), ("val", ":")):
         values = [np.nan if r[group] is None else r[group] for r in curve[split]]
-        ax.plot(curve["taus"], values, style, color=color,
-                label=f"{group} ({split})" if split == "test" else None)
+        ax.plot(curve["taus"], values, style, color=color, label=f"{group} ({split})" if split == "test" else None)
     chosen = results["methods"].get(method, {}).get("tau")
     if chosen is not None:
       ax.axvline(chosen, color="grey", lw=0.8, ls="--")
@@ -163,9 +169,10 @@ def write(results: dict[str, Any], workdir: str, config: ml_collections.ConfigDi
   """Writes the report files into the workdir (local or remote); returns their paths."""
   counts = np.asarray(results["class_counts"])
   order = np.argsort(-counts, kind="stable")
-  files = {name: paths.join(workdir, name) for name in
-           ("results.json", "results.md", "weight_norms.png", "tau_curves.png", "per_class_accuracy.png",
-            "sampling_weights.png", "reliability.png")}
+  files = {
+      name: paths.join(workdir, name) for name in ("results.json", "results.md", "weight_norms.png", "tau_curves.png",
+                                                  "per_class_accuracy.png", "sampling_weights.png", "reliability.png")
+  }
   paths.write_json(files["results.json"], results)
   paths.write_text(files["results.md"], markdown_table(results) + "\n")
   written = [files["results.json"], files["results.md"]]

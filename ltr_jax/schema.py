@@ -33,9 +33,18 @@ DATA: dict[str, d.Domain] = {
     "data_dir": d.PATH,
     "download": d.Flag(),
     "num_classes": d.Int(0),
-    "list_dir": d.PATH, "image_root": d.PATH, "train_list": d.PATH, "val_list": d.PATH, "test_list": d.PATH,
-    "train_json": d.PATH, "val_json": d.PATH, "test_json": d.PATH,
-    "tfds_name": d.NAME, "train_split": d.NAME, "val_split": d.NAME, "test_split": d.NAME,
+    "list_dir": d.PATH,
+    "image_root": d.PATH,
+    "train_list": d.PATH,
+    "val_list": d.PATH,
+    "test_list": d.PATH,
+    "train_json": d.PATH,
+    "val_json": d.PATH,
+    "test_json": d.PATH,
+    "tfds_name": d.NAME,
+    "train_split": d.NAME,
+    "val_split": d.NAME,
+    "test_split": d.NAME,
     "imbalance_ratio": IMBALANCE_RATIO,
     "n_max": d.COUNT,
     "class_order_seed": d.Maybe(d.COUNT),
@@ -43,15 +52,18 @@ DATA: dict[str, d.Domain] = {
     "val_per_class": d.COUNT,
     "val_fill_from_train": d.Flag(),
     "val_min_class_size": d.COUNT,
-    "many_threshold": d.COUNT, "few_threshold": d.COUNT,
+    "many_threshold": d.COUNT,
+    "few_threshold": d.COUNT,
     "image_size": d.POSITIVE_INT,
     "train_transform": d.OneOf("ltr_jax.data.transforms:TRAIN_TRANSFORMS"),
     "eval_transform": d.OneOf("ltr_jax.data.transforms:EVAL_TRANSFORMS"),
     "resize": d.POSITIVE_INT,
     "color_jitter": d.NON_NEGATIVE,
-    "mean": d.Seq(d.PROBABILITY, min_len=1), "std": d.Seq(d.POSITIVE, min_len=1),
+    "mean": d.Seq(d.PROBABILITY, min_len=1),
+    "std": d.Seq(d.POSITIVE, min_len=1),
     "num_workers": d.Int(-1),
-    "preflight": d.Flag(), "preflight_decode": d.Flag(),
+    "preflight": d.Flag(),
+    "preflight_decode": d.Flag(),
 }
 MODEL: dict[str, d.Domain] = {
     "name": d.OneOf("ltr_jax.models.resnet:ARCHITECTURES"),
@@ -68,7 +80,8 @@ TRAIN: dict[str, d.Domain] = {
     "epochs": d.POSITIVE_INT,
     "batch_size": d.POSITIVE_INT,
     "base_lr": d.POSITIVE,
-    "momentum": d.Real(0, 1, hi_open=True), "nesterov": d.Flag(),
+    "momentum": d.Real(0, 1, hi_open=True),
+    "nesterov": d.Flag(),
     "weight_decay": d.NON_NEGATIVE,
     "warmup_epochs": d.NON_NEGATIVE,
     "schedule": d.OneOf("ltr_jax.schedules:SCHEDULES"),
@@ -88,7 +101,9 @@ STAGE2: dict[str, d.Domain] = {
     "export": d.Seq(d.Text("'best', 'all' or the name of a method", nonempty=True)),
 }
 DISTRIBUTED: dict[str, d.Domain] = {
-    "coordinator_address": d.Text("host:port, or ''"), "num_processes": d.POSITIVE_INT, "process_id": d.COUNT,
+    "coordinator_address": d.Text("host:port, or ''"),
+    "num_processes": d.POSITIVE_INT,
+    "process_id": d.COUNT,
     "auto": d.Flag(),
 }
 TOP: dict[str, d.Domain] = {"seed": d.COUNT}
@@ -112,6 +127,7 @@ def entry_domains(entry: ml_collections.ConfigDict) -> dict[str, d.Domain]:
 
 def _ratio_values(declared: dict[str, d.Domain]) -> d.Domain:
   """A {key: value} table row: each key one the entry may hold (not its type or label), each value in its domain."""
+
   def check(values: Any) -> str | None:
     if not isinstance(values, dict):
       return "not a {key: value} dict"
@@ -121,6 +137,7 @@ def _ratio_values(declared: dict[str, d.Domain]) -> d.Domain:
       if declared[key].error(value):
         return f"{key} = {value!r} is {declared[key].error(value)}; it must be {declared[key]}"
     return None
+
   return d.Custom("a {key: value} dict of the method's keys", check, ({"no_such_key": 1},))
 
 

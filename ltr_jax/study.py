@@ -33,7 +33,6 @@ flags.DEFINE_list("stage1", list(STAGE1), "Stage-1 settings: sampling strategies
 flags.DEFINE_float("mixup_alpha", 0.2, "The mixup alpha of the 'mixup' stage-1 setting.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-
 METRICS = (*GROUPS, "ece", "ece_ts")
 
 
@@ -42,9 +41,10 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list
   table: dict = {}
   for setting, results in runs.items():
     for method, entry in results[0]["methods"].items():
-      table.setdefault(setting, {})[method] = {"label": entry.get("label", method), "paper": entry.get("paper", True),
-                                               "variant": entry.get("variant", ""),
-                                               "arbitrary_logit_scale": entry.get("arbitrary_logit_scale", False)}
+      table.setdefault(setting, {})[method] = {
+          "label": entry.get("label", method), "paper": entry.get("paper", True), "variant": entry.get("variant", ""),
+          "arbitrary_logit_scale": entry.get("arbitrary_logit_scale", False)
+      }
       for metric in METRICS:
         values = [r["methods"][method][metric] for r in results if r["methods"][method].get(metric) is not None]
         table[setting][method][metric] = [float(np.mean(values)), float(np.std(values))] if values else None
@@ -52,10 +52,11 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, list
 
 
 def markdown(table: dict, num_seeds: int) -> str:
-  lines = [f"Top-1 (%) on the test split and ECE (%, 15 bins; ECE (T) after temperature scaling fit on validation), "
-           f"mean ± std over {num_seeds} seeds", "",
-           "| Stage 1 | Classifier | Many | Medium | Few | All | ECE | ECE (T) |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+      f"Top-1 (%) on the test split and ECE (%, 15 bins; ECE (T) after temperature scaling fit on validation), "
+      f"mean ± std over {num_seeds} seeds", "", "| Stage 1 | Classifier | Many | Medium | Few | All | ECE | ECE (T) |",
+      "|---|---|---:|---:|---:|---:|---:|---:|"
+  ]
   for setting, methods in table.items():
     for method, row in methods.items():
       cells = ["–" if row[m] is None else f"{row[m][0]:.1f} ± {row[m][1]:.1f}" for m in METRICS]
@@ -79,8 +80,9 @@ def plot(table: dict, path: str) -> None:
       row = table[setting][method]
       means = [np.nan if row[g] is None else row[g][0] for g in GROUPS]
       stds = [0 if row[g] is None else row[g][1] for g in GROUPS]
-      ax.bar(np.arange(len(GROUPS)) + (k - (len(settings) - 1) / 2) * width, means, width, yerr=stds,
-             capsize=2, label=setting)
+      ax.bar(
+          np.arange(len(GROUPS)) + (k - (len(settings) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+          label=setting)
     ax.set_xticks(range(len(GROUPS)), [g.capitalize() for g in GROUPS])
     ax.set_title(table[settings[0]][method]["label"] + marks(table[settings[0]][method]))
   for ax in axes[len(methods):]:
@@ -127,8 +129,10 @@ def main(argv: list[str]) -> None:
 
   table = summarize(cli.run_or_exit(run_all))
   files = {k: paths.join(FLAGS.workdir, f"study.{k}") for k in ("json", "md", "png")}
-  paths.write_json(files["json"], {"table": table, "seeds": FLAGS.seeds, "mixup_alpha": FLAGS.mixup_alpha,
-                                   "wall_seconds_this_call": time.time() - start})
+  paths.write_json(files["json"], {
+      "table": table, "seeds": FLAGS.seeds, "mixup_alpha": FLAGS.mixup_alpha,
+      "wall_seconds_this_call": time.time() - start
+  })
   text = markdown(table, len(FLAGS.seeds))
   paths.write_text(files["md"], text + "\n")
   plot(table, files["png"])

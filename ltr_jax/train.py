@@ -24,8 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from ltr_jax import (checkpoints, inference, losses, masks, mixing, models, ops, parallel, paths, progress,
-                     schedules)
+from ltr_jax import (checkpoints, inference, losses, masks, mixing, models, ops, parallel, paths, progress, schedules)
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets, pipeline, sampling, transforms
 from ltr_jax.errors import ConfigError, Preempted, TrainingError
@@ -108,8 +107,8 @@ class Constraint:
 
 def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: losses.Loss,
                     data: ml_collections.ConfigDict, mesh: Mesh, mixup_alpha: float = 0.0, seed: int = 0,
-                    constraint: Constraint | None = None, steps_per_epoch: int = 1
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+                    constraint: Constraint | None = None,
+                    steps_per_epoch: int = 1) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The jitted step: state replicated and donated, batch sharded on the data axis.
 
   BatchNorm runs in training mode except in the layers the model's frozen patterns freeze (ltr_jax.masks).
@@ -127,8 +126,8 @@ def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: 
       loss_on = lambda logits: mixing.mixup_loss(loss_fn, logits, labels_a, labels_b, lam, state.step)  # noqa: E731
 
     def loss_of(params):
-      (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
-                                         train=True, mutable=["batch_stats"])
+      (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images, train=True,
+                                         mutable=["batch_stats"])
       return loss_on(logits), (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
@@ -209,9 +208,9 @@ def _initial_state(abstract: Variables, init: Callable[[], Variables], tx: optax
   return new_state(variables, tx, mesh, found["step"], opt_state)
 
 
-def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe,
-          splits: datasets.Splits, config: ml_collections.ConfigDict, run_dir: str, mesh: Mesh,
-          stage: str = "stage1", constraint: Constraint | None = None, settings: dict[str, Any] | None = None,
+def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe, splits: datasets.Splits,
+          config: ml_collections.ConfigDict, run_dir: str, mesh: Mesh, stage: str = "stage1",
+          constraint: Constraint | None = None, settings: dict[str, Any] | None = None,
           resume_changed: bool = False) -> TrainState:
   """Runs (or resumes) the loop in `run_dir` and returns the final state.
 
@@ -222,8 +221,8 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe,
   constraint: a projection of the parameters after their updates.
   """
   paths.makedirs(run_dir)
-  sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, recipe.sampling, config.seed,
-                                  recipe.epochs, recipe.drs_epoch)
+  sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, recipe.sampling, config.seed, recipe.epochs,
+                                  recipe.drs_epoch)
   steps_per_epoch = pipeline.steps_per_epoch(len(sampler), recipe.batch_size)
   num_steps = recipe.epochs * steps_per_epoch
   abstract = checkpoints.abstract_variables(model, splits.image_shape, mesh)
@@ -242,8 +241,8 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe,
                                steps_per_epoch)
   predict = inference.make_predict(model, config.data, mesh)
   batches = pipeline.train_batches(
-      splits.train, sampler, transforms.train_transform(config.data.train_transform, config.data.image_size,
-                                                        config.data.color_jitter),
+      splits.train, sampler,
+      transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter),
       global_batch=recipe.batch_size, start_step=start_step, num_steps=num_steps, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(), num_workers=config.data.num_workers)
   writer = MetricWriter(run_dir)
@@ -314,8 +313,8 @@ def stage1_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """{key: value} of every key that shapes what stage 1 trains (the seed, data, model and train, but RERUN_FREE)."""
   settings = {"seed": config.seed}
   for section in ("data", "model", "train"):
-    settings.update({f"{section}.{k}": v for k, v in config[section].to_dict().items()
-                     if f"{section}.{k}" not in RERUN_FREE})
+    settings.update(
+        {f"{section}.{k}": v for k, v in config[section].to_dict().items() if f"{section}.{k}" not in RERUN_FREE})
   return settings
 
 

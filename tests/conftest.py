@@ -50,6 +50,7 @@ def list_file_dataset(tmp_path) -> dict:
     lines.append(f"{path} {label}")
   list_file = tmp_path / "train.txt"
   list_file.write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # A blank line at line 3.
-  return {"list_file": str(list_file), "root": str(root), "paths": list(images),
-          "labels": [label for _, label in images.values()],
-          "pixels": [pixels for pixels, _ in images.values()]}
+  return {
+      "list_file": str(list_file), "root": str(root), "paths": list(images),
+      "labels": [label for _, label in images.values()], "pixels": [pixels for pixels, _ in images.values()]
+  }

@@ -42,18 +42,19 @@ if __name__ == "__main__":
   config = tiny_config()
   config.stage2.batch_size = BATCH_SIZE
   if len(sys.argv) > 4:
-    config.distributed.update(dict(coordinator_address=sys.argv[4], num_processes=int(sys.argv[5]),
-                                   process_id=int(sys.argv[6])))
+    config.distributed.update(
+        dict(coordinator_address=sys.argv[4], num_processes=int(sys.argv[5]), process_id=int(sys.argv[6])))
   parallel.initialize(config)
   test = longtail.Subset(sources.fashion_mnist("test"), TEST_SUBSET)
   results = {}
   for order, devices in (("default", jax.devices()), ("interleaved", interleaved(jax.devices()))):
     mesh = parallel.data_mesh(devices)
-    model, variables = checkpoints.restore_stage1(config, os.path.join(workdir, "checkpoints"), 10, (28, 28, 1),
-                                                  mesh)
-    predictions, features = inference.run_inference(inference.make_predict(model, config.data, mesh), variables,
-                                                   test, config, mesh, order)
-    results.update({f"{order}/predictions": predictions, f"{order}/features": features,
-                    f"{order}/mesh_processes": np.array([device.process_index for device in mesh.devices.flat])})
+    model, variables = checkpoints.restore_stage1(config, os.path.join(workdir, "checkpoints"), 10, (28, 28, 1), mesh)
+    predictions, features = inference.run_inference(inference.make_predict(model, config.data, mesh), variables, test,
+                                                    config, mesh, order)
+    results.update({
+        f"{order}/predictions": predictions, f"{order}/features": features,
+        f"{order}/mesh_processes": np.array([device.process_index for device in mesh.devices.flat])
+    })
   if jax.process_index() == 0:
     np.savez(out, **results)

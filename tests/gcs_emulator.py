@@ -24,7 +24,9 @@ import urllib.request
 
 CLIENT_ENV = {
     "NO_GCE_CHECK": "true",
-    "GCE_METADATA_HOST": "127.0.0.1:1", "GCE_METADATA_IP": "127.0.0.1:1", "GCE_METADATA_ROOT": "127.0.0.1:1",
+    "GCE_METADATA_HOST": "127.0.0.1:1",
+    "GCE_METADATA_IP": "127.0.0.1:1",
+    "GCE_METADATA_ROOT": "127.0.0.1:1",
     "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     "FSSPEC_GCS": json.dumps({"token": "anon", "use_listings_cache": False}),
 }
@@ -58,11 +60,10 @@ class Emulator:
     setpriv = shutil.which("setpriv")
     for _ in range(3):  # a free port may be taken between the probe and the server's bind
       self.port = _free_port()
-      self.process = subprocess.Popen(
-          ([setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []) +
-          [_binary(), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(self.port),
-           "-external-url", self.url, "-log-level", "error"],
-          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      self.process = subprocess.Popen(([setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []) + [
+          _binary(), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port",
+          str(self.port), "-external-url", self.url, "-log-level", "error"
+      ], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
       deadline = time.monotonic() + timeout
       while time.monotonic() < deadline and self.process.poll() is None:
         try:
@@ -92,8 +93,10 @@ class Emulator:
 
   def env(self) -> dict[str, str]:
     """CLIENT_ENV and this server as the endpoint of gcsfs and TensorStore."""
-    return {**CLIENT_ENV, "STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
-            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test"}
+    return {
+        **CLIENT_ENV, "STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
+        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test"
+    }
 
   def stop(self) -> None:
     if self.process is not None:

@@ -28,8 +28,10 @@ if __name__ == "__main__":
   config = quickstart.get_config()
   config.stage2.methods = ("joint", "prior_shift")
   validate.validate(config)
-  refused = [refusal(lambda c: c.stage2.prior_shift.update(strength=-1.0)),
-             refusal(lambda c: setattr(c.stage2.prior_shift, "tau", 1.0))]
+  refused = [
+      refusal(lambda c: c.stage2.prior_shift.update(strength=-1.0)),
+      refusal(lambda c: setattr(c.stage2.prior_shift, "tau", 1.0))
+  ]
   feats = synthetic.features()
   joint = synthetic.joint_head(feats)
   method, hyper = registry.method_of(config, "prior_shift"), registry.hyper_of(config, "prior_shift")
@@ -38,6 +40,9 @@ if __name__ == "__main__":
   splits = {"val": feats.val, "test": feats.test}
   entry = run.entry(method, hyper, head, splits, feats.splits)
   joint_entry = run.entry(registry.method_of(config, "joint"), config.stage2.joint, joint, splits, feats.splits)
-  print(json.dumps({"module": inspect.getsourcefile(function), "refused": refused,
-                    "entry": {k: entry[k] for k in ("label", "paper", "runs_on", "hyper", "few", "all")},
-                    "joint": {k: joint_entry[k] for k in ("few", "all")}}))
+  print(
+      json.dumps({
+          "module": inspect.getsourcefile(function), "refused": refused,
+          "entry": {k: entry[k] for k in ("label", "paper", "runs_on", "hyper", "few", "all")},
+          "joint": {k: joint_entry[k] for k in ("few", "all")}
+      }))

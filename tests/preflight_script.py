@@ -18,15 +18,16 @@ if __name__ == "__main__":
   list_file, image_root, out = sys.argv[1:4]
   config = tiny_config()
   if len(sys.argv) > 4:
-    config.distributed.update(dict(coordinator_address=sys.argv[4], num_processes=int(sys.argv[5]),
-                                   process_id=int(sys.argv[6])))
+    config.distributed.update(
+        dict(coordinator_address=sys.argv[4], num_processes=int(sys.argv[5]), process_id=int(sys.argv[6])))
   parallel.initialize(config)
   source = sources.ListFileSource(list_file, image_root)
   decoded = preflight.undecodable_images([(source, __import__("numpy").arange(len(source)))])
   try:
-    preflight.check(preflight.datasets.Splits("tiny", source.num_classes, source, None, source,
-                                              sources.class_counts(source.labels, source.num_classes),
-                                              None, (8, 8, 3), preflight_decode=True))
+    preflight.check(
+        preflight.datasets.Splits("tiny", source.num_classes, source, None, source,
+                                  sources.class_counts(source.labels, source.num_classes), None, (8, 8, 3),
+                                  preflight_decode=True))
     message = ""
   except DataError as e:
     message = str(e)

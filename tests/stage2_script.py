@@ -22,8 +22,8 @@ def stage2_config():
   """tiny_config with a validation split (20 per class) and the methods on features, batch 100 for features."""
   config = tiny_config()
   config.data.val_per_class = 20
-  config.stage2.update(dict(batch_size=100, export=(), methods=("joint", "ncm", "crt_cached", "tau_norm",
-                                                                "lws_cached")))
+  config.stage2.update(dict(batch_size=100, export=(),
+                            methods=("joint", "ncm", "crt_cached", "tau_norm", "lws_cached")))
   return config
 
 
@@ -33,7 +33,7 @@ if __name__ == "__main__":
     config.stage2.export = ("best",)
     sys.argv.remove("--export")
   if len(sys.argv) > 3:
-    config.distributed.update(dict(coordinator_address=sys.argv[3], num_processes=int(sys.argv[4]),
-                                   process_id=int(sys.argv[5])))
+    config.distributed.update(
+        dict(coordinator_address=sys.argv[3], num_processes=int(sys.argv[4]), process_id=int(sys.argv[5])))
   parallel.initialize(config)
   cli.run_or_exit(lambda: run.run(config, sys.argv[1]))

@@ -27,11 +27,10 @@ def features(counts=(400, 160, 60, 25, 10, 4), dim: int = 16, val_per_class: int
     z = (means[labels] + spread * rng.standard_normal((labels.size, dim))).astype(np.float32)
     return z, types.SimpleNamespace(labels=labels)
 
-  (train, train_src), (val, val_src), (test, test_src) = (split(counts), split(val_per_class),
-                                                           split(test_per_class))
+  (train, train_src), (val, val_src), (test, test_src) = (split(counts), split(val_per_class), split(test_per_class))
   counts = np.asarray(counts)
-  splits = datasets.Splits("synthetic", num_classes, train_src, val_src if val_per_class else None, test_src,
-                           counts, longtail.group_of_classes(counts), (1, 1, 1))
+  splits = datasets.Splits("synthetic", num_classes, train_src, val_src if val_per_class else None, test_src, counts,
+                           longtail.group_of_classes(counts), (1, 1, 1))
   return Features(splits, train, val if val_per_class else None, test)
 
 

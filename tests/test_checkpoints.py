@@ -34,25 +34,28 @@ def test_model_item_restores_alone(variables, tmp_path):
   for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True):
     np.testing.assert_array_equal(a, b)
   assert manager.read_meta()["step"] == 7 and manager.has_opt_state()
-  with pytest.raises(CheckpointError, match="holds a checkpoint of model 'resnet_mini' with 10 classes, but config "
-                                            "asks for model 'resnet_mini' with 5 classes"):
-    manager.restore_model(checkpoints.abstract_variables(models.from_config(config.model, 5), (28, 28, 1),
-                                                         parallel.data_mesh()),
-                          expected_meta=checkpoints.model_meta(config, 5))
+  with pytest.raises(
+      CheckpointError, match="holds a checkpoint of model 'resnet_mini' with 10 classes, but config "
+      "asks for model 'resnet_mini' with 5 classes"):
+    manager.restore_model(
+        checkpoints.abstract_variables(models.from_config(config.model, 5), (28, 28, 1), parallel.data_mesh()),
+        expected_meta=checkpoints.model_meta(config, 5))
 
 
 def test_old_single_item_checkpoint_is_refused_with_one_line(variables, tmp_path):
   config, saved = variables
   directory = tmp_path / "old" / "checkpoints"
   old = ocp.CheckpointManager(str(directory))  # the layout of ltr_jax before the model / opt_state items
-  old.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave({**saved, "step": np.int32(3)}),
-                                      meta=ocp.args.JsonSave(checkpoints.model_meta(config, 10))))
+  old.save(
+      3, args=ocp.args.Composite(state=ocp.args.StandardSave({**saved, "step": np.int32(3)}),
+                                 meta=ocp.args.JsonSave(checkpoints.model_meta(config, 10))))
   old.wait_until_finished()
   with pytest.raises(CheckpointError, match="single-item checkpoint of an older ltr_jax"):
     checkpoints.Manager(str(directory), read_only=True).read_meta()
-  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py",
-                        f"--workdir={tmp_path / 'old'}", "--mode=evaluate"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
+  out = subprocess.run([
+      sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", f"--workdir={tmp_path / 'old'}",
+      "--mode=evaluate"
+  ], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and "single-item checkpoint of an older ltr_jax" in lines[0], out.stderr[-2000:]
@@ -61,7 +64,8 @@ def test_old_single_item_checkpoint_is_refused_with_one_line(variables, tmp_path
 def _damage(item_dir, how):
   """Damages the data of a checkpoint item in place: 'garbage' overwrites its largest data file with random bytes
   (a failing disk); a path replaces its data files by those of another well-formed item (a mixed-up copy)."""
-  files = sorted((p for p in item_dir.rglob("*") if p.is_file() and p.parent.name == "d"), key=lambda p: p.stat().st_size)
+  files = sorted((p for p in item_dir.rglob("*") if p.is_file() and p.parent.name == "d"),
+                 key=lambda p: p.stat().st_size)
   if how == "garbage":
     files[-1].write_bytes(np.random.default_rng(0).integers(0, 256, files[-1].stat().st_size, np.uint8).tobytes())
     return

@@ -10,7 +10,6 @@ from ltr_jax import ops
 from ltr_jax.stage2 import classifiers
 from ltr_jax.errors import ConfigError, DataError
 
-
 BLOCK = ops.TOP1_BLOCK
 
 
@@ -113,7 +112,7 @@ def test_tau_sweep_equals_direct_per_tau(as_jax, c):
   z64, W64 = z.astype(np.float64), W.astype(np.float64)
   clear_rows = 0
   for tau, predictions in zip(taus, sweep):
-    scale = np.linalg.norm(W64, axis=0) ** -tau
+    scale = np.linalg.norm(W64, axis=0)**-tau
     logits = (z64 @ W64) * scale
     tolerance = 2 * ((d + 8) * eps * (np.abs(z64) @ np.abs(W64)) * scale).max(axis=1)
     best = logits.max(axis=1)
@@ -156,11 +155,10 @@ def test_ncm_centroids_and_logits_match_numpy():
   query = rng.standard_normal((9, 8)).astype(np.float32)
   q = query - train.mean(0)
   q /= np.linalg.norm(q, axis=1, keepdims=True)
-  euclid = -((q[:, None] - expected[None]) ** 2).sum(-1)
+  euclid = -((q[:, None] - expected[None])**2).sum(-1)
   cosine = q @ expected.T / np.linalg.norm(expected, axis=1)
   np.testing.assert_allclose(np.asarray(classifiers.ncm_logits(query, centroids, mean)), euclid, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(classifiers.ncm_logits(query, centroids, mean, "cosine")), cosine,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(classifiers.ncm_logits(query, centroids, mean, "cosine")), cosine, atol=1e-5)
 
 
 def test_ncm_empty_class_and_bad_metric():
@@ -173,11 +171,11 @@ def test_ncm_empty_class_and_bad_metric():
 
 def test_lws_with_unit_scales_is_joint():
   z, W, b = _head()
-  np.testing.assert_allclose(np.asarray(classifiers.lws_logits(z, W, b, jnp.ones(W.shape[1]))), z @ W + b,
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(classifiers.lws_logits(z, W, b, jnp.ones(W.shape[1]))), z @ W + b, rtol=1e-5,
+                             atol=1e-5)
   scales = np.linspace(0.5, 2.0, W.shape[1]).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(classifiers.lws_logits(z, W, b, scales)), scales * (z @ W + b),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(classifiers.lws_logits(z, W, b, scales)), scales * (z @ W + b), rtol=1e-5,
+                             atol=1e-5)
 
 
 def test_logit_adjust_numbers():
@@ -201,9 +199,8 @@ def test_linear_ncm_and_logit_adjust_predictions_equal_argmax_of_their_logits():
   train = np.random.default_rng(3).standard_normal((600, 16)).astype(np.float32)
   centroids, mean = classifiers.ncm_centroids(train, labels, 300)
   for metric in classifiers.NCM_METRICS:
-    np.testing.assert_array_equal(
-        np.asarray(classifiers.ncm_predictions(z, centroids, mean, metric, chunk_size=64)),
-        np.argmax(np.asarray(classifiers.ncm_logits(z, centroids, mean, metric)), axis=1))
+    np.testing.assert_array_equal(np.asarray(classifiers.ncm_predictions(z, centroids, mean, metric, chunk_size=64)),
+                                  np.argmax(np.asarray(classifiers.ncm_logits(z, centroids, mean, metric)), axis=1))
   prior = np.random.default_rng(4).dirichlet(np.ones(300)).astype(np.float32)
   taus = np.linspace(0, 2, 5)
   sweep = np.asarray(classifiers.logit_adjust_sweep_predictions(z, W, b, prior, taus, chunk_size=64))

@@ -33,17 +33,21 @@ from ltr_jax.errors import DataError
 from ltr_jax.stage2 import registry, run as stage2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if os.path.basename(path) not in ("__init__.py", "base.py"))
+CONFIGS = sorted(
+    os.path.basename(path)[:-3]
+    for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+    if os.path.basename(path) not in ("__init__.py", "base.py"))
 
 # model of a config -> model run here instead. Stage 1 + stage 2 of this test with the real model took 60 s
 # (inat_r50, ResNet-50) and 90-100 s (inat_r101) on 2 busy CPU cores, nearly all of it XLA compilation;
 # ResNet-152 and ResNeXt take longer still, and ResNet-32's 15 blocks about 10 s per config. ResNet-10 has the same
 # stem, four stages and head as the ImageNet models; resnet_mini a 3x3 stem and three stages like the CIFAR ones.
 # The real architectures are covered by tests/test_models.py (parameter counts, PyTorch twins).
-SMALLER_MODEL = {**{name: "resnet10" for name in ("resnet50", "resnet101", "resnet152", "resnext50_32x4d",
-                                                  "resnext101_32x4d", "resnext152_32x4d")},
-                 "resnet32": "resnet_mini", "resnet34_cifar": "resnet_mini"}
+SMALLER_MODEL = {
+    **{
+        name: "resnet10" for name in ("resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x4d", "resnext152_32x4d")
+    }, "resnet32": "resnet_mini", "resnet34_cifar": "resnet_mini"
+}
 
 NUM_CLASSES = 4
 TRAIN_COUNTS = (8, 5, 3, 2)  # 18 images: 2 steps of batch 8 (an epoch drops its last partial batch)
@@ -80,11 +84,12 @@ def _list_dataset(data, tmp):
 def _inat_json(path, paths, labels, num_classes=NUM_CLASSES):
   """The official iNaturalist 2018 layout: images, annotations (ids unrelated to positions), categories."""
   content = {
-      "info": {"year": 2018}, "licenses": [],
-      "images": [{"id": 1000 + 7 * i, "file_name": p, "width": 24, "height": 20, "license": 0}
-                 for i, p in enumerate(paths)],
-      "annotations": [{"id": i, "image_id": 1000 + 7 * i, "category_id": label}
-                      for i, label in reversed(list(enumerate(labels)))],
+      "info": {"year": 2018},
+      "licenses": [],
+      "images":
+          [{"id": 1000 + 7 * i, "file_name": p, "width": 24, "height": 20, "license": 0} for i, p in enumerate(paths)],
+      "annotations":
+          [{"id": i, "image_id": 1000 + 7 * i, "category_id": label} for i, label in reversed(list(enumerate(labels)))],
       "categories": [{"id": c, "name": f"species {c}", "supercategory": "Plantae"} for c in range(num_classes)],
   }
   with open(path, "w") as f:
@@ -226,8 +231,7 @@ def test_config_runs_both_stages(names, tmp_path):
       trained, initial = getattr(state, tree)["backbone"], init[tree]["backbone"]
       assert trained.keys() == initial.keys()
       for part in trained:
-        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained[part]),
-                                                        jax.tree.leaves(initial[part])))
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained[part]), jax.tree.leaves(initial[part])))
         assert same == (bool(config.train.frozen) and part != last), (tree, part)
 
 
@@ -258,8 +262,11 @@ def test_every_kind_reads_its_tiny_dataset(kind, tmp_path):
       np.testing.assert_array_equal(copy.labels, source.labels)
   sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, "class", seed=0, num_epochs=1)
   transform = transforms.train_transform(config.data.train_transform, 32, config.data.color_jitter)
-  batches = [next(pipeline.train_batches(splits.train, sampler, transform, global_batch=4, start_step=0, num_steps=1,
-                                         seed=0, num_workers=workers)) for workers in (0, 1)]
+  batches = [
+      next(
+          pipeline.train_batches(splits.train, sampler, transform, global_batch=4, start_step=0, num_steps=1, seed=0,
+                                 num_workers=workers)) for workers in (0, 1)
+  ]
   for key in ("image", "label"):
     np.testing.assert_array_equal(batches[0][key], batches[1][key])
 
@@ -302,21 +309,24 @@ def _malformed(tmp_path, content):
     ("{", r"bad\.json: not a JSON file"),
     ({"images": []}, r"bad\.json: no top-level list 'annotations'"),
     ({"images": [{"id": 1}], "annotations": []}, r"bad\.json: images\[0\] has no 'file_name'"),
-    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1}]},
-     r"bad\.json: annotations\[0\] has no 'category_id'"),
-    ({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
-      "annotations": [{"image_id": 1, "category_id": 0}]},
-     r"bad\.json: 1 image\(s\) without annotation, e\.g\. image id 2"),
-    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 9, "category_id": 0}]},
-     r"bad\.json: annotations\[0\] names image id 9, which is not in 'images'"),
-    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": "0"}]},
-     r"bad\.json: annotations\[0\] has category_id '0', not an integer"),
-    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 0},
-                                                                  {"image_id": 1, "category_id": 1}]},
-     r"bad\.json: image id 1 is annotated with categories 0 and 1"),
-    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 3}],
-      "categories": [{"id": 0}, {"id": 1}]},
-     r"bad\.json: image id 1 has category_id 3 outside \[0, 2\)"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1}]
+     }, r"bad\.json: annotations\[0\] has no 'category_id'"),
+    ({
+        "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+        "annotations": [{"image_id": 1, "category_id": 0}]
+    }, r"bad\.json: 1 image\(s\) without annotation, e\.g\. image id 2"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 9, "category_id": 0}]
+     }, r"bad\.json: annotations\[0\] names image id 9, which is not in 'images'"),
+    ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": "0"}]
+     }, r"bad\.json: annotations\[0\] has category_id '0', not an integer"),
+    ({
+        "images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 0},
+                                                                     {"image_id": 1, "category_id": 1}]
+    }, r"bad\.json: image id 1 is annotated with categories 0 and 1"),
+    ({
+        "images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 1, "category_id": 3}],
+        "categories": [{"id": 0}, {"id": 1}]
+    }, r"bad\.json: image id 1 has category_id 3 outside \[0, 2\)"),
 ])
 def test_malformed_inat_json(tmp_path, content, message):
   with pytest.raises(DataError, match=message):
@@ -333,9 +343,10 @@ def _depth(name: str) -> int:
   if name == "base":
     return 0
   tree = ast.parse(open(os.path.join(ROOT, "configs", f"{name}.py")).read())
-  built_on = {node.func.value.id for node in ast.walk(tree) if isinstance(node, ast.Call) and
-              isinstance(node.func, ast.Attribute) and node.func.attr == "get_config" and
-              isinstance(node.func.value, ast.Name)}
+  built_on = {
+      node.func.value.id for node in ast.walk(tree) if isinstance(node, ast.Call) and
+      isinstance(node.func, ast.Attribute) and node.func.attr == "get_config" and isinstance(node.func.value, ast.Name)
+  }
   assert built_on, f"configs/{name}.py builds on no config"
   return 1 + max(_depth(other) for other in built_on)
 

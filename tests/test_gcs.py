@@ -19,9 +19,11 @@ from gcs_emulator import CLIENT_ENV, Emulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The quickstart at 200 -> 2 images per class, 3 steps of 128 per epoch, 6 epochs.
-SMALL = ["--config.data.n_max=200", "--config.data.val_per_class=20", "--config.train.epochs=6",
-         "--config.train.log_every_steps=3", "--config.stage2.methods=('joint','ncm','crt','crt_cached','tau_norm')",
-         "--config.stage2.crt.epochs=1", "--config.stage2.crt_cached.epochs=1"]
+SMALL = [
+    "--config.data.n_max=200", "--config.data.val_per_class=20", "--config.train.epochs=6",
+    "--config.train.log_every_steps=3", "--config.stage2.methods=('joint','ncm','crt','crt_cached','tau_norm')",
+    "--config.stage2.crt.epochs=1", "--config.stage2.crt_cached.epochs=1"
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +35,12 @@ def emulator():
 
 def _main(workdir: str, cwd, env: dict, *args: str, wait: bool = True):
   """python -m ltr_jax.main on the quickstart config in `cwd`, with `env` added to the environment."""
-  command = [sys.executable, "-m", "ltr_jax.main", f"--config={ROOT}/configs/quickstart.py", f"--workdir={workdir}",
-             *SMALL, *args]
-  process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, "PYTHONPATH": ROOT},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  command = [
+      sys.executable, "-m", "ltr_jax.main", f"--config={ROOT}/configs/quickstart.py", f"--workdir={workdir}", *SMALL,
+      *args
+  ]
+  process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
   if not wait:
     return process
   output, _ = process.communicate(timeout=600)
@@ -58,8 +62,8 @@ def test_a_gs_workdir_holds_every_artefact_and_nothing_is_written_locally(emulat
   # Stage 1, killed (SIGKILL) once its first checkpoint is in the bucket, then resumed to its end.
   first = _main(workdir, cwd, env, "--mode=train", wait=False)
   deadline = time.time() + 300
-  while not any(re.fullmatch(r"quickstart/checkpoints/\d+/_CHECKPOINT_METADATA", name)
-                for name in emulator.objects(bucket)):
+  while not any(
+      re.fullmatch(r"quickstart/checkpoints/\d+/_CHECKPOINT_METADATA", name) for name in emulator.objects(bucket)):
     assert first.poll() is None, first.communicate()[0][-3000:]
     assert time.time() < deadline, "no checkpoint in the bucket after 300 s"
     time.sleep(0.2)
@@ -72,10 +76,12 @@ def test_a_gs_workdir_holds_every_artefact_and_nothing_is_written_locally(emulat
   names = set(emulator.objects(bucket))
   steps = {int(m.group(1)) for name in names if (m := re.fullmatch(r"quickstart/checkpoints/(\d+)/.*", name))}
   assert len(steps) == 2 and max(steps) % 6 == 0, steps  # the last two epochs' checkpoints (6 epochs)
-  expected = ["metrics.jsonl", "results.json", "results.md", "evaluate.json", "weight_norms.png", "tau_curves.png",
-              "per_class_accuracy.png", "sampling_weights.png", "reliability.png",
-              *(f"features/{split}.npy{suffix}" for split in ("train", "val", "test") for suffix in ("", ".fingerprint")),
-              "stage2/crt/metrics.jsonl", "stage2/crt/features/test.npy"]
+  expected = [
+      "metrics.jsonl", "results.json", "results.md", "evaluate.json", "weight_norms.png", "tau_curves.png",
+      "per_class_accuracy.png", "sampling_weights.png", "reliability.png",
+      *(f"features/{split}.npy{suffix}" for split in ("train", "val", "test") for suffix in ("", ".fingerprint")),
+      "stage2/crt/metrics.jsonl", "stage2/crt/features/test.npy"
+  ]
   for name in expected:
     assert f"quickstart/{name}" in names, (name, sorted(names))
   assert any(name.startswith("quickstart/tensorboard/events.out.tfevents") for name in names)
@@ -102,9 +108,10 @@ def test_a_gs_workdir_holds_every_artefact_and_nothing_is_written_locally(emulat
           "b = checkpoints.load_backbone(config, sys.argv[2], (28, 28, 1), mesh)\n"
           "print(max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in\n"
           "          zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)))\n")
-  out = subprocess.run([sys.executable, "-c", "import sys\n" + code, f"{workdir}/checkpoints", str(local / "checkpoints")],
-                       cwd=cwd, env={**os.environ, **env, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-                       timeout=300)
+  out = subprocess.run(
+      [sys.executable, "-c", "import sys\n" + code, f"{workdir}/checkpoints",
+       str(local / "checkpoints")], cwd=cwd, env={**os.environ, **env, "PYTHONPATH": ROOT}, capture_output=True,
+      text=True, timeout=300)
   assert out.returncode == 0 and float(out.stdout.strip().splitlines()[-1]) == 0.0, out.stderr[-3000:]
 
 
@@ -119,10 +126,11 @@ def test_a_missing_bucket_stops_in_one_line_before_any_step(emulator, tmp_path):
   assert list(cwd.iterdir()) == []
 
 
-@pytest.mark.parametrize("bucket, problem", [
-    ("hb", "2 characters, where 3 to 63 are allowed"),
-    ("My_Runs", "only lowercase letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"),
-    ("google-runs", "begins with 'goog' or contains 'google'")])
+@pytest.mark.parametrize(
+    "bucket, problem",
+    [("hb", "2 characters, where 3 to 63 are allowed"),
+     ("My_Runs", "only lowercase letters, digits, '-', '_' and '.', beginning and ending with a letter or digit"),
+     ("google-runs", "begins with 'goog' or contains 'google'")])
 def test_a_bucket_name_that_gcs_forbids_stops_in_one_line_before_any_step(tmp_path, bucket, problem):
   """Checked by its name, without any request: the run would otherwise train until its first checkpoint."""
   cwd = tmp_path / "cwd"
@@ -130,8 +138,10 @@ def test_a_bucket_name_that_gcs_forbids_stops_in_one_line_before_any_step(tmp_pa
   process = _main(f"gs://{bucket}/run", cwd, CLIENT_ENV, wait=False)
   output, _ = process.communicate(timeout=120)
   assert process.returncode == 1
-  assert output.strip().splitlines() == [f"error: --workdir=gs://{bucket}/run: {bucket!r} is not a Cloud Storage "
-                                         f"bucket name ({problem})"], output[-2000:]
+  assert output.strip().splitlines() == [
+      f"error: --workdir=gs://{bucket}/run: {bucket!r} is not a Cloud Storage "
+      f"bucket name ({problem})"
+  ], output[-2000:]
   assert list(cwd.iterdir()) == []
 
 

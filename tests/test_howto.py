@@ -41,15 +41,17 @@ def _changed(a: str, b: str) -> list[str]:
 
 def test_a_new_stage2_method_following_the_readme(tmp_path):
   blocks = _readme_blocks()
-  assert [path for path, _, _ in blocks] == ["ltr_jax/stage2/on_features.py", "ltr_jax/stage2/registry.py",
-                                             "configs/base.py"]
+  assert [path for path, _, _ in blocks
+         ] == ["ltr_jax/stage2/on_features.py", "ltr_jax/stage2/registry.py", "configs/base.py"]
   copy = tmp_path / "repo"
   for folder in ("ltr_jax", "configs", "tests"):
     shutil.copytree(os.path.join(ROOT, folder), copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
   for block in blocks:
     _apply(str(copy), *block)
-  changed = sorted(os.path.relpath(p, ROOT) for folder in ("ltr_jax", "configs", "tests")
-                   for p in _changed(os.path.join(ROOT, folder), str(copy / folder)))
+  changed = sorted(
+      os.path.relpath(p, ROOT)
+      for folder in ("ltr_jax", "configs", "tests")
+      for p in _changed(os.path.join(ROOT, folder), str(copy / folder)))
   assert changed == ["configs/base.py", "ltr_jax/stage2/on_features.py", "ltr_jax/stage2/registry.py"]
   env = {**os.environ, "PYTHONPATH": str(copy)}
   out = subprocess.run([sys.executable, str(copy / "tests" / "howto_script.py")], cwd=copy, env=env,
@@ -59,7 +61,8 @@ def test_a_new_stage2_method_following_the_readme(tmp_path):
   assert result["module"] == os.path.join(str(copy), "ltr_jax", "stage2", "on_features.py")
   assert result["refused"] == [
       "config key stage2.prior_shift.strength = -1.0: out of range; it must be a finite number >= 0",
-      "config key stage2.prior_shift.tau: a method of type 'prior_shift' does not read it; it reads strength"]
+      "config key stage2.prior_shift.tau: a method of type 'prior_shift' does not read it; it reads strength"
+  ]
   entry, joint = result["entry"], result["joint"]
   assert entry["label"] == "Prior shift" and entry["paper"] is False and entry["runs_on"] == "features"
   assert entry["hyper"]["strength"] == 1.0

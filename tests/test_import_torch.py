@@ -89,8 +89,9 @@ def test_unexpected_key():
 def test_wrong_shape():
   state = _build_torch_model("resnet_mini").state_dict()
   state["layer1.0.conv2.weight"] = torch.zeros(16, 16, 5, 5)
-  with pytest.raises(CheckpointError, match=r"'layer1\.0\.conv2\.weight' has shape \(16, 16, 5, 5\), but the "
-                     r"model expects \(16, 16, 3, 3\)"):
+  with pytest.raises(
+      CheckpointError, match=r"'layer1\.0\.conv2\.weight' has shape \(16, 16, 5, 5\), but the "
+      r"model expects \(16, 16, 3, 3\)"):
     import_torch.torch_state_dict_to_variables(state, create_model("resnet_mini", 10), (28, 28, 1))
 
 
@@ -99,8 +100,11 @@ def _save_reference(net, path) -> None:
   state = net.state_dict()
   feat = {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}
   classifier = {f"module.{k}": v for k, v in state.items() if k.startswith("fc.")}
-  torch.save({"epoch": 3, "best_epoch": 2, "best_acc": 0.5, "centroids": None,
-              "state_dict_best": {"feat_model": feat, "classifier": classifier}}, path)
+  torch.save(
+      {
+          "epoch": 3, "best_epoch": 2, "best_acc": 0.5, "centroids": None,
+          "state_dict_best": {"feat_model": feat, "classifier": classifier}
+      }, path)
 
 
 def test_reference_checkpoint_round_trip(tmp_path):
@@ -156,8 +160,10 @@ def test_cli_torchvision_without_head(tmp_path):
   with pytest.raises(ConfigError, match="config key data.num_classes"):
     import_torch.import_checkpoint(str(path), config, str(tmp_path / "work"), "torchvision", head=False)
 
-  cmd = [sys.executable, "-m", "ltr_jax.import_torch", "--config=configs/quickstart.py", f"--checkpoint={path}",
-         f"--workdir={tmp_path / 'work'}", "--kind=torchvision", "--no_head", "--config.data.num_classes=10"]
+  cmd = [
+      sys.executable, "-m", "ltr_jax.import_torch", "--config=configs/quickstart.py", f"--checkpoint={path}",
+      f"--workdir={tmp_path / 'work'}", "--kind=torchvision", "--no_head", "--config.data.num_classes=10"
+  ]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   model = models.from_config(config.model, 10)
@@ -184,7 +190,7 @@ def _trained_twin():
   torch.manual_seed(0)
   for batch in torch.randperm(6000).view(-1, 100):
     loss = torch.nn.functional.cross_entropy(net(to_input(train.images[batch.numpy()])),
-                                            torch.from_numpy(train.labels[batch.numpy()]))
+                                             torch.from_numpy(train.labels[batch.numpy()]))
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -200,8 +206,10 @@ def test_import_then_decouple_then_evaluate_with_a_last_block_config(tmp_path):
   net, torch_accuracy = _trained_twin()
   assert torch_accuracy > 60.0
   torch.save(net.state_dict(), tmp_path / "mini.pth")
-  common = ["--config=configs/quickstart.py", f"--workdir={tmp_path / 'W'}",
-            "--config.train.frozen=('backbone/(?!{last_stage}/).*',)"]
+  common = [
+      "--config=configs/quickstart.py", f"--workdir={tmp_path / 'W'}",
+      "--config.train.frozen=('backbone/(?!{last_stage}/).*',)"
+  ]
   steps = [("ltr_jax.import_torch", "--kind=torchvision", f"--checkpoint={tmp_path / 'mini.pth'}"),
            ("ltr_jax.main", "--mode=decouple", "--config.stage2.methods=('joint','ncm')"),
            ("ltr_jax.main", "--mode=evaluate")]

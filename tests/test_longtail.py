@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ltr_jax.data.longtail import (Subset, balanced_holdout, exponential_profile, group_of_classes,
-                                   longtail_indices, subset_from_list_file)
+from ltr_jax.data.longtail import (Subset, balanced_holdout, exponential_profile, group_of_classes, longtail_indices,
+                                   subset_from_list_file)
 from ltr_jax.data.sources import ListFileSource, class_counts, fashion_mnist
 from ltr_jax.errors import DataError
 
@@ -90,15 +90,14 @@ def test_subset_from_list_file(tmp_path, list_file_dataset):
 def test_group_of_classes_boundaries():
   groups = group_of_classes(np.array([1000, 101, 100, 50, 20, 19, 0]))
   assert groups.tolist() == ["many", "many", "medium", "medium", "medium", "few", "few"]
-  assert group_of_classes(np.array([10, 5, 4]), many_threshold=5, few_threshold=5).tolist() == [
-      "many", "medium", "few"]
+  assert group_of_classes(np.array([10, 5, 4]), many_threshold=5, few_threshold=5).tolist() == ["many", "medium", "few"]
 
 
 def _ldam_counts(images_per_class: int, cls_num: int, imb_factor: float) -> list[int]:
   """kaidic/LDAM-DRW imbalance_cifar.py get_img_num_per_cls (exp profile) at 2536330, lines 18-23: img_max =
   len(self.data) / cls_num; num = img_max * (imb_factor ** (cls_idx / (cls_num - 1.0))); int(num)."""
   img_max = images_per_class * cls_num / cls_num
-  return [int(img_max * (imb_factor ** (cls_idx / (cls_num - 1.0)))) for cls_idx in range(cls_num)]
+  return [int(img_max * (imb_factor**(cls_idx / (cls_num - 1.0)))) for cls_idx in range(cls_num)]
 
 
 @pytest.mark.parametrize("config_name, cls_num", [("cifar10_lt_r32", 10), ("cifar100_lt_r32", 100)])

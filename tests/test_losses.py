@@ -21,8 +21,7 @@ def _model_logits(head: str) -> np.ndarray:
   config = quickstart.get_config()
   spec = models.HeadSpec("cosine", S, bias=False) if head == "cosine" else models.HeadSpec()
   model = models.create_model("resnet_mini", C, head_spec=spec)
-  images = models.normalize(sources.fashion_mnist("train").images[:B], config.data.mean, config.data.std,
-                            jnp.float32)
+  images = models.normalize(sources.fashion_mnist("train").images[:B], config.data.mean, config.data.std, jnp.float32)
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
   return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(variables, images))
 
@@ -44,17 +43,17 @@ def ce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def focal(z: np.ndarray, y: np.ndarray, gamma: float) -> np.ndarray:
   p = np.exp(log_softmax(z))[np.arange(len(y)), y]
-  return (1 - p) ** gamma * -np.log(p)
+  return (1 - p)**gamma * -np.log(p)
 
 
 def cb_weights(beta: float) -> np.ndarray:
-  w = (1 - beta) / (1 - beta ** COUNTS.astype(np.float64))
+  w = (1 - beta) / (1 - beta**COUNTS.astype(np.float64))
   return w / w.sum() * C
 
 
 def ldam_logits(cosines: np.ndarray, y: np.ndarray) -> np.ndarray:
   """s (cos_j - Delta_y 1[j = y]) (Cao et al., eq. 5)."""
-  delta = COUNTS.astype(np.float64) ** -0.25
+  delta = COUNTS.astype(np.float64)**-0.25
   delta *= 0.5 / delta.max()
   z = cosines.astype(np.float64).copy()
   z[np.arange(len(y)), y] -= delta[y]
@@ -125,8 +124,10 @@ def test_losses_hyper_parameters_reach_the_formulas():
 def test_losses_focal_with_gamma_0_is_ce_and_has_finite_gradients_when_certain():
   assert run("focal", focal_gamma=0.0) == pytest.approx(run("ce"), rel=1e-6)
   certain = jnp.asarray(np.eye(C, dtype=np.float32)[LABELS] * 200)  # p_y rounds to 1
-  grads = jax.jit(lambda z: [jax.grad(losses.get_loss("focal", COUNTS, STEPS_PER_EPOCH, losses.LossHyper(focal_gamma=gamma)))(
-      z, jnp.asarray(LABELS), 0) for gamma in (0.0, 0.5)])(certain)
+  grads = jax.jit(lambda z: [
+      jax.grad(losses.get_loss("focal", COUNTS, STEPS_PER_EPOCH, losses.LossHyper(focal_gamma=gamma)))
+      (z, jnp.asarray(LABELS), 0) for gamma in (0.0, 0.5)
+  ])(certain)
   assert all(np.isfinite(g).all() for g in grads)
 
 
@@ -139,13 +140,13 @@ def test_losses_ldam_drw_switches_to_class_balanced_weights_at_the_drw_epoch():
     hyper = {} if drw_epoch is None else {"drw_epoch": drw_epoch}
     loss = jax.jit(losses.get_loss("ldam_drw", COUNTS, STEPS_PER_EPOCH, losses.LossHyper(**hyper), S))
     for step, expected in ((0, per_example.mean()), (switch - 1, per_example.mean()), (switch, reweighted)):
-      np.testing.assert_allclose(loss(cosine_logits, jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)),
-                                 expected, rtol=1e-5)
+      np.testing.assert_allclose(loss(cosine_logits, jnp.asarray(LABELS), jnp.asarray(step, jnp.int32)), expected,
+                                 rtol=1e-5)
 
 
 def test_losses_class_balanced_weights_by_hand():
   beta = 0.9
-  raw = np.array([(1 - beta) / (1 - beta ** 1), (1 - beta) / (1 - beta ** 2), (1 - beta) / (1 - beta ** 4)])
+  raw = np.array([(1 - beta) / (1 - beta**1), (1 - beta) / (1 - beta**2), (1 - beta) / (1 - beta**4)])
   np.testing.assert_allclose(raw, [1.0, 1 / 1.9, 0.1 / 0.3439])
   w = losses.class_balanced_weights(np.array([1, 2, 4]), beta)
   np.testing.assert_allclose(w, raw / raw.sum() * 3)

@@ -51,7 +51,8 @@ def test_frozen_parameters_and_statistics_stay_bit_identical(setup):
       for a, b in zip(_leaves(after, tree, part), _leaves(before, tree, part), strict=True):
         np.testing.assert_array_equal(a, b, err_msg=(tree, part))
   for tree in ("params", "batch_stats"):  # the last block trains, BatchNorm statistics included
-    assert not any(np.array_equal(a, b) for a, b in zip(_leaves(after, tree, "stage3"), _leaves(before, tree, "stage3")))
+    assert not any(
+        np.array_equal(a, b) for a, b in zip(_leaves(after, tree, "stage3"), _leaves(before, tree, "stage3")))
   assert not np.array_equal(after["params"]["head"]["kernel"], before["params"]["head"]["kernel"])
 
 
@@ -97,7 +98,7 @@ def test_patterns_that_match_nothing_are_refused(setup):
   trees = (variables["params"], variables["batch_stats"])
   masks.check_patterns(masks.resolve(LAST_BLOCK, "stage3"), trees, "train.frozen")
   with pytest.raises(ConfigError, match=r"config key train.frozen: pattern 'backbone/stage4/\.\*' matches no "
-                                        r"parameter"):
+                     r"parameter"):
     masks.check_patterns(("backbone/stage4/.*",), trees, "train.frozen")
   with pytest.raises(ConfigError, match=r"config key train.lr_mults: '\(' is not a regular expression"):
     masks.check_patterns(("(",), trees, "train.lr_mults")
@@ -115,8 +116,14 @@ def test_a_constraint_projects_after_every_step_or_every_epoch(setup):
   recipe.update(dict(warmup_epochs=0.0, base_lr=2.0))
   tx = train.make_optimizer(recipe, 100, masks.lr_groups(before["params"], (), ()))
   radius = 0.01
-  project = lambda p: {**p, "head": {**p["head"], "kernel": p["head"]["kernel"] * jnp.minimum(  # noqa: E731
-      1.0, radius / jnp.linalg.norm(p["head"]["kernel"], axis=0))}}
+  project = lambda p: {
+      **p,
+      "head": {
+          **p["head"],
+          "kernel": p["head"]["kernel"] * jnp.minimum(  # noqa: E731
+              1.0, radius / jnp.linalg.norm(p["head"]["kernel"], axis=0))
+      }
+  }
   for every_epoch in (False, True):
     step = train.make_train_step(model, tx, losses.cross_entropy, config.data, mesh,
                                  constraint=train.Constraint(project, every_epoch), steps_per_epoch=2)

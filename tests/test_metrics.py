@@ -45,8 +45,8 @@ def _hand_example():
 
   confidence: .90 .85 .70 .45 .50 .65; prediction: 0 0 1 2 0 2; labels: 0 1 1 0 0 2; correct: 1 0 1 0 1 1.
   """
-  probs = np.array([[0.90, 0.05, 0.05], [0.85, 0.10, 0.05], [0.10, 0.70, 0.20],
-                    [0.25, 0.30, 0.45], [0.50, 0.45, 0.05], [0.20, 0.15, 0.65]])
+  probs = np.array([[0.90, 0.05, 0.05], [0.85, 0.10, 0.05], [0.10, 0.70, 0.20], [0.25, 0.30, 0.45], [0.50, 0.45, 0.05],
+                    [0.20, 0.15, 0.65]])
   # Logits are log-probabilities plus a different constant per row: the softmax is unchanged.
   logits = (np.log(probs) + 3.0 * np.arange(6)[:, None]).astype(np.float32)
   return logits, np.array([0, 1, 1, 0, 0, 2])

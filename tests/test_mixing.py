@@ -34,7 +34,7 @@ def test_mixup_is_one_convex_combination_with_one_permutation(batch):
   # Recover each row's partner x[j] = (x'_i - lam x_i) / (1 - lam) and find it among the batch's images.
   flat = images.reshape(len(images), -1).astype(np.float64)
   partners = (mixed.reshape(len(images), -1) - lam * flat) / (1.0 - lam)
-  distances = ((partners[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
+  distances = ((partners[:, None, :] - flat[None, :, :])**2).sum(-1)
   perm = distances.argmin(axis=1)
   np.testing.assert_allclose(partners, flat[perm], atol=1e-4)  # Every row is lam x_i + (1 - lam) x_perm(i).
   assert sorted(perm.tolist()) == list(range(len(images)))  # One permutation of the batch.
@@ -74,15 +74,17 @@ def test_mixup_loss_is_the_mixed_cross_entropy(batch):
 COUNTS = np.array([500, 200, 50, 10])  # n_1 = 500, n_K = 10: x_j = (n_j - 10) / 490 = 1, 19/49, 4/49, 0.
 
 
-@pytest.mark.parametrize("mapping, expected", [
-    # The paper's (and MiSLAS's code's) formulas, eps_1 = 0.4 (head), eps_K = 0.1 (tail):
-    # concave eps_K + (eps_1 - eps_K) sin(pi (n_y - n_K) / (2 (n_1 - n_K)))
-    ("concave", [0.4, 0.1 + 0.3 * np.sin(np.pi * 190 / 980), 0.1 + 0.3 * np.sin(np.pi * 40 / 980), 0.1]),
-    # linear eps_K + (eps_1 - eps_K) (n_y - n_K) / (n_1 - n_K): 0.1 + 0.3 * 19/49 = 0.21632653...
-    ("linear", [0.4, 0.21632653061224488, 0.12448979591836735, 0.1]),
-    # convex eps_1 + (eps_1 - eps_K) sin(3 pi / 2 + pi (n_y - n_K) / (2 (n_1 - n_K)))
-    ("convex", [0.4 + 0.3 * np.sin(1.5 * np.pi + np.pi * n / 980) for n in (490, 190, 40, 0)]),
-])
+@pytest.mark.parametrize(
+    "mapping, expected",
+    [
+        # The paper's (and MiSLAS's code's) formulas, eps_1 = 0.4 (head), eps_K = 0.1 (tail):
+        # concave eps_K + (eps_1 - eps_K) sin(pi (n_y - n_K) / (2 (n_1 - n_K)))
+        ("concave", [0.4, 0.1 + 0.3 * np.sin(np.pi * 190 / 980), 0.1 + 0.3 * np.sin(np.pi * 40 / 980), 0.1]),
+        # linear eps_K + (eps_1 - eps_K) (n_y - n_K) / (n_1 - n_K): 0.1 + 0.3 * 19/49 = 0.21632653...
+        ("linear", [0.4, 0.21632653061224488, 0.12448979591836735, 0.1]),
+        # convex eps_1 + (eps_1 - eps_K) sin(3 pi / 2 + pi (n_y - n_K) / (2 (n_1 - n_K)))
+        ("convex", [0.4 + 0.3 * np.sin(1.5 * np.pi + np.pi * n / 980) for n in (490, 190, 40, 0)]),
+    ])
 def test_label_aware_smoothing_follows_the_paper(mapping, expected):
   eps = mixing.label_aware_epsilons(COUNTS, eps_head=0.4, eps_tail=0.1, mapping=mapping)
   np.testing.assert_allclose(eps, expected, rtol=1e-12, atol=1e-15)

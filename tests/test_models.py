@@ -75,8 +75,10 @@ def test_param_count_matches_torch_twin(name):
 
 def test_torch_twin_uses_torchvision_keys():
   keys = _torch_models().build_torch_model('resnet50', 10).state_dict().keys()
-  for key in ['conv1.weight', 'bn1.running_var', 'layer1.0.conv1.weight', 'layer1.0.downsample.0.weight',
-              'layer1.0.downsample.1.running_mean', 'layer4.2.bn3.bias', 'fc.weight']:
+  for key in [
+      'conv1.weight', 'bn1.running_var', 'layer1.0.conv1.weight', 'layer1.0.downsample.0.weight',
+      'layer1.0.downsample.1.running_mean', 'layer4.2.bn3.bias', 'fc.weight'
+  ]:
     assert key in keys
 
 
@@ -165,8 +167,7 @@ def test_flax_and_torch_twin_agree(name):
     """backbone/stage1/block0/conv1 -> layer1.0.conv1 (the mapping documented in resnet.py)."""
     if path[0] == 'head':
       return 'fc'
-    names = {'stem_conv': 'conv1', 'stem_bn': 'bn1', 'downsample_conv': 'downsample.0',
-             'downsample_bn': 'downsample.1'}
+    names = {'stem_conv': 'conv1', 'stem_bn': 'bn1', 'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}
     parts = [names.get(p, p.replace('stage', 'layer').replace('block', '')) for p in path[1:]]
     return '.'.join(parts)
 
@@ -185,8 +186,10 @@ def test_flax_and_torch_twin_agree(name):
   model = create_model(name, 10)
   x = rng.normal(size=(3, side, side, channels)).astype(np.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-  variables = {c: jax.tree_util.tree_map_with_path(
-      lambda p, leaf, c=c: convert(c, tuple(k.key for k in p), leaf), tree) for c, tree in variables.items()}
+  variables = {
+      c: jax.tree_util.tree_map_with_path(lambda p, leaf, c=c: convert(c, tuple(k.key for k in p), leaf), tree)
+      for c, tree in variables.items()
+  }
   logits, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   with torch.no_grad():
     expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()

@@ -49,9 +49,9 @@ def trained(tmp_path_factory):
   state = train.train_and_evaluate(config, str(workdir))
   images = sources.fashion_mnist("test").images[TEST_SUBSET]
   model = models.from_config(config.model, 10)
-  logits, features = jax.jit(lambda v, x: model.apply(v, models.normalize(x, config.data.mean, config.data.std,
-                                                                          model.dtype), train=False))(
-      state.variables, images)
+  logits, features = jax.jit(
+      lambda v, x: model.apply(v, models.normalize(x, config.data.mean, config.data.std, model.dtype), train=False))(
+          state.variables, images)
   return workdir, np.asarray(logits), np.asarray(features)
 
 

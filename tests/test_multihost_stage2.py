@@ -21,8 +21,9 @@ from test_multihost_eval import _free_port  # noqa: E402
 
 
 def _start(workdir, devices: int, *distributed) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, SCRIPT, str(workdir), str(devices), *map(str, distributed)], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+      [sys.executable, SCRIPT, str(workdir), str(devices), *map(str, distributed)], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(procs, timeout=300, returncode=0):

@@ -4,8 +4,8 @@ import pytest
 
 from ltr_jax.data import longtail, pipeline, sources
 from ltr_jax.data.sampling import IndexSampler
-from ltr_jax.data.transforms import (Identity, PadCropFlip, RandomResizedCropFlip, ResizeCenterCrop,
-                                     eval_transform, train_transform)
+from ltr_jax.data.transforms import (Identity, PadCropFlip, RandomResizedCropFlip, ResizeCenterCrop, eval_transform,
+                                     train_transform)
 from ltr_jax.errors import ConfigError
 
 
@@ -18,9 +18,10 @@ def fmnist_lt():
 
 def _batches(source, start_step, num_steps, workers=0, process_index=0, process_count=1, seed=3):
   sampler = IndexSampler(source.labels, 10, "sqrt", seed=seed, num_epochs=4)
-  return list(pipeline.train_batches(source, sampler, PadCropFlip(28), global_batch=32, start_step=start_step,
-                                     num_steps=num_steps, seed=seed, process_index=process_index,
-                                     process_count=process_count, num_workers=workers))
+  return list(
+      pipeline.train_batches(source, sampler, PadCropFlip(28), global_batch=32, start_step=start_step,
+                             num_steps=num_steps, seed=seed, process_index=process_index, process_count=process_count,
+                             num_workers=workers))
 
 
 def test_batches_follow_the_sampler(fmnist_lt):
@@ -57,8 +58,7 @@ def test_process_shards_assemble_the_global_batch(fmnist_lt):
   full = _batches(fmnist_lt, 0, 3)
   shards = [_batches(fmnist_lt, 0, 3, process_index=p, process_count=2) for p in range(2)]
   for step in range(3):
-    np.testing.assert_array_equal(np.concatenate([shards[p][step]["image"] for p in range(2)]),
-                                  full[step]["image"])
+    np.testing.assert_array_equal(np.concatenate([shards[p][step]["image"] for p in range(2)]), full[step]["image"])
 
 
 def test_eval_batches_cover_the_split_once_with_padding(fmnist_lt):

@@ -32,8 +32,9 @@ def _list_data(tmp_path, train, test, **overrides):
   for split, records in (("train", train), ("test", test)):
     (tmp_path / f"{split}.txt").write_text("".join(f"{path} {label}\n" for path, label in records))
   data = base.get_config().data
-  data.update(dict(name="tiny", kind="list", list_dir=str(tmp_path), image_root=str(tmp_path / "images"),
-                   train_list="train.txt", test_list="test.txt", **overrides))
+  data.update(
+      dict(name="tiny", kind="list", list_dir=str(tmp_path), image_root=str(tmp_path / "images"),
+           train_list="train.txt", test_list="test.txt", **overrides))
   return data
 
 
@@ -110,27 +111,32 @@ def test_subsets_check_only_their_own_records(tmp_path):
     os.remove(tmp_path / "images" / records[i][0])
   preflight.check(splits)
   os.remove(tmp_path / "images" / records[val_ids[-1]][0])  # class 2's: not in test.txt
-  with pytest.raises(DataError, match=rf"1 of 14 listed images are missing: \S+{records[val_ids[-1]][0]} "
-                                      rf"\(listed at \S+train\.txt:{val_ids[-1] + 1}\)"):
+  with pytest.raises(
+      DataError, match=rf"1 of 14 listed images are missing: \S+{records[val_ids[-1]][0]} "
+      rf"\(listed at \S+train\.txt:{val_ids[-1] + 1}\)"):
     preflight.check(splits)
 
 
 def test_inat_json_missing_image_named_by_image_id(tmp_path):
   records = _write_images(tmp_path / "images", per_class=2, classes=2)
   for split, ids in (("train", (10, 11, 12, 13)), ("test", (20, 21, 22, 23))):
-    content = {"images": [{"id": i, "file_name": path} for i, (path, _) in zip(ids, records)],
-               "annotations": [{"image_id": i, "category_id": label} for i, (_, label) in zip(ids, records)],
-               "categories": [{"id": 0}, {"id": 1}]}
+    content = {
+        "images": [{"id": i, "file_name": path} for i, (path, _) in zip(ids, records)],
+        "annotations": [{"image_id": i, "category_id": label} for i, (_, label) in zip(ids, records)],
+        "categories": [{"id": 0}, {"id": 1}]
+    }
     (tmp_path / f"{split}.json").write_text(json.dumps(content))
   data = base.get_config().data
-  data.update(dict(name="inat", kind="inat_json", list_dir=str(tmp_path), image_root=str(tmp_path / "images"),
-                   train_json="train.json", test_json="test.json"))
+  data.update(
+      dict(name="inat", kind="inat_json", list_dir=str(tmp_path), image_root=str(tmp_path / "images"),
+           train_json="train.json", test_json="test.json"))
   splits = datasets.build_splits(data)
   preflight.check(splits)
   os.remove(tmp_path / "images" / records[2][0])  # image id 12 in train, 22 in test: one file, two sources
-  with pytest.raises(DataError, match=rf"2 of 8 listed images are missing: \S+{records[2][0]} \(listed at "
-                                      rf"\S+train\.json, image id 12\), \S+ \(listed at \S+test\.json, "
-                                      r"image id 22\) "):
+  with pytest.raises(
+      DataError, match=rf"2 of 8 listed images are missing: \S+{records[2][0]} \(listed at "
+      rf"\S+train\.json, image id 12\), \S+ \(listed at \S+test\.json, "
+      r"image id 22\) "):
     preflight.check(splits)
 
 
@@ -154,8 +160,9 @@ def test_fashion_mnist_labels(fashion_mnist_dir):
 def test_fashion_mnist_empty_class(fashion_mnist_dir):
   data = base.get_config().data
   data.update(dict(name="fashion_mnist", kind="fashion_mnist", num_classes=12, image_size=28))
-  with pytest.raises(DataError, match=r"data check of fashion_mnist: 2 of 12 classes have no training image: "
-                                      r"class\(es\) 10, 11$"):
+  with pytest.raises(
+      DataError, match=r"data check of fashion_mnist: 2 of 12 classes have no training image: "
+      r"class\(es\) 10, 11$"):
     preflight.check(datasets.build_splits(data))
 
 
@@ -166,9 +173,10 @@ def test_absent_directory_counts_every_image_in_it(tiny):
     if label == 2:
       os.remove(tmp_path / "images" / path)
   os.rmdir(tmp_path / "images" / "class2")
-  with pytest.raises(DataError, match=r"6 of 18 listed images are missing: \S+class2/img0\.png \(listed at "
-                                      r"\S+train\.txt:9\), .*class2/img3\.png \(listed at \S+train\.txt:12\), "
-                                      r"\S+class2/img4\.png \(listed at \S+test\.txt:5\), \.\.\. "):
+  with pytest.raises(
+      DataError, match=r"6 of 18 listed images are missing: \S+class2/img0\.png \(listed at "
+      r"\S+train\.txt:9\), .*class2/img3\.png \(listed at \S+train\.txt:12\), "
+      r"\S+class2/img4\.png \(listed at \S+test\.txt:5\), \.\.\. "):
     preflight.check(splits)
 
 
@@ -208,8 +216,10 @@ def test_two_hosts_share_the_decoding_and_report_the_same_bad_file(tmp_path):
   args = [sys.executable, script, str(tmp_path / "list.txt"), str(root)]
   subprocess.run([*args, str(tmp_path / "one.json")], check=True, timeout=300, capture_output=True)
   port = _free_port()
-  procs = [subprocess.Popen([*args, str(tmp_path / f"p{p}.json"), f"127.0.0.1:{port}", "2", str(p)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in range(2)]
+  procs = [
+      subprocess.Popen([*args, str(tmp_path / f"p{p}.json"), f"127.0.0.1:{port}", "2",
+                        str(p)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in range(2)
+  ]
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
   one, *two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "p0", "p1"))

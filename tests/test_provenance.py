@@ -35,15 +35,20 @@ from ltr_jax.stage2 import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE = os.path.join(ROOT, "configs", "provenance.csv")
-COLUMNS = ["config", "key", "imbalance_ratio", "value", "source_value", "repository", "commit", "file", "line",
-           "reason"]
+COLUMNS = [
+    "config", "key", "imbalance_ratio", "value", "source_value", "repository", "commit", "file", "line", "reason"
+]
 SOURCES = ("facebookresearch/classifier-balancing", "ShadeAlsha/LTR-weight-balancing", "dvlab-research/MiSLAS",
            "kaidic/LDAM-DRW", "zhmiao/OpenLongTailRecognition-OLTR")
-CONFIGS = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if os.path.basename(path) not in ("__init__.py", "base.py", "quickstart.py"))
+CONFIGS = sorted(
+    os.path.basename(path)[:-3]
+    for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+    if os.path.basename(path) not in ("__init__.py", "base.py", "quickstart.py"))
 # Overrides that say where the data are, or which methods run and at what feature-extraction batch: no source's.
-NOT_FROM_A_SOURCE = {"data.name", "data.kind", "data.tfds_name", "data.train_list", "data.val_list", "data.test_list",
-                     "data.train_json", "data.test_json", "stage2.methods", "stage2.batch_size"}
+NOT_FROM_A_SOURCE = {
+    "data.name", "data.kind", "data.tfds_name", "data.train_list", "data.val_list", "data.test_list", "data.train_json",
+    "data.test_json", "stage2.methods", "stage2.batch_size"
+}
 LINE = re.compile(r"\d+(-\d+)?(;\d+(-\d+)?)*")
 
 with open(TABLE, newline="") as f:
@@ -160,7 +165,8 @@ def test_every_override_of_base_has_a_row(name):
 def test_every_ratio_of_a_per_ratio_table_has_rows(name):
   config = _config(name)
   rows = {(row["key"], float(row["imbalance_ratio"] or config.data.imbalance_ratio))
-          for _, row in ROWS if row["config"] == name}
+          for _, row in ROWS
+          if row["config"] == name}
   missing = [(f"stage2.{method}.{key}", ratio) for method in config.stage2 if method not in schema.STAGE2
              for ratio, values in config.stage2[method].get("per_imbalance_ratio", ())
              for key in values if (f"stage2.{method}.{key}", ratio) not in rows]

@@ -20,10 +20,12 @@ def mixture():
   """Overlapping Gaussian classes with 400..4 training samples (imbalance 100), 50 test samples each."""
   rng = np.random.default_rng(0)
   means = rng.standard_normal((C, D)) * 0.9
-  counts = (400 * 100.0 ** (-np.arange(C) / (C - 1))).astype(int)
+  counts = (400 * 100.0**(-np.arange(C) / (C - 1))).astype(int)
+
   def sample(per_class):
     labels = np.repeat(np.arange(C), per_class)
     return (means[labels] + rng.standard_normal((labels.size, D))).astype(np.float32), labels
+
   train, train_labels = sample(counts)
   test, test_labels = sample(50)
   joint = rebalance.train_crt(train, train_labels, C, sampling="instance", seed=1, **TRAIN)
@@ -84,8 +86,7 @@ def test_wb_keeps_every_class_vector_in_the_maxnorm_ball_and_raises_few_shot(mix
   assert norms0.max() > 2 * radius  # The joint head starts far outside the ball.
   trajectory = []
   W_wb, b_wb = rebalance.train_wb(mixture["train"], mixture["train_labels"], W, b, C, seed=4,
-                                  on_step=lambda p: trajectory.append(np.linalg.norm(np.asarray(p[0]), axis=0)),
-                                  **WB)
+                                  on_step=lambda p: trajectory.append(np.linalg.norm(np.asarray(p[0]), axis=0)), **WB)
   trajectory = np.stack(trajectory)
   assert trajectory.shape == (WB["epochs"] * (len(mixture["train_labels"]) // WB["batch_size"]), C)
   assert (trajectory <= radius * (1 + 1e-6)).all()  # After every step, every class.
@@ -100,7 +101,7 @@ def test_wb_keeps_every_class_vector_in_the_maxnorm_ball_and_raises_few_shot(mix
 def test_wb_first_step_follows_the_class_balanced_formula():
   # Hand-made counts; Cui et al.'s weights with beta = 0.99: (1 - beta) / (1 - beta^n), normalised to sum to C.
   counts = np.array([60, 25, 10, 5])
-  raw = 0.01 / (1 - 0.99 ** counts)  # 0.01 / (0.452844, 0.222179, 0.095618, 0.049010), sum 0.375714
+  raw = 0.01 / (1 - 0.99**counts)  # 0.01 / (0.452844, 0.222179, 0.095618, 0.049010), sum 0.375714
   weights = raw / raw.sum() * 4
   np.testing.assert_allclose(weights, [0.23510, 0.47918, 1.11343, 2.17229], atol=1e-5)
   rng = np.random.default_rng(5)
@@ -109,8 +110,8 @@ def test_wb_first_step_follows_the_class_balanced_formula():
   W0, b0 = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
   # One step on one batch of all N draws (no decay, a radius no column reaches): W1 = W0 - lr * dL/dW with
   # L = mean_b w_{y_b} CE(z_b W0 + b0, y_b), the draws being the sampler's first epoch.
-  W1, b1 = rebalance.train_wb(features, labels, W0, b0, 4, epochs=1, batch_size=labels.size, lr=0.5,
-                              weight_decay=0.0, max_norm=100.0, loss="cb_ce", loss_hyper=losses.LossHyper(cb_beta=0.99), seed=3,
+  W1, b1 = rebalance.train_wb(features, labels, W0, b0, 4, epochs=1, batch_size=labels.size, lr=0.5, weight_decay=0.0,
+                              max_norm=100.0, loss="cb_ce", loss_hyper=losses.LossHyper(cb_beta=0.99), seed=3,
                               progress=False)
   draws = IndexSampler(labels, 4, "instance", seed=3, num_epochs=1).epoch_indices(0)
   z, y = features[draws].astype(np.float64), labels[draws]
@@ -179,7 +180,7 @@ def test_wb_on_features_builds_the_loss_of_every_key_wb_through_the_backbone_rea
 
   def gradient(loss):
     return jax.grad(lambda W, b: loss(z @ W + b, y, 0), argnums=(0, 1))(jnp.asarray(joint.kernel),
-                                                                          jnp.asarray(joint.bias))
+                                                                        jnp.asarray(joint.bias))
 
   head = on_features.wb(feats, joint, config.stage2.wb_cached, config)
   moved = (joint.kernel - head.kernel) / 0.5, (joint.bias - head.bias) / 0.5

@@ -36,7 +36,8 @@ def test_every_entry_runs_a_registered_function_with_the_keys_it_reads():
   # Several entries share one function and differ in config only (the type pattern).
   assert {n for n in entries if config.stage2[n].type == "finetune"} == {
       "crt", "crt_frozen_bn", "lws", "classifier", "last_block_classifier", "backbone_classifier",
-      "backbone_classifier_tenth_lr", "mislas"}
+      "backbone_classifier_tenth_lr", "mislas"
+  }
   # A variant says what it changes; the paper's rows and the later methods as their sources run them are none.
   for name in ("crt", "lws", "tau_norm", "ncm", "wb", "mislas"):
     assert config.stage2[name].variant == "", name
@@ -58,8 +59,10 @@ def _imports(path: str, module: str) -> set[str]:
     for name in names:
       parts = name.split(".")
       found |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
-  modules = {os.path.relpath(p, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
-             for p in glob.glob(os.path.join(PACKAGE, "**", "*.py"), recursive=True)}
+  modules = {
+      os.path.relpath(p, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+      for p in glob.glob(os.path.join(PACKAGE, "**", "*.py"), recursive=True)
+  }
   return {m for m in found if m in modules and m != module and not module.startswith(m + ".")}
 
 

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from ltr_jax.data.sampling import (IndexSampler, STRATEGIES, alias_table, class_probabilities,
-                                   process_positions)
+from ltr_jax.data.sampling import (IndexSampler, STRATEGIES, alias_table, class_probabilities, process_positions)
 from ltr_jax.errors import DataError
 
 COUNTS = np.array([600, 250, 100, 40, 15, 5])
@@ -13,7 +12,7 @@ NUM_EPOCHS = 5
 
 def chi_square(observed: np.ndarray, p: np.ndarray) -> float:
   expected = observed.sum() * p
-  return float(((observed - expected) ** 2 / expected).sum())
+  return float(((observed - expected)**2 / expected).sum())
 
 
 # 99.99% quantile of chi-square with 5 degrees of freedom: a correct sampler fails 1 in 10,000 seeds.
@@ -41,8 +40,10 @@ def test_empirical_class_frequencies_match(strategy):
   sampler = IndexSampler(LABELS, len(COUNTS), strategy, seed=1, num_epochs=NUM_EPOCHS)
   for epoch in (0, 2, NUM_EPOCHS - 1):
     # 200k draws: many epochs of N = 1010 draws each, from the same epoch's probabilities.
-    draws = np.concatenate([IndexSampler(LABELS, len(COUNTS), strategy, seed=s, num_epochs=NUM_EPOCHS)
-                            .epoch_indices(epoch) for s in range(200)])
+    draws = np.concatenate([
+        IndexSampler(LABELS, len(COUNTS), strategy, seed=s, num_epochs=NUM_EPOCHS).epoch_indices(epoch)
+        for s in range(200)
+    ])
     observed = np.bincount(LABELS[draws], minlength=len(COUNTS))
     assert observed.sum() == 200 * len(LABELS)
     assert chi_square(observed, sampler.probabilities(epoch)) < CHI2_LIMIT
@@ -53,8 +54,7 @@ def test_empirical_class_frequencies_match(strategy):
 
 
 def test_instances_within_a_class_are_uniform():
-  draws = np.concatenate([IndexSampler(LABELS, len(COUNTS), "class", seed=s).epoch_indices(0)
-                          for s in range(200)])
+  draws = np.concatenate([IndexSampler(LABELS, len(COUNTS), "class", seed=s).epoch_indices(0) for s in range(200)])
   within = draws[LABELS[draws] == 3]  # class 3 owns 40 images
   observed = np.bincount(within - np.flatnonzero(LABELS == 3)[0], minlength=40)
   assert observed.size == 40
@@ -86,14 +86,17 @@ def test_same_seed_same_indices_and_resume_is_exact():
 
 def test_process_shards_are_disjoint_and_cover_each_batch():
   global_batch, processes, steps = 16, 4, 10
-  shards = [process_positions(np.arange(steps * global_batch // processes), global_batch, p, processes)
-            for p in range(processes)]
+  shards = [
+      process_positions(np.arange(steps * global_batch // processes), global_batch, p, processes)
+      for p in range(processes)
+  ]
   together = np.concatenate(shards)
   np.testing.assert_array_equal(np.sort(together), np.arange(steps * global_batch))
   # Each process's rows of global batch i all lie inside batch i.
   for shard in shards:
-    np.testing.assert_array_equal(shard.reshape(steps, -1) // global_batch, np.arange(steps)[:, None]
-                                  .repeat(global_batch // processes, 1))
+    np.testing.assert_array_equal(
+        shard.reshape(steps, -1) // global_batch,
+        np.arange(steps)[:, None].repeat(global_batch // processes, 1))
 
 
 def test_empty_class_names_the_class():
@@ -127,8 +130,10 @@ def test_progressive_with_one_epoch_is_instance_balanced():
 def test_deferred_resampling_switches_to_class_balanced_at_its_epoch():
   drs = 3
   for epoch, expected in ((0, "instance"), (drs - 1, "instance"), (drs, "class"), (NUM_EPOCHS - 1, "class")):
-    draws = [IndexSampler(LABELS, len(COUNTS), "instance", seed=s, num_epochs=NUM_EPOCHS, drs_epoch=drs)
-             .epoch_indices(epoch) for s in range(200)]
+    draws = [
+        IndexSampler(LABELS, len(COUNTS), "instance", seed=s, num_epochs=NUM_EPOCHS, drs_epoch=drs).epoch_indices(epoch)
+        for s in range(200)
+    ]
     observed = np.bincount(LABELS[np.concatenate(draws)], minlength=len(COUNTS))
     assert chi_square(observed, class_probabilities(COUNTS, expected)) < CHI2_LIMIT, (epoch, expected)
     other = "class" if expected == "instance" else "instance"

@@ -52,20 +52,23 @@ def test_places_lt_trains_every_layer_with_oltr_step_schedule():
   groups = dict(zip(masks.paths(shapes), jax.tree.leaves(masks.lr_groups(shapes, (), config.train.lr_mults))))
   peak = config.train.base_lr * config.train.batch_size / 256
   assert peak == pytest.approx(0.1)
-  assert {path: peak * m for path, m in groups.items() if path.startswith("head/")} == pytest.approx(
-      {"head/kernel": 0.1, "head/bias": 0.1})
+  assert {path: peak * m for path, m in groups.items() if path.startswith("head/")
+         } == pytest.approx({"head/kernel": 0.1, "head/bias": 0.1})
   assert all(peak * m == pytest.approx(0.001) for path, m in groups.items() if path.startswith("backbone/"))
   schedule = schedules.learning_rate_schedule(config.train, 10)
   assert [float(schedule(10 * e)) / peak for e in (0, 9, 10, 19, 20, 29)] == pytest.approx([1, 1, .1, .1, .01, .01])
   # The last stage alone (MiSLAS's convention) is one documented override; BatchNorm of the rest then freezes.
-  assert masks.resolve(("backbone/(?!{last_stage}/).*",), models.last_stage_name(config.model.name)) == (
-      "backbone/(?!stage4/).*",)
+  assert masks.resolve(("backbone/(?!{last_stage}/).*",),
+                       models.last_stage_name(config.model.name)) == ("backbone/(?!stage4/).*",)
 
 
 @pytest.mark.parametrize("module, ratio, expected", [
-    (cifar100_lt_r32_mislas, 100.0, (0.4, 0.1, True, 0.2)), (cifar100_lt_r32_mislas, 50.0, (0.3, 0.0, True, 0.1)),
-    (cifar100_lt_r32_mislas, 10.0, (0.2, 0.0, True, 0.1)), (cifar10_lt_r32_mislas, 100.0, (0.3, 0.0, False, 0.5)),
-    (cifar10_lt_r32_mislas, 50.0, (0.2, 0.0, False, 0.2)), (cifar10_lt_r32_mislas, 10.0, (0.1, 0.0, False, 0.2)),
+    (cifar100_lt_r32_mislas, 100.0, (0.4, 0.1, True, 0.2)),
+    (cifar100_lt_r32_mislas, 50.0, (0.3, 0.0, True, 0.1)),
+    (cifar100_lt_r32_mislas, 10.0, (0.2, 0.0, True, 0.1)),
+    (cifar10_lt_r32_mislas, 100.0, (0.3, 0.0, False, 0.5)),
+    (cifar10_lt_r32_mislas, 50.0, (0.2, 0.0, False, 0.2)),
+    (cifar10_lt_r32_mislas, 10.0, (0.1, 0.0, False, 0.2)),
 ])
 def test_mislas_stage2_values_follow_the_imbalance_ratio(module, ratio, expected):
   """MiSLAS's config/cifar{10,100}/*_imb{001,002,01}_stage2_mislas.yaml: smooth_head, smooth_tail, shift_bn,
@@ -79,9 +82,10 @@ def test_mislas_stage2_values_follow_the_imbalance_ratio(module, ratio, expected
 
 def test_an_imbalance_ratio_without_mislas_values_stops_in_one_line():
   start = time.time()
-  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/cifar100_lt_r32_mislas.py",
-                        "--workdir=/tmp/unused_ir37", "--config.data.imbalance_ratio=37"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run([
+      sys.executable, "-m", "ltr_jax.main", "--config=configs/cifar100_lt_r32_mislas.py", "--workdir=/tmp/unused_ir37",
+      "--config.data.imbalance_ratio=37"
+  ], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert out.returncode == 1 and time.time() - start < 30
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: config key data.imbalance_ratio = 37: stage2.mislas takes "

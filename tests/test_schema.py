@@ -20,8 +20,8 @@ from ltr_jax import schema, validate
 from ltr_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not p.endswith("__init__.py"))
+CONFIGS = sorted(
+    os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py")) if not p.endswith("__init__.py"))
 
 
 def _config(name: str) -> ml_collections.ConfigDict:
@@ -109,13 +109,14 @@ MAIN_FAILURES = [
     ("--config.data.n_max=-1", "config key data.n_max = -1: out of range; it must be an integer >= 0"),
     ("--config.train.warmup_epochs=-1", "config key train.warmup_epochs = -1.0: out of range"),
     ("--config.stage2.tau_norm.taus=(-1.0,)", "config key stage2.tau_norm.taus = (-1.0,): item 0 (-1.0) is out of "
-                                              "range"),
+     "range"),
     ("--config.data.val_per_class=-2", "config key data.val_per_class = -2: out of range"),
     ("--config.stage2.crt.lr=-1", "config key stage2.crt.lr = -1.0: out of range; it must be a finite number > 0"),
-    ("--config.stage2.tau_norm.taus=()", "config key stage2.tau_norm.taus = (): empty; it must be a tuple of at least 1"),
+    ("--config.stage2.tau_norm.taus=()",
+     "config key stage2.tau_norm.taus = (): empty; it must be a tuple of at least 1"),
     ("--config.train.base_lr=nan", "config key train.base_lr = nan: not finite"),
     ("--config.train.sampling=balanced", "config key train.sampling = 'balanced': not one of the choices; it must be "
-                                         "one of 'instance', 'class', 'sqrt', 'progressive'"),
+     "one of 'instance', 'class', 'sqrt', 'progressive'"),
     ("--config.train.warmup_epochs=31", "config key train.warmup_epochs = 31 is longer than train.epochs = 30"),
 ]
 
@@ -124,9 +125,11 @@ def test_main_stops_in_one_line_before_any_step_for_each_kind_of_failure(tmp_pat
   runs = []
   for i, (override, _) in enumerate(MAIN_FAILURES):
     workdir = tmp_path / f"w{i}"
-    runs.append((workdir, subprocess.Popen(
-        [sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", f"--workdir={workdir}", override],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    runs.append(
+        (workdir,
+         subprocess.Popen(
+             [sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", f"--workdir={workdir}", override],
+             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
   for (override, expected), (workdir, process) in zip(MAIN_FAILURES, runs):
     _, stderr = process.communicate(timeout=300)
     lines = stderr.strip().splitlines()
@@ -141,8 +144,9 @@ def test_rules_between_keys_name_the_key_that_is_wrong():
   from ltr_jax.errors import DataError
   config = _config("quickstart")
   config.data.n_max = 7000  # Fashion-MNIST has 6000 training images per class
-  with pytest.raises(DataError, match=r"^config key data.n_max = 7000: class 0 has 6000 available images, 7000 were "
-                                      r"asked \(the long-tailed profile starts at n_max\); lower it$"):
+  with pytest.raises(
+      DataError, match=r"^config key data.n_max = 7000: class 0 has 6000 available images, 7000 were "
+      r"asked \(the long-tailed profile starts at n_max\); lower it$"):
     datasets.build_splits(config.data)
   config = _config("quickstart")
   config.data.val_per_class = 5500  # class 0 keeps 1000 of its 6000 images for training
@@ -150,8 +154,9 @@ def test_rules_between_keys_name_the_key_that_is_wrong():
     datasets.build_splits(config.data)
   config = _config("quickstart")
   config.data.val_per_class = 0
-  with pytest.raises(ConfigError, match=r"^config key stage2.methods: 'tau_norm' chooses a hyper-parameter on a "
-                                        r"validation split, and the config names none: set data.val_per_class"):
+  with pytest.raises(
+      ConfigError, match=r"^config key stage2.methods: 'tau_norm' chooses a hyper-parameter on a "
+      r"validation split, and the config names none: set data.val_per_class"):
     validate.validate(config)
   config = _config("quickstart")
   config.data.few_threshold = 200

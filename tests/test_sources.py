@@ -14,8 +14,8 @@ import pytest
 from ltr_jax.data import convert, pipeline, sources
 from ltr_jax.data.longtail import Subset
 from ltr_jax.data.sampling import IndexSampler
-from ltr_jax.data.sources import (EncodedImage, IdxSource, ListFileSource, TfdsSource, class_counts,
-                                  fashion_mnist, undecoded)
+from ltr_jax.data.sources import (EncodedImage, IdxSource, ListFileSource, TfdsSource, class_counts, fashion_mnist,
+                                  undecoded)
 from ltr_jax.data.transforms import RandomResizedCropFlip
 from ltr_jax.errors import DataError
 
@@ -139,8 +139,10 @@ def test_convert_idx_subset_round_trip(tmp_path, fashion_mnist_dir):
 def test_convert_cli_list_file_round_trip(tmp_path, list_file_dataset):
   d = list_file_dataset
   data_dir = str(tmp_path / "tfds")
-  convert.main(["--name", "tiny", "--data_dir", data_dir, "--split", "train", "--list_file", d["list_file"],
-                "--image_root", d["root"]])
+  convert.main([
+      "--name", "tiny", "--data_dir", data_dir, "--split", "train", "--list_file", d["list_file"], "--image_root",
+      d["root"]
+  ])
   _assert_same_records(TfdsSource("tiny", "train", data_dir=data_dir), ListFileSource(d["list_file"], d["root"]))
 
 
@@ -158,9 +160,12 @@ def test_convert_cli_idx(tmp_path, fashion_mnist_dir):
     data = f.read()
   (small / "labels").write_bytes(data[:4] + (20).to_bytes(4, "big") + data[8:8 + 20])
   data_dir = str(tmp_path / "tfds")
-  out = subprocess.run([sys.executable, "-m", "ltr_jax.data.convert", "--name", "fm20", "--data_dir", data_dir,
-                        "--split", "test", "--idx_images", str(small / "images"), "--idx_labels", str(small / "labels")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = subprocess.run([
+      sys.executable, "-m", "ltr_jax.data.convert", "--name", "fm20", "--data_dir", data_dir, "--split", "test",
+      "--idx_images",
+      str(small / "images"), "--idx_labels",
+      str(small / "labels")
+  ], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip().endswith(os.path.join("fm20", "1.0.0"))
   lines = out.stderr.strip().splitlines()
@@ -182,15 +187,17 @@ def test_tfds_source_unknown_dataset(tmp_path):
   # A folder that looks prepared: TFDS's own error, which lists every dataset it knows, in one line.
   (tmp_path / "no_such_dataset_ltr" / "1.0.0").mkdir(parents=True)
   (tmp_path / "no_such_dataset_ltr" / "1.0.0" / "dataset_info.json").write_text("{}")
-  with pytest.raises(DataError, match=rf"^TFDS dataset 'no_such_dataset_ltr' split 'train' \(data_dir={tmp_path}\): "
-                                      r"[^\n]*not found\.$"):
+  with pytest.raises(
+      DataError, match=rf"^TFDS dataset 'no_such_dataset_ltr' split 'train' \(data_dir={tmp_path}\): "
+      r"[^\n]*not found\.$"):
     TfdsSource("no_such_dataset_ltr", "train", data_dir=str(tmp_path))
 
 
 def test_convert_refuses_a_name_tfds_reads_otherwise(tmp_path, list_file_dataset):
   d = list_file_dataset
-  with pytest.raises(DataError, match=r"dataset name 'MyData' \(--name\): TFDS reads dataset names in snake_case, "
-                                      r"this one as 'my_data'"):
+  with pytest.raises(
+      DataError, match=r"dataset name 'MyData' \(--name\): TFDS reads dataset names in snake_case, "
+      r"this one as 'my_data'"):
     convert.convert({"train": ListFileSource(d["list_file"], d["root"])}, "MyData", str(tmp_path))
 
 
@@ -209,10 +216,11 @@ def test_tfds_dataset_not_prepared_stops_at_once_without_download(tmp_path):
 
 def test_fashion_mnist_without_idx_files_or_tfds_stops_at_once(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, "FASHION_MNIST_DIR", str(tmp_path / "debian"))
-  with pytest.raises(DataError, match=rf"Fashion-MNIST test: no t10k-images-idx3-ubyte\[\.gz\] .* in {tmp_path}, "
-                                      rf"\S+debian \(`apt-get install dataset-fashion-mnist`.*, and TFDS dataset "
-                                      rf"'fashion_mnist' split 'test' is not prepared in {tmp_path}: .*"
-                                      r"data\.download=True"):
+  with pytest.raises(
+      DataError, match=rf"Fashion-MNIST test: no t10k-images-idx3-ubyte\[\.gz\] .* in {tmp_path}, "
+      rf"\S+debian \(`apt-get install dataset-fashion-mnist`.*, and TFDS dataset "
+      rf"'fashion_mnist' split 'test' is not prepared in {tmp_path}: .*"
+      r"data\.download=True"):
     fashion_mnist("test", data_dir=str(tmp_path))
 
 
@@ -220,9 +228,10 @@ def test_main_stops_on_a_tfds_dataset_not_prepared(tmp_path):
   """CIFAR-10-LT's config with an empty TFDS data_dir: one line naming the dataset, where it looked and the command
   that prepares it, in seconds (the config check before it needs no data)."""
   start = time.time()
-  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/cifar10_lt_r32.py",
-                        f"--workdir={tmp_path / 'workdir'}", f"--config.data.data_dir={tmp_path}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  out = subprocess.run([
+      sys.executable, "-m", "ltr_jax.main", "--config=configs/cifar10_lt_r32.py", f"--workdir={tmp_path / 'workdir'}",
+      f"--config.data.data_dir={tmp_path}"
+  ], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert time.time() - start < 30
   assert out.returncode == 1, out.stderr[-2000:]
   lines = out.stderr.strip().splitlines()
@@ -240,7 +249,7 @@ def test_corrupt_image_stops_the_pipeline_with_its_data_error(list_file_dataset,
     f.truncate(40)  # A JPEG header without its data.
   source = ListFileSource(d["list_file"], d["root"])
   sampler = IndexSampler(source.labels, 3, "instance", seed=0)
-  batches = pipeline.train_batches(source, sampler, RandomResizedCropFlip(8), global_batch=5, start_step=0,
-                                   num_steps=1, seed=0, num_workers=workers)  # one batch: all 5 images
+  batches = pipeline.train_batches(source, sampler, RandomResizedCropFlip(8), global_batch=5, start_step=0, num_steps=1,
+                                   seed=0, num_workers=workers)  # one batch: all 5 images
   with pytest.raises(DataError, match=r"^\S+dogs/c\.jpg \(listed at \S+train\.txt:4\): cannot decode image"):
     next(batches)

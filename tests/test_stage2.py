@@ -18,8 +18,8 @@ from ltr_jax.errors import CheckpointError, DataError
 from ltr_jax.stage2 import backbone, features as features_lib, on_features, registry, run
 from ltr_jax.stage2.features import Features
 
-METHODS = ("joint", "ncm", "crt", "crt_frozen_bn", "crt_cached", "tau_norm", "lws", "lws_cached", "logit_adjust",
-           "wb", "wb_cached", "mislas")
+METHODS = ("joint", "ncm", "crt", "crt_frozen_bn", "crt_cached", "tau_norm", "lws", "lws_cached", "logit_adjust", "wb",
+           "wb_cached", "mislas")
 
 
 def small_config():
@@ -67,8 +67,8 @@ def test_results_say_where_each_method_ran_and_with_what(stage2):
     assert entry["label"] == hyper.label and entry["paper"] == hyper.paper and entry["variant"] == hyper.variant
     assert entry["hyper"] == hyper.to_dict()
     assert bool(entry["variant"]) == (name in ("crt_frozen_bn", "crt_cached", "lws_cached", "wb_cached"))
-  assert [m for m, e in results["methods"].items() if e["runs_on"] == "backbone"] == [
-      "crt", "crt_frozen_bn", "lws", "wb", "mislas"]
+  assert [m for m, e in results["methods"].items() if e["runs_on"] == "backbone"
+         ] == ["crt", "crt_frozen_bn", "lws", "wb", "mislas"]
   # The paper's rows are the reference's procedures; every variant is labelled as one.
   assert results["methods"]["crt"]["label"] == "cRT" and results["methods"]["lws"]["label"] == "LWS"
   assert results["methods"]["wb"]["label"] == "WB" and results["methods"]["wb_cached"]["label"] == "WB (cached features)"
@@ -136,12 +136,13 @@ def _class_balanced_statistics(config, splits, mesh, stage1, num_batches=20):
   new = 0.9 old + 0.1 batch_mean."""
   model = models.from_config(config.model, splits.num_classes, (config.stage2.crt.frozen[0],))
   sampler = sampling.IndexSampler(splits.train.labels, splits.num_classes, "class", seed=123, num_epochs=1)
-  batches = pipeline.train_batches(splits.train, sampler, transforms.train_transform(
-      config.data.train_transform, config.data.image_size, config.data.color_jitter), global_batch=128, start_step=0,
-      num_steps=num_batches, seed=123)
-  apply = jax.jit(lambda v, images: model.apply(v, models.normalize(images, config.data.mean, config.data.std,
-                                                                    jnp.float32), train=True,
-                                                mutable=["batch_stats"])[1]["batch_stats"])
+  batches = pipeline.train_batches(
+      splits.train, sampler,
+      transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter),
+      global_batch=128, start_step=0, num_steps=num_batches, seed=123)
+  apply = jax.jit(
+      lambda v, images: model.apply(v, models.normalize(images, config.data.mean, config.data.std, jnp.float32), train=
+                                    True, mutable=["batch_stats"])[1]["batch_stats"])
   means = []
   for batch in batches:
     new = apply(stage1, batch["image"])
@@ -152,7 +153,7 @@ def _class_balanced_statistics(config, splits, mesh, stage1, num_batches=20):
 def _distance(stats, target):
   """Root of the summed squared differences of every BatchNorm running mean."""
   pairs = zip(jax.tree_util.tree_leaves_with_path(stats), jax.tree.leaves(target))
-  return float(np.sqrt(sum(np.sum((np.asarray(a) - b) ** 2) for (path, a), b in pairs if "mean" in str(path[-1]))))
+  return float(np.sqrt(sum(np.sum((np.asarray(a) - b)**2) for (path, a), b in pairs if "mean" in str(path[-1]))))
 
 
 def test_reference_crt_reestimates_batchnorm_statistics_and_the_frozen_variant_does_not(stage2):
@@ -163,8 +164,10 @@ def test_reference_crt_reestimates_batchnorm_statistics_and_the_frozen_variant_d
   config, workdir, _ = stage2
   splits, mesh, _, stage1 = _stage1(config, workdir)
   stage1 = jax.device_get(stage1)
-  tuned = {name: _restore(os.path.join(workdir, "stage2", name, "checkpoints"), config, splits, mesh)
-           for name in ("crt", "crt_frozen_bn")}
+  tuned = {
+      name: _restore(os.path.join(workdir, "stage2", name, "checkpoints"), config, splits, mesh)
+      for name in ("crt", "crt_frozen_bn")
+  }
   for name, variables in tuned.items():
     for a, b in zip(jax.tree.leaves(variables["params"]["backbone"]), jax.tree.leaves(stage1["params"]["backbone"]),
                     strict=True):
@@ -173,8 +176,10 @@ def test_reference_crt_reestimates_batchnorm_statistics_and_the_frozen_variant_d
   for a, b in zip(jax.tree.leaves(tuned["crt_frozen_bn"]["batch_stats"]), jax.tree.leaves(stage1["batch_stats"]),
                   strict=True):
     np.testing.assert_array_equal(a, b)
-  moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(tuned["crt"]["batch_stats"]),
-                                                    jax.tree.leaves(stage1["batch_stats"]))]
+  moved = [
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(tuned["crt"]["batch_stats"]), jax.tree.leaves(stage1["batch_stats"]))
+  ]
   assert all(moved)
   target = _class_balanced_statistics(config, splits, mesh, stage1)
   before, after = _distance(stage1["batch_stats"], target), _distance(tuned["crt"]["batch_stats"], target)
@@ -223,8 +228,8 @@ def test_any_head_exports_and_evaluates_to_its_reported_accuracy(stage2, tmp_pat
     feats = features_lib.extract(model, stage1, splits, config, workdir, mesh)
     head = on_features.ncm(Features(splits, feats["train"], feats["val"], feats["test"]), None, config.stage2.ncm,
                            config)
-    assert run.export(name, head, stage1, config, splits, str(tmp_path), mesh, 1) == str(
-        tmp_path / "stage2" / name / "checkpoints")
+    assert run.export(name, head, stage1, config, splits, str(tmp_path), mesh,
+                      1) == str(tmp_path / "stage2" / name / "checkpoints")
     directory = str(tmp_path / "stage2" / name / "checkpoints")
   out = evaluate.run(config, str(tmp_path), mesh, splits, directory)
   assert out["method"] == name
@@ -245,8 +250,9 @@ def test_finetune_variants_train_only_their_part(stage2):
     for a, b in zip(jax.tree.leaves(last["params"]["backbone"].get(stage)),
                     jax.tree.leaves(stage1["params"]["backbone"].get(stage)), strict=True):
       np.testing.assert_array_equal(a, b)
-  assert not np.allclose(jax.tree.leaves(last["params"]["backbone"]["stage3"])[0],
-                         jax.tree.leaves(stage1["params"]["backbone"]["stage3"])[0])
+  assert not np.allclose(
+      jax.tree.leaves(last["params"]["backbone"]["stage3"])[0],
+      jax.tree.leaves(stage1["params"]["backbone"]["stage3"])[0])
   for a, b in zip(jax.tree.leaves(last["batch_stats"]), jax.tree.leaves(stage1["batch_stats"]), strict=True):
     assert not np.array_equal(a, b)
 
@@ -310,10 +316,13 @@ def test_ncm_metrics_are_what_their_names_say(metric):
   def cl2n(z):
     z = z - train.mean(0)
     return z / np.linalg.norm(z, axis=1, keepdims=True)
+
   c = np.stack([cl2n(train)[labels == j].mean(0) for j in range(4)])
   x = cl2n(feats.test)
-  expected = {"euclidean": -((x[:, None] - c[None]) ** 2).sum(-1), "cosine": x @ c.T / np.linalg.norm(c, axis=1),
-              "reference_cos": x @ c.T / 16}[metric]
+  expected = {
+      "euclidean": -((x[:, None] - c[None])**2).sum(-1), "cosine": x @ c.T / np.linalg.norm(c, axis=1),
+      "reference_cos": x @ c.T / 16
+  }[metric]
   np.testing.assert_array_equal(head.predict(feats.test), expected.argmax(-1))
   if metric == "reference_cos":
     np.testing.assert_allclose(head.logits(feats.test), expected, rtol=1e-4, atol=1e-6)
@@ -348,9 +357,10 @@ def test_a_rerun_follows_its_settings(stage2, tmp_path, capfd):
   assert "starting afresh" not in capfd.readouterr().err
   assert third["methods"]["wb"] == second["methods"]["wb"]
   assert (copy / "stage2" / "wb" / "metrics.jsonl").read_text() == logged  # no step trained
-  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", f"--workdir={copy}",
-                        "--mode=train", "--config.train.epochs=31"], cwd=os.path.dirname(os.path.dirname(__file__)),
-                       capture_output=True, text=True, timeout=300)
+  out = subprocess.run([
+      sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", f"--workdir={copy}", "--mode=train",
+      "--config.train.epochs=31"
+  ], cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True, timeout=300)
   lines = out.stderr.strip().splitlines()
   assert out.returncode == 1 and len(lines) == 1, out.stderr[-2000:]
   assert lines[0].startswith("error: config key train.epochs: ") and "train.epochs = 15 there, 31 now" in lines[0]

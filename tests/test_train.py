@@ -77,8 +77,10 @@ print("EQUAL")
 def _multi_process(tmp_path, name, devices, *extra, processes=2):
   """Starts `processes` train_script processes (jax.distributed over gloo on localhost), each with `devices`."""
   port = 20000 + (os.getpid() * 7 + len(name)) % 20000
-  return [_run_script(tmp_path / name, tmp_path / f"{name}.npz", devices, f"127.0.0.1:{port}", processes, p, *extra,
-                      wait=False) for p in range(processes)]
+  return [
+      _run_script(tmp_path / name, tmp_path / f"{name}.npz", devices, f"127.0.0.1:{port}", processes, p, *extra,
+                  wait=False) for p in range(processes)
+  ]
 
 
 def _finish(procs, timeout=600):
@@ -167,9 +169,10 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_the_resumed_run_equals_an_un
   # (the first line of the cause, without TensorStore's spec) and nothing else on stderr.
   _damage(tmp_path / "a" / "checkpoints" / "12" / "model", "garbage")
   for mode in ("decouple", "evaluate"):
-    out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py",
-                          f"--workdir={tmp_path / 'a'}", f"--mode={mode}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([
+        sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", f"--workdir={tmp_path / 'a'}",
+        f"--mode={mode}"
+    ], cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1, (mode, out.stderr[-3000:])
     assert lines[0].startswith(f"error: checkpoint step 12 in {tmp_path / 'a' / 'checkpoints'} cannot be read: ")
@@ -230,8 +233,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
 
 
 def test_unknown_config_key_is_an_error():
-  out = subprocess.run([sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py",
-                        "--workdir=/tmp/unused", "--config.train.lr_base=0.1"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+  out = subprocess.run([
+      sys.executable, "-m", "ltr_jax.main", "--config=configs/quickstart.py", "--workdir=/tmp/unused",
+      "--config.train.lr_base=0.1"
+  ], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
   assert "lr_base" in out.stderr and "Traceback" not in out.stderr[-2000:], out.stderr[-2000:]

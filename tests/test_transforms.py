@@ -14,8 +14,8 @@ from PIL import Image, ImageEnhance
 
 from ltr_jax.data import sources
 from ltr_jax.data.sources import EncodedImage, ListFileSource
-from ltr_jax.data.transforms import (Identity, PadCropFlip, RandomResizedCropFlip, ResizeCenterCrop,
-                                     _resized_region, color_jitter, draft_scale, eval_transform, jitter_params)
+from ltr_jax.data.transforms import (Identity, PadCropFlip, RandomResizedCropFlip, ResizeCenterCrop, _resized_region,
+                                     color_jitter, draft_scale, eval_transform, jitter_params)
 from ltr_jax.errors import ConfigError, DataError
 
 # Mean absolute difference (grey levels of 255) allowed between a crop decoded at DCT scale 1/k and then
@@ -70,8 +70,11 @@ def _ks_uniform(samples: np.ndarray, low: float, high: float) -> float:
 
 def _ks_two_sample(a: np.ndarray, b: np.ndarray) -> float:
   grid = np.sort(np.concatenate([a, b]))
-  return float(np.max(np.abs(np.searchsorted(np.sort(a), grid, "right") / len(a)
-                             - np.searchsorted(np.sort(b), grid, "right") / len(b))))
+  return float(
+      np.max(
+          np.abs(
+              np.searchsorted(np.sort(a), grid, "right") / len(a) -
+              np.searchsorted(np.sort(b), grid, "right") / len(b))))
 
 
 def _torchvision_law(height: int, width: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -133,10 +136,8 @@ def test_draft_scale_never_upsamples():
   assert draft_scale(1024, 768, (128, 96)) == 8
 
 
-@pytest.mark.parametrize("box, size, k", [((10, 20, 1010, 760), (224, 224), 2),
-                                          ((3, 5, 1003, 765), (112, 112), 4),
-                                          ((200, 101, 700, 600), (112, 112), 4),
-                                          ((0, 0, 1024, 768), (128, 96), 8)])
+@pytest.mark.parametrize("box, size, k", [((10, 20, 1010, 760), (224, 224), 2), ((3, 5, 1003, 765), (112, 112), 4),
+                                          ((200, 101, 700, 600), (112, 112), 4), ((0, 0, 1024, 768), (128, 96), 8)])
 def test_draft_decode_of_a_crop_matches_the_full_decode(photo_jpeg, box, size, k, jpeg_decoder):
   assert draft_scale(box[2] - box[0], box[3] - box[1], size) == k
   shapes = []
@@ -232,10 +233,13 @@ def test_random_resized_crop_from_jpeg_png_and_array(photo, photo_jpeg, jpeg_dec
 
 def test_other_formats_and_modes_decode_as_the_source_does(photo, jpeg_decoder):
   grey = photo[..., 1]
-  inputs = [_encoded(grey, "PNG"), _encoded(np.dstack([photo, grey]), "PNG"),  # grey; RGBA
-            _encoded(grey, "JPEG", quality=90),  # a grey JPEG, decoded at reduced scale to an RGB output
-            EncodedImage(_encoded(photo, "PNG").data, 1, "test.png"),  # RGB files read as grey
-            EncodedImage(_encoded(photo, "JPEG", quality=90).data, 1, "test.jpg")]
+  inputs = [
+      _encoded(grey, "PNG"),
+      _encoded(np.dstack([photo, grey]), "PNG"),  # grey; RGBA
+      _encoded(grey, "JPEG", quality=90),  # a grey JPEG, decoded at reduced scale to an RGB output
+      EncodedImage(_encoded(photo, "PNG").data, 1, "test.png"),  # RGB files read as grey
+      EncodedImage(_encoded(photo, "JPEG", quality=90).data, 1, "test.jpg")
+  ]
   palette = io.BytesIO()
   Image.fromarray(photo).convert("P", palette=Image.Palette.ADAPTIVE).save(palette, "PNG")
   inputs.append(EncodedImage(palette.getvalue(), 3, "palette.png"))
@@ -263,8 +267,9 @@ def test_fashion_mnist_arrays(fashion_mnist_dir):
   # Files hold the same pixels: PadCropFlip and Identity decode an EncodedImage like the source does.
   png = _encoded(image[..., 0], "PNG", channels=1)
   np.testing.assert_array_equal(Identity()(png), image)
-  np.testing.assert_array_equal(PadCropFlip(28)(png, np.random.default_rng(1)),
-                                PadCropFlip(28)(image, np.random.default_rng(1)))
+  np.testing.assert_array_equal(
+      PadCropFlip(28)(png, np.random.default_rng(1)),
+      PadCropFlip(28)(image, np.random.default_rng(1)))
 
 
 def test_decode_errors_name_the_file(list_file_dataset, jpeg_decoder):
@@ -284,9 +289,14 @@ def test_decode_errors_name_the_file(list_file_dataset, jpeg_decoder):
 def test_simplejpeg_decodes_the_same_pixels_as_pillow(photo, photo_jpeg, monkeypatch):
   pytest.importorskip("simplejpeg")
   grey = _encoded(photo[..., 1], "JPEG", quality=90)
-  files = [photo_jpeg, _encoded(photo, "JPEG", quality=90, subsampling=0),  # 4:2:0 and 4:4:4 chroma
-           _encoded(photo, "JPEG", quality=90, progressive=True), grey, EncodedImage(grey.data, 1, "grey.jpg"),
-           EncodedImage(photo_jpeg.data, 1, "read as grey")]
+  files = [
+      photo_jpeg,
+      _encoded(photo, "JPEG", quality=90, subsampling=0),  # 4:2:0 and 4:4:4 chroma
+      _encoded(photo, "JPEG", quality=90, progressive=True),
+      grey,
+      EncodedImage(grey.data, 1, "grey.jpg"),
+      EncodedImage(photo_jpeg.data, 1, "read as grey")
+  ]
   boxes = [(10, 20, 1010, 760), (3, 5, 1003, 765), (0, 0, 1024, 768), (100, 100, 400, 300)]  # k = 2, 4, 8, 1
   transforms = (RandomResizedCropFlip(224, jitter=0.4), ResizeCenterCrop(256, 224))
 

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("args, message", [
     (["--config.stage2.methods=('joint','foo')"], "config key stage2.methods: 'foo' is not a stage-2 entry"),
     (["--config.model.name=resnet9000"], "config key model.name = 'resnet9000': not one of the choices; it must be "
-                                         "one of 'resnet10'"),
+     "one of 'resnet10'"),
     (["--config=configs/nope.py"], "--config=configs/nope.py: no such config file"),
 ])
 def test_bad_config_stops_with_one_line_before_any_step(tmp_path, args, message):
@@ -46,12 +46,22 @@ def _config(**overrides):
 
 
 @pytest.mark.parametrize("key, value", [
-    ("model__name", "vgg16"), ("model__dtype", "float16"), ("data__kind", "hdf5"),
-    ("data__train_transform", "mixup"), ("data__eval_transform", "ten_crop"), ("train__sampling", "balanced"),
-    ("train__loss", "hinge"), ("stage2__methods", ("joint", "knn")), ("stage2.ncm__metric", "manhattan"),
-    ("stage2__methods", ("joint", "backbone_classifier_0.1lr")), ("stage2.crt__sampling", "balanced"),
-    ("stage2.wb__loss", "hinge"), ("stage2.wb__project_every", "batch"), ("stage2.lws_cached__lr", 0.0),
-    ("stage2.mislas__las_mapping", "cubic"), ("stage2__export", ("nope",)),
+    ("model__name", "vgg16"),
+    ("model__dtype", "float16"),
+    ("data__kind", "hdf5"),
+    ("data__train_transform", "mixup"),
+    ("data__eval_transform", "ten_crop"),
+    ("train__sampling", "balanced"),
+    ("train__loss", "hinge"),
+    ("stage2__methods", ("joint", "knn")),
+    ("stage2.ncm__metric", "manhattan"),
+    ("stage2__methods", ("joint", "backbone_classifier_0.1lr")),
+    ("stage2.crt__sampling", "balanced"),
+    ("stage2.wb__loss", "hinge"),
+    ("stage2.wb__project_every", "batch"),
+    ("stage2.lws_cached__lr", 0.0),
+    ("stage2.mislas__las_mapping", "cubic"),
+    ("stage2__export", ("nope",)),
 ])
 def test_every_enum_is_checked(key, value):
   with pytest.raises(ConfigError, match=rf"config key {key.replace('__', '.')}"):
@@ -68,12 +78,14 @@ def test_stage2_and_batch_preconditions():
     validate.validate(_config(train__epochs=-3))
   with pytest.raises(ConfigError, match=r"stage2.crt.frozen: pattern 'backbone/nope' matches no parameter"):
     validate.validate(_config(**{"stage2.crt__frozen": ("backbone/nope",)}))
-  with pytest.raises(ConfigError, match=r"config key train.ldam_max_m = -1.0: out of range; it must be a finite number >= 0"):
+  with pytest.raises(ConfigError,
+                     match=r"config key train.ldam_max_m = -1.0: out of range; it must be a finite number >= 0"):
     validate.validate(_config(train__ldam_max_m=-1.0))
   with pytest.raises(ConfigError, match=r"train.frozen: pattern 'backbone/stage9/\.\*' matches no parameter"):
     validate.validate(_config(train__frozen=("backbone/stage9/.*",)))
-  with pytest.raises(ConfigError, match=r"train.lr_mults = \(\('head/.\*', -1.0\),\): item 0 .* its second item \(-1.0\) is "
-                                        r"out of range"):
+  with pytest.raises(
+      ConfigError, match=r"train.lr_mults = \(\('head/.\*', -1.0\),\): item 0 .* its second item \(-1.0\) is "
+      r"out of range"):
     validate.validate(_config(train__lr_mults=(("head/.*", -1.0),)))
 
 
@@ -106,9 +118,10 @@ def test_data_paths_must_exist(tmp_path):
     validate.validate(config)
 
 
-@pytest.mark.parametrize("config_module, key, path", [
-    (imagenet_lt_rx50, "image_root", "gs://bucket/images"), (imagenet_lt_rx50, "list_dir", "gs://bucket/lists"),
-    (imagenet_lt_rx50, "train_list", "gs://bucket/lists/train.txt"), (quickstart, "data_dir", "gs://bucket/fm")])
+@pytest.mark.parametrize("config_module, key, path", [(imagenet_lt_rx50, "image_root", "gs://bucket/images"),
+                                                      (imagenet_lt_rx50, "list_dir", "gs://bucket/lists"),
+                                                      (imagenet_lt_rx50, "train_list", "gs://bucket/lists/train.txt"),
+                                                      (quickstart, "data_dir", "gs://bucket/fm")])
 def test_gcs_data_paths_stop_with_the_mount_to_use(config_module, key, path):
   """Images and list files are read with open and Pillow: a gs:// path is refused without any network access, with
   the gcsfuse mount to use instead."""
@@ -129,9 +142,10 @@ def test_tfds_reads_a_gcs_data_dir_through_gcsfs(monkeypatch):
   config = cifar10_lt_r32.get_config()
   config.data.data_dir = "gs://bucket/tfds"
   monkeypatch.setattr(kinds, "GCS_READERS", ("no_such_module_ltr",))
-  with pytest.raises(ConfigError, match=r"^config key data\.data_dir: gs://bucket/tfds: TFDS reads gs:// without "
-                                        r"TensorFlow through gcsfs: pip install gcsfs; or mount the bucket with "
-                                        r"gcsfuse"):
+  with pytest.raises(
+      ConfigError, match=r"^config key data\.data_dir: gs://bucket/tfds: TFDS reads gs:// without "
+      r"TensorFlow through gcsfs: pip install gcsfs; or mount the bucket with "
+      r"gcsfuse"):
     validate.validate(config)
   monkeypatch.setattr(kinds, "GCS_READERS", ("json",))  # as if gcsfs were installed
   validate.validate(config)  # The dataset itself is opened later, by build_splits.
@@ -171,4 +185,5 @@ def test_every_config_and_ones_own_load_from_any_working_directory(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 1 and out.stderr.strip().splitlines() == [
       f"error: --config={broken}: cannot be loaded (ImportError: cannot import name 'no_such_config' from "
-      f"'configs' ({ROOT}/configs/__init__.py))"], out.stderr[-2000:]
+      f"'configs' ({ROOT}/configs/__init__.py))"
+  ], out.stderr[-2000:]

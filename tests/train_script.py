@@ -33,12 +33,12 @@ if __name__ == "__main__":
     section, name = key.split(".")
     config[section][name] = type(config[section][name])(value)
   if len(args) > 3:
-    config.distributed.update(dict(coordinator_address=args[3], num_processes=int(args[4]),
-                                   process_id=int(args[5])))
+    config.distributed.update(dict(coordinator_address=args[3], num_processes=int(args[4]), process_id=int(args[5])))
   parallel.initialize(config)
   state = cli.run_or_exit(lambda: train.train_and_evaluate(config, args[0]))
-  flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
-          jax.tree_util.tree_leaves_with_path(parallel.to_host({"params": state.params,
-                                                                "batch_stats": state.batch_stats}))}
+  flat = {
+      jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(
+          parallel.to_host({"params": state.params, "batch_stats": state.batch_stats}))
+  }
   if jax.process_index() == 0:
     np.savez(args[1], **flat)

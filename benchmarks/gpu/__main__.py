@@ -64,10 +64,11 @@ def cmd_all(args) -> None:
   json_path = _json_path(args, machine)
   res = Results(json_path, args.out)
   res.data.update({
-      "what": "benchmarks/gpu: ltr_jax against PyTorch on one GPU",
-      "command": " ".join(sys.argv), "tiny": args.tiny, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-      "budget_seconds": args.budget, "parts": parts, "planned_seconds": planned, "peak_flops_bf16": args.peak,
-      "setup": read_json(args.setup_json) if args.setup_json else None, "info": machine, "part_seconds": {}})
+      "what": "benchmarks/gpu: ltr_jax against PyTorch on one GPU", "command": " ".join(sys.argv), "tiny": args.tiny,
+      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "budget_seconds": args.budget, "parts": parts,
+      "planned_seconds": planned, "peak_flops_bf16": args.peak,
+      "setup": read_json(args.setup_json) if args.setup_json else None, "info": machine, "part_seconds": {}
+  })
   res.write()
   log(f"writing {' and '.join(res.targets)}")
   if machine.get("torch", {}).get("bf16_matmul_tflops"):
@@ -129,15 +130,17 @@ def main() -> None:
   a.add_argument("--parts", default=",".join(PARTS), help=f"of {','.join(PARTS)} (info always runs)")
   a.add_argument("--budgets", help="planned seconds per part, e.g. step=195,e2e=110,decouple=85")
   a.add_argument("--setup-json", help="run.sh's record of the install (merged into the JSON)")
-  a.add_argument("--peak", type=float, default=step.PEAK_BF16,
-                 help=f"bf16 peak FLOP/s for the fractions of peak (default {step.PEAK_BF16:.3g}: an H100 / H200's "
-                      "dense bf16 rate, measured; info's bf16_matmul_tflops is this card's)")
+  a.add_argument(
+      "--peak", type=float, default=step.PEAK_BF16,
+      help=f"bf16 peak FLOP/s for the fractions of peak (default {step.PEAK_BF16:.3g}: an H100 / H200's "
+      "dense bf16 rate, measured; info's bf16_matmul_tflops is this card's)")
   a.add_argument("--steps", type=int, help="steps per timing window (default 10; --tiny 2)")
   a.add_argument("--windows", type=int, help="timing windows, median reported (default 5; --tiny 2)")
   a.add_argument("--compile-budget", type=float, default=150,
                  help="seconds for one torch.compile configuration (--tiny: 60 at most)")
-  a.add_argument("--step-jobs", help="instead of the built-in order: framework:model:dtype:batch,... "
-                                     "(framework jax, torch or torch_compile)")
+  a.add_argument(
+      "--step-jobs", help="instead of the built-in order: framework:model:dtype:batch,... "
+      "(framework jax, torch or torch_compile)")
   a.add_argument("--e2e-model", default="resnet50", help="the loop's model (default resnet50; --tiny resnet32)")
   a.add_argument("--e2e-steps", type=int, default=0, help="steps of the loop (default 160; --tiny 6)")
   a.add_argument("--e2e-images", type=int, default=0, help="distinct JPEGs to write (default 512; --tiny 32)")

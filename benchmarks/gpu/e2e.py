@@ -49,8 +49,10 @@ def cmd_data(args) -> None:
   with open(os.path.join(args.dir, "test.txt"), "w") as f:
     f.write("".join(f"{files[j % len(files)]} {j % args.classes}\n" for j in range(16)))
   kb = sum(os.path.getsize(os.path.join(args.dir, p)) for p in files) / len(files) / 1024
-  info = {"distinct_images": len(files), "lines": args.lines, "width": width, "height": height,
-          "mean_kb": kb, "classes": args.classes, "write_seconds": time.perf_counter() - t0, "processes": procs}
+  info = {
+      "distinct_images": len(files), "lines": args.lines, "width": width, "height": height, "mean_kb": kb,
+      "classes": args.classes, "write_seconds": time.perf_counter() - t0, "processes": procs
+  }
   with open(os.path.join(args.dir, "data.json"), "w") as f:
     json.dump(info, f)
   print(json.dumps(info))
@@ -70,23 +72,25 @@ def cmd_run(args) -> None:
   config = imagenet_lt_rx50.get_config()
   config.model.name = args.model
   config.model.dtype = args.dtype
-  config.data.update(dict(list_dir=args.dir, image_root=args.dir, train_list="train.txt", val_list="",
-                          test_list="test.txt", num_classes=args.classes, image_size=args.image_size,
-                          num_workers=args.workers, preflight=False))
+  config.data.update(
+      dict(list_dir=args.dir, image_root=args.dir, train_list="train.txt", val_list="", test_list="test.txt",
+           num_classes=args.classes, image_size=args.image_size, num_workers=args.workers, preflight=False))
   steps_per_epoch = args.lines // args.batch
-  config.train.update(dict(batch_size=args.batch, epochs=1, warmup_epochs=0.0, log_every_steps=args.log_every,
-                           eval_every_epochs=1, checkpoint_every_epochs=1))
+  config.train.update(
+      dict(batch_size=args.batch, epochs=1, warmup_epochs=0.0, log_every_steps=args.log_every, eval_every_epochs=1,
+           checkpoint_every_epochs=1))
 
   # The input pipeline alone (no JAX work): the loop's source, transform, batch and workers.
   source = sources.ListFileSource(os.path.join(args.dir, "train.txt"), args.dir, args.classes)
   transform = transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter)
   if args.pipeline_batches:
-    ips, first, share = pipeline_bench.time_pipeline(source, transform, args.batch, args.pipeline_batches,
-                                                     args.workers)
-    out["pipeline_alone"] = {"images_per_second": ips, "first_batch_seconds": first,
-                             "main_process_core_share": share, "timed_batches": args.pipeline_batches,
-                             "transform": f"{type(transform).__name__} ({config.data.train_transform}, "
-                                          f"{config.data.image_size}, jitter {config.data.color_jitter})"}
+    ips, first, share = pipeline_bench.time_pipeline(source, transform, args.batch, args.pipeline_batches, args.workers)
+    out["pipeline_alone"] = {
+        "images_per_second": ips, "first_batch_seconds": first, "main_process_core_share": share,
+        "timed_batches": args.pipeline_batches,
+        "transform": f"{type(transform).__name__} ({config.data.train_transform}, "
+                     f"{config.data.image_size}, jitter {config.data.color_jitter})"
+    }
     save()
     print(f"pipeline alone, {args.workers} workers: {ips:.0f} img/s", flush=True)
 
@@ -94,11 +98,11 @@ def cmd_run(args) -> None:
   from ltr_jax import train
   workdir = os.path.join(args.dir, f"run_w{args.workers}")
   shutil.rmtree(workdir, ignore_errors=True)
-  out.update(model=args.model, dtype=args.dtype, batch=args.batch, steps=steps_per_epoch,
-             image_size=args.image_size, log_every_steps=args.log_every,
-             device=f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
-             config="configs/imagenet_lt_rx50.py with model.name, model.dtype, data (list files written here, "
-                    "no validation split, num_workers) and train (batch, 1 epoch, no warm-up, log period) replaced")
+  out.update(
+      model=args.model, dtype=args.dtype, batch=args.batch, steps=steps_per_epoch, image_size=args.image_size,
+      log_every_steps=args.log_every, device=f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
+      config="configs/imagenet_lt_rx50.py with model.name, model.dtype, data (list files written here, "
+      "no validation split, num_workers) and train (batch, 1 epoch, no warm-up, log period) replaced")
   save()
   t0 = time.perf_counter()
   train.train_and_evaluate(config, workdir)
@@ -126,8 +130,10 @@ def loop_windows(workdir: str, batch: int) -> dict:
   images = [(step - prev) * batch for (step, _), prev in zip(windows, [0] + [s for s, _ in windows])]
   seconds = [n / ips for n, (_, ips) in zip(images, windows)]
   skip = 2 if len(windows) > 3 else 1
-  out: dict = {"windows": [{"step": s, "images_per_second": ips, "seconds": t}
-                           for (s, ips), t in zip(windows, seconds)], "skipped_windows": skip}
+  out: dict = {
+      "windows": [{"step": s, "images_per_second": ips, "seconds": t} for (s, ips), t in zip(windows, seconds)],
+      "skipped_windows": skip
+  }
   if len(windows) > skip:
     out["images_per_second"] = sum(images[skip:]) / sum(seconds[skip:])
     out["first_windows_seconds"] = sum(seconds[:skip])
@@ -146,15 +152,18 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
   images = args.e2e_images or (32 if tiny else 512)
   classes = 10 if tiny else 1000  # every class in the list file (the sampler refuses empty classes)
   workers = [int(w) for w in (args.e2e_workers or ("2,1" if tiny else "15,8,4")).split(",")]
-  section: dict = {"model": model, "dtype": "bfloat16", "batch": batch, "steps": steps, "image_size": image_size,
-                   "classes": classes, "runs": [], "skipped": [], "budget_seconds": budget}
+  section: dict = {
+      "model": model, "dtype": "bfloat16", "batch": batch, "steps": steps, "image_size": image_size, "classes": classes,
+      "runs": [], "skipped": [], "budget_seconds": budget
+  }
   res.set("e2e", section)
   folder = tempfile.mkdtemp(prefix="ltr_gpu_e2e_")
   try:
-    r = run_command(harness_command("e2e-data", "--dir", folder, "--images", str(images), "--lines",
-                                    str(batch * steps), "--classes", str(classes),
-                                    "--procs", str(len(os.sched_getaffinity(0)))),
-                    timeout=max(10, min(120, deadline - time.monotonic())), log_file=log_file)
+    r = run_command(
+        harness_command("e2e-data", "--dir", folder, "--images", str(images),
+                        "--lines", str(batch * steps), "--classes", str(classes), "--procs",
+                        str(len(os.sched_getaffinity(0)))), timeout=max(10, min(120, deadline - time.monotonic())),
+        log_file=log_file)
     section["data"] = read_json(os.path.join(folder, "data.json")) or {"error": r}
     res.write()
     if r["rc"] != 0:
@@ -173,12 +182,12 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
         continue
       out_json = os.path.join(folder, f"e2e_w{w}.json")
       log(f"e2e: {w} workers ...")
-      r = run_command(harness_command("e2e-run", "--dir", folder, "--workers", str(w), "--model", model,
-                                      "--dtype", "bfloat16", "--batch", str(batch), "--lines", str(batch * steps),
-                                      "--classes", str(classes), "--image-size", str(image_size),
-                                      "--log-every", str(log_every), "--pipeline-batches", str(4 if tiny else 30),
-                                      "--json", out_json),
-                      timeout=max(5, left), log_file=log_file, env=dict(os.environ, TQDM_DISABLE="1"))
+      r = run_command(
+          harness_command("e2e-run", "--dir", folder, "--workers",
+                          str(w), "--model", model, "--dtype", "bfloat16", "--batch", str(batch), "--lines",
+                          str(batch * steps), "--classes", str(classes), "--image-size", str(image_size), "--log-every",
+                          str(log_every), "--pipeline-batches", str(4 if tiny else 30), "--json", out_json),
+          timeout=max(5, left), log_file=log_file, env=dict(os.environ, TQDM_DISABLE="1"))
       entry = read_json(out_json) or {"workers": w}
       entry.update(process={k: v for k, v in r.items() if k != "output_tail"})
       if r["rc"] != 0:
@@ -217,5 +226,5 @@ def _line(entry: dict) -> str:
 
 def summary(section: dict) -> list[str]:
   """One line per worker count, then what was skipped."""
-  return ([f"e2e ({section.get('model')} bf16 batch {section.get('batch')}, {section.get('steps')} steps):"]
-          + [f"  {_line(r)}" for r in section.get("runs", [])] + [f"  skipped {s}" for s in section.get("skipped", [])])
+  return ([f"e2e ({section.get('model')} bf16 batch {section.get('batch')}, {section.get('steps')} steps):"] +
+          [f"  {_line(r)}" for r in section.get("runs", [])] + [f"  skipped {s}" for s in section.get("skipped", [])])

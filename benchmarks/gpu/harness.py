@@ -91,5 +91,7 @@ def run_command(cmd: list[str], timeout: float, log_file: str, env: dict | None 
   with open(log_file, errors="replace") as f:
     f.seek(begin)
     text = f.read()
-  return {"rc": proc.returncode, "seconds": round(time.monotonic() - start, 2), "timed_out": timed_out,
-          "output_tail": tail(text)}
+  return {
+      "rc": proc.returncode, "seconds": round(time.monotonic() - start, 2), "timed_out": timed_out,
+      "output_tail": tail(text)
+  }

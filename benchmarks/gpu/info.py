@@ -24,10 +24,11 @@ def cmd_info(args) -> None:
   """Writes the machine's description to `args.json`."""
   import importlib.metadata as md
   from common import machine
-  out: dict = {"machine": machine(), "python": platform.python_version(), "executable": sys.executable,
-               "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-               "load_average": [round(x, 2) for x in os.getloadavg()], "versions": {},
-               "env": {k: os.environ.get(k) for k in ENV}}
+  out: dict = {
+      "machine": machine(), "python": platform.python_version(), "executable": sys.executable,
+      "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+      "load_average": [round(x, 2) for x in os.getloadavg()], "versions": {}, "env": {k: os.environ.get(k) for k in ENV}
+  }
   for name in PACKAGES:
     try:
       out["versions"][name] = md.version(name)
@@ -55,11 +56,12 @@ def cmd_info(args) -> None:
 
 def _torch_info() -> dict:
   import torch
-  t = {"version": torch.__version__, "cuda_available": torch.cuda.is_available(),
-       "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-       else None, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-       "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-       "float32_matmul_precision": torch.get_float32_matmul_precision(), "threads": torch.get_num_threads()}
+  t = {
+      "version": torch.__version__, "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,
+      "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+      "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32, "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+      "float32_matmul_precision": torch.get_float32_matmul_precision(), "threads": torch.get_num_threads()
+  }
   if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     t.update(device=torch.cuda.get_device_name(0), capability=list(torch.cuda.get_device_capability(0)),
@@ -71,10 +73,12 @@ def _torch_info() -> dict:
 def _jax_info() -> dict:
   import jax
   devices = jax.devices()
-  j = {"version": jax.__version__, "backend": jax.default_backend(), "devices": [str(d) for d in devices],
-       "device_kind": devices[0].device_kind,
-       "default_matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", "?")),
-       "compilation_cache_dir": str(getattr(jax.config, "jax_compilation_cache_dir", "?"))}
+  j = {
+      "version": jax.__version__, "backend": jax.default_backend(), "devices": [str(d) for d in devices],
+      "device_kind": devices[0].device_kind,
+      "default_matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", "?")),
+      "compilation_cache_dir": str(getattr(jax.config, "jax_compilation_cache_dir", "?"))
+  }
   stats = devices[0].memory_stats() or {}
   if "bytes_limit" in stats:
     j["memory_limit_gb"] = stats["bytes_limit"] / 2**30
@@ -94,7 +98,7 @@ def _torch_matmul_rate(torch) -> float:
     a @ b
   end.record()
   torch.cuda.synchronize()
-  return 2 * n ** 3 * 10 / (start.elapsed_time(end) / 1e3) / 1e12
+  return 2 * n**3 * 10 / (start.elapsed_time(end) / 1e3) / 1e12
 
 
 def nvidia_smi(*args: str) -> str | None:

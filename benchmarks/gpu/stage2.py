@@ -37,9 +37,11 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
       # Each group may take what is left of the part: the earlier ones are the more valuable.
       out_json = os.path.join(folder, f"group{k}.json")
       log(f"decouple: {group} ...")
-      r = run_command([sys.executable, os.path.join(BENCHMARKS, "decouple.py"), "--json", out_json, "--scale",
-                       str(scale), "--repeats", "1", "--only", group, "--device", device],
-                      timeout=left, log_file=log_file, cwd=BENCHMARKS)
+      r = run_command([
+          sys.executable,
+          os.path.join(BENCHMARKS, "decouple.py"), "--json", out_json, "--scale",
+          str(scale), "--repeats", "1", "--only", group, "--device", device
+      ], timeout=left, log_file=log_file, cwd=BENCHMARKS)
       got = read_json(out_json)
       entry = got if got is not None else {}
       entry["process"] = {key: v for key, v in r.items() if key != "output_tail"}
@@ -50,8 +52,8 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
       res.write()
       if got:
         s = got["seconds"]
-        log("decouple: " + ", ".join(f"{c} jax {s['jax'][c]:.3f} s torch {s['torch'][c]:.3f} s"
-                                     for c in group.split(",")))
+        log("decouple: " +
+            ", ".join(f"{c} jax {s['jax'][c]:.3f} s torch {s['torch'][c]:.3f} s" for c in group.split(",")))
       else:
         log(f"decouple: {group} {entry.get('error')}")
   finally:

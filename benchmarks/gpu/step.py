@@ -38,16 +38,24 @@ WARMUP = 3  # benchmarks/train_step.py's
 # The configurations, in order of value: (framework, model, dtype, batch). Model A is resnet50 and B
 # resnext50_32x4d (--tiny: resnet32 and resnet_mini, batch 16 for 256 and 8 for 128).
 STEP_ORDER = (
-    ("torch", "A", "bfloat16", 256), ("jax", "A", "bfloat16", 256),
-    ("torch", "B", "bfloat16", 256), ("jax", "B", "bfloat16", 256),
+    ("torch", "A", "bfloat16", 256),
+    ("jax", "A", "bfloat16", 256),
+    ("torch", "B", "bfloat16", 256),
+    ("jax", "B", "bfloat16", 256),
     ("torch_compile", "A", "bfloat16", 256),
-    ("torch", "A", "float32", 256), ("jax", "A", "float32", 256),
-    ("torch", "B", "float32", 256), ("jax", "B", "float32", 256),
-    ("torch", "A", "bfloat16", 128), ("jax", "A", "bfloat16", 128),
-    ("torch", "B", "bfloat16", 128), ("jax", "B", "bfloat16", 128),
+    ("torch", "A", "float32", 256),
+    ("jax", "A", "float32", 256),
+    ("torch", "B", "float32", 256),
+    ("jax", "B", "float32", 256),
+    ("torch", "A", "bfloat16", 128),
+    ("jax", "A", "bfloat16", 128),
+    ("torch", "B", "bfloat16", 128),
+    ("jax", "B", "bfloat16", 128),
     ("torch_compile", "B", "bfloat16", 256),
-    ("torch", "A", "float32", 128), ("jax", "A", "float32", 128),
-    ("torch", "B", "float32", 128), ("jax", "B", "float32", 128),
+    ("torch", "A", "float32", 128),
+    ("jax", "A", "float32", 128),
+    ("torch", "B", "float32", 128),
+    ("jax", "B", "float32", 128),
 )
 # model -> (name, image size, channels, classes)
 FULL_MODELS = {"A": ("resnet50", 224, 3, 1000), "B": ("resnext50_32x4d", 224, 3, 1000)}
@@ -61,8 +69,10 @@ def step_data(size: int, channels: int, classes: int, batch: int) -> dict:
   """A fixed random uint8 NHWC batch and its labels."""
   import numpy as np
   rng = np.random.default_rng(0)
-  return {"image": rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8),
-          "label": rng.integers(0, classes, (batch,), dtype=np.int32)}
+  return {
+      "image": rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8),
+      "label": rng.integers(0, classes, (batch,), dtype=np.int32)
+  }
 
 
 def smoke() -> None:
@@ -105,10 +115,12 @@ def analytic_flops(name: str, size: int, channels: int, classes: int) -> dict:
   with torch.no_grad():
     model(torch.zeros(1, channels, size, size))
   forward = 2 * (macs["conv"] + macs["linear"])
-  return {"forward_flops_per_image": forward, "train_flops_per_image": 3 * forward - 2 * macs["stem"],
-          "forward_gmacs": (macs["conv"] + macs["linear"]) / 1e9,
-          "method": "analytic: 2 x multiply-adds of every conv and the linear head (hooks on the PyTorch twin, "
-                    "batch 1) x 3 (forward, input and weight gradients) less the stem conv's input gradient"}
+  return {
+      "forward_flops_per_image": forward, "train_flops_per_image": 3 * forward - 2 * macs["stem"],
+      "forward_gmacs": (macs["conv"] + macs["linear"]) / 1e9,
+      "method": "analytic: 2 x multiply-adds of every conv and the linear head (hooks on the PyTorch twin, "
+                "batch 1) x 3 (forward, input and weight gradients) less the stem conv's input gradient"
+  }
 
 
 def _timed(runner, job: dict) -> dict:
@@ -126,8 +138,10 @@ def _jax_job(job: dict) -> dict:
   t0 = time.perf_counter()
   runner = ts.JaxRunner(job["model"], job["size"], job["channels"], job["classes"], job["batch"], data,
                         dtype=job["dtype"])
-  out = {"build_seconds": time.perf_counter() - t0, **_timed(runner, job),
-         "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}"}
+  out = {
+      "build_seconds": time.perf_counter() - t0,
+      **_timed(runner, job), "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
+  }
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     out["peak_device_memory_gb"] = stats["peak_bytes_in_use"] / 2**30
@@ -165,11 +179,14 @@ def _torch_job(job: dict) -> dict:
   runner = ts.TorchRunner(job["model"], job["channels"], job["classes"], tuple(config.data.mean),
                           tuple(config.data.std), data, channels_last=True, device=device,
                           autocast_dtype=torch.bfloat16 if autocast else None, compile=compiled)
-  out = {"build_seconds": time.perf_counter() - t0, **_timed(runner, job),
-         "device": f"cuda: {torch.cuda.get_device_name()}" if cuda else "cpu",
-         "settings": {"channels_last": True, "cudnn_benchmark": True, "autocast": "bfloat16" if autocast else None,
-                      "compile": compiled, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-                      "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}}
+  out = {
+      "build_seconds": time.perf_counter() - t0,
+      **_timed(runner, job), "device": f"cuda: {torch.cuda.get_device_name()}" if cuda else "cpu", "settings": {
+          "channels_last": True, "cudnn_benchmark": True, "autocast": "bfloat16" if autocast else None,
+          "compile": compiled, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+          "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32
+      }
+  }
   if cuda:
     out["peak_device_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
   del runner
@@ -237,7 +254,9 @@ def _order(args) -> list[tuple]:
   """(framework, (name, size, channels, classes), dtype, batch) to run: STEP_ORDER, or `--step-jobs`."""
   if args.step_jobs:  # framework:model:dtype:batch,...
     known = list(FULL_MODELS.values()) + list(TINY_MODELS.values())
-    return [(f, next(v for v in known if v[0] == m), d, int(b))
+    return [(f, next(v
+                     for v in known
+                     if v[0] == m), d, int(b))
             for f, m, d, b in (spec.split(":") for spec in args.step_jobs.split(","))]
   models = TINY_MODELS if args.tiny else FULL_MODELS
   return [(f, models[m], d, {256: 16, 128: 8}[b] if args.tiny else b) for f, m, d, b in STEP_ORDER]
@@ -247,9 +266,11 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
   """Every configuration that fits `budget` seconds, into res's section 'step'."""
   deadline = time.monotonic() + budget
   order = _order(args)
-  section: dict = {"timing": f"{WARMUP} warm-up steps, then median of {args.windows} windows of {args.steps} steps; "
-                             "each window ends with a device synchronisation",
-                   "peak_flops_bf16": args.peak, "configs": [], "skipped": [], "flops": {}, "budget_seconds": budget}
+  section: dict = {
+      "timing": f"{WARMUP} warm-up steps, then median of {args.windows} windows of {args.steps} steps; "
+                "each window ends with a device synchronisation", "peak_flops_bf16": args.peak, "configs": [],
+      "skipped": [], "flops": {}, "budget_seconds": budget
+  }
   # The JAX worker lives beside the PyTorch one: its pool grows to what it uses instead of taking 75% of the GPU.
   jax_env = {"XLA_PYTHON_CLIENT_PREALLOCATE": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false")}
   section["jax_worker_env"] = jax_env
@@ -266,8 +287,11 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
   try:
     # Analytic FLOPs first (CPU, a second per model), in the PyTorch worker.
     for name, size, channels, classes in dict.fromkeys(m for _, m, _, _ in order):
-      r = worker("torch").call({"framework": "torch", "flops_only": True, "model": name, "size": size,
-                                "channels": channels, "classes": classes}, timeout=120)
+      r = worker("torch").call(
+          {
+              "framework": "torch", "flops_only": True, "model": name, "size": size, "channels": channels,
+              "classes": classes
+          }, timeout=120)
       section["flops"][name] = r if r is not None else {"error": "timed out"}
     res.write()
     for framework, (name, size, channels, classes), dtype, batch in order:
@@ -280,14 +304,18 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
                                                        default=FIRST_GUESS[framework] * (0.3 if args.tiny else 1))
         enough = left >= estimate
       if not enough:
-        section["skipped"].append({"framework": framework, "model": name, "dtype": dtype, "batch": batch,
-                                   "reason": f"time: about {estimate:.0f} s needed, {left:.0f} s of the part left"})
+        section["skipped"].append({
+            "framework": framework, "model": name, "dtype": dtype, "batch": batch,
+            "reason": f"time: about {estimate:.0f} s needed, {left:.0f} s of the part left"
+        })
         res.write()
         log(f"step: skip {(framework, name, dtype, batch)} (about {estimate:.0f} s needed, {left:.0f} s left)")
         continue
-      job = {"framework": framework, "model": name, "size": size, "channels": channels, "classes": classes,
-             "dtype": dtype, "batch": batch, "steps": args.steps, "windows": args.windows,
-             "xla_flops": framework == "jax" and name not in xla_flops_done}
+      job = {
+          "framework": framework, "model": name, "size": size, "channels": channels, "classes": classes, "dtype": dtype,
+          "batch": batch, "steps": args.steps, "windows": args.windows,
+          "xla_flops": framework == "jax" and name not in xla_flops_done
+      }
       log(f"step: {framework} {name} {dtype} batch {batch} ...")
       t0 = time.monotonic()
       if framework == "torch_compile":
@@ -302,12 +330,14 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
       seconds = time.monotonic() - t0
       if framework != "torch_compile":
         spent[(framework, name)] = seconds
-      entry = {"framework": framework, "model": name, "dtype": dtype, "batch": batch,
-               "image_shape": [size, size, channels], "classes": classes, "seconds": round(seconds, 1)}
+      entry = {
+          "framework": framework, "model": name, "dtype": dtype, "batch": batch, "image_shape": [size, size, channels],
+          "classes": classes, "seconds": round(seconds, 1)
+      }
       if result is None:
         entry["error"] = (f"torch.compile did not finish within {args.compile_budget:.0f} s (compile + "
-                          f"warm-up + timing): skipped" if framework == "torch_compile" else
-                          f"timed out after {seconds:.0f} s")
+                          f"warm-up + timing): skipped"
+                          if framework == "torch_compile" else f"timed out after {seconds:.0f} s")
       elif "error" in result:
         entry.update(result)
       else:
@@ -351,8 +381,10 @@ def _line(e: dict) -> str:
 
 def table(section: dict) -> list[str]:
   """Markdown rows: model, dtype, batch, JAX / torch eager / torch.compile img/s and % of peak, JAX/torch."""
-  rows = ["| model | dtype | batch | JAX img/s (% peak) | PyTorch eager img/s (% peak) | torch.compile img/s "
-          "(% peak) | JAX / eager | JAX compile s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+  rows = [
+      "| model | dtype | batch | JAX img/s (% peak) | PyTorch eager img/s (% peak) | torch.compile img/s "
+      "(% peak) | JAX / eager | JAX compile s |", "|---|---|---:|---:|---:|---:|---:|---:|"
+  ]
   cells: dict = {}
   for e in section["configs"]:
     cells.setdefault((e["model"], e["dtype"], e["batch"]), {})[e["framework"]] = e
@@ -377,8 +409,13 @@ def table(section: dict) -> list[str]:
 def summary(section: dict) -> list[str]:
   """The table, then what was skipped or failed."""
   lines = ["step (images/s, % of bf16 peak):", *(section.get("table") or table(section))]
-  lines += [f"  skipped: {s['framework']} {s['model']} {s['dtype']} {s['batch']}: {s['reason']}"
-            for s in section.get("skipped", [])]
-  lines += [f"  error: {e['framework']} {e['model']} {e['dtype']} {e['batch']}: {str(e['error'])[:200]}"
-            for e in section.get("configs", []) if "error" in e]
+  lines += [
+      f"  skipped: {s['framework']} {s['model']} {s['dtype']} {s['batch']}: {s['reason']}"
+      for s in section.get("skipped", [])
+  ]
+  lines += [
+      f"  error: {e['framework']} {e['model']} {e['dtype']} {e['batch']}: {str(e['error'])[:200]}"
+      for e in section.get("configs", [])
+      if "error" in e
+  ]
   return lines

@@ -55,23 +55,24 @@ def held_out(labels: np.ndarray, num_classes: int, data: ml_collections.ConfigDi
     profile = longtail.exponential_profile(n_max, num_classes, data.imbalance_ratio)
     order = np.random.default_rng(data.class_order_seed).permutation(num_classes) \
         if data.class_order_seed is not None else None
-    indices = _picked(lambda: longtail.longtail_indices(labels, profile, order, seed=seed), "data.n_max",
-                      n_max, "the long-tailed profile starts at n_max")
+    indices = _picked(lambda: longtail.longtail_indices(labels, profile, order, seed=seed), "data.n_max", n_max,
+                      "the long-tailed profile starts at n_max")
     if not (with_validation and data.val_per_class):
       return indices, None
     if data.val_fill_from_train:
       return _picked(lambda: longtail.filled_holdout(labels, data.val_per_class, indices, seed), "data.val_per_class",
                      data.val_per_class, "a class has fewer images than its validation share")
-    held = _picked(lambda: longtail.balanced_holdout(labels, data.val_per_class, indices, seed), "data.val_per_class",
-                   data.val_per_class, "validation is held out of the images the long-tailed subset leaves unused; "
-                   "data.val_fill_from_train=True takes the rest from its training images")
+    held = _picked(
+        lambda: longtail.balanced_holdout(labels, data.val_per_class, indices, seed), "data.val_per_class",
+        data.val_per_class, "validation is held out of the images the long-tailed subset leaves unused; "
+        "data.val_fill_from_train=True takes the rest from its training images")
     return indices, held
   if not (with_validation and data.val_per_class):
     return np.arange(len(labels)), None
   full_counts = sources.class_counts(labels, num_classes)
   wanted = np.where(full_counts >= data.val_min_class_size, data.val_per_class, 0)
-  held = _picked(lambda: longtail.longtail_indices(labels, wanted, seed=seed), "data.val_per_class",
-                 data.val_per_class, "validation is held out of the training images")
+  held = _picked(lambda: longtail.longtail_indices(labels, wanted, seed=seed), "data.val_per_class", data.val_per_class,
+                 "validation is held out of the training images")
   return np.setdiff1d(np.arange(len(labels)), held), held
 
 

@@ -76,6 +76,7 @@ def _check_data_dir(data: ml_collections.ConfigDict) -> None:
 # Image files listed by list files ('list') or iNaturalist's JSON ('inat_json'), relative to data.list_dir, their
 # images under data.image_root; `suffix` ('list' or 'json') ends the names of their keys data.<split>_<suffix>.
 
+
 def _require_train_and_test(suffix: str, data: ml_collections.ConfigDict) -> None:
   for split in ("train", "test"):
     if not data[f"{split}_{suffix}"]:
@@ -102,13 +103,14 @@ def _build_listed(suffix: str, source: type[sources.ListFileSource], data: ml_co
   def read(split: str) -> sources.ListFileSource | None:
     name = data[f"{split}_{suffix}"]
     return source(_in_list_dir(data, name), data.image_root, data.num_classes or None) if name else None
+
   return read("train"), read("val"), read("test")
 
 
 def _listed(suffix: str, source: type[sources.ListFileSource]) -> Kind:
-  return Kind(functools.partial(_build_listed, suffix, source), functools.partial(_check_listed, suffix),
-              f"val_{suffix}", ("list_dir", "image_root", *(f"{split}_{suffix}" for split in ("train", "val", "test")),
-                                "num_classes"))
+  return Kind(functools.partial(_build_listed, suffix, source), functools.partial(_check_listed,
+                                                                                  suffix), f"val_{suffix}",
+              ("list_dir", "image_root", *(f"{split}_{suffix}" for split in ("train", "val", "test")), "num_classes"))
 
 
 def _build_fashion_mnist(data: ml_collections.ConfigDict) -> Raw:
@@ -124,8 +126,10 @@ def _check_tfds(data: ml_collections.ConfigDict) -> None:
 
 
 def _build_tfds(data: ml_collections.ConfigDict) -> Raw:
+
   def read(split: str) -> sources.TfdsSource | None:
     return sources.TfdsSource(data.tfds_name, split, data.data_dir or None, download=data.download) if split else None
+
   return read(data.train_split), read(data.val_split), read(data.test_split)
 
 

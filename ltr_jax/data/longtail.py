@@ -17,12 +17,10 @@ def exponential_profile(n_max: int, num_classes: int, imbalance_ratio: float) ->
 
   Rank 0 gets n_max images, rank C-1 gets n_max / IR (truncated to an integer).
   """
-  return np.array([int(n_max * imbalance_ratio ** (-i / (num_classes - 1))) for i in range(num_classes)],
-                  dtype=np.int64)
+  return np.array([int(n_max * imbalance_ratio**(-i / (num_classes - 1))) for i in range(num_classes)], dtype=np.int64)
 
 
-def _pick_per_class(labels: np.ndarray, wanted: np.ndarray, allowed: np.ndarray, seed: int,
-                    what: str) -> np.ndarray:
+def _pick_per_class(labels: np.ndarray, wanted: np.ndarray, allowed: np.ndarray, seed: int, what: str) -> np.ndarray:
   """Sorted indices with wanted[c] records of class c drawn uniformly among the `allowed` ones."""
   rng = np.random.default_rng(seed)
   candidates = np.flatnonzero(allowed)
@@ -37,8 +35,8 @@ def _pick_per_class(labels: np.ndarray, wanted: np.ndarray, allowed: np.ndarray,
   return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
-def longtail_indices(labels: np.ndarray, counts_per_rank: np.ndarray,
-                     class_order: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+def longtail_indices(labels: np.ndarray, counts_per_rank: np.ndarray, class_order: np.ndarray | None = None,
+                     seed: int = 0) -> np.ndarray:
   """Sorted indices of a long-tailed subset: counts_per_rank[r] images of class class_order[r].
 
   `class_order` defaults to the class ids 0..C-1, so class 0 is the head, as in CIFAR-LT. Images of a
@@ -134,8 +132,7 @@ def subset_from_list_file(source: Source, list_file: str) -> Subset:
   return Subset(source, np.array(indices, dtype=np.int64))
 
 
-def group_of_classes(class_counts: np.ndarray, many_threshold: int = 100,
-                     few_threshold: int = 20) -> np.ndarray:
+def group_of_classes(class_counts: np.ndarray, many_threshold: int = 100, few_threshold: int = 20) -> np.ndarray:
   """'many' (n > many_threshold), 'few' (n < few_threshold) or 'medium' for each class count."""
   counts = np.asarray(class_counts)
   return np.where(counts > many_threshold, "many", np.where(counts < few_threshold, "few", "medium"))

@@ -62,8 +62,10 @@ class _EvalRecord:
   def __call__(self, local_position: int) -> dict[str, np.ndarray]:
     g = process_positions(int(local_position), self.global_batch, self.process_index, self.process_count)
     index = g if g < len(self.source) else 0
-    return {"image": np.ascontiguousarray(self.transform(undecoded(self.source, index), None)),
-            "label": np.int32(self.source.labels[index]), "index": np.int32(g)}
+    return {
+        "image": np.ascontiguousarray(self.transform(undecoded(self.source, index), None)),
+        "label": np.int32(self.source.labels[index]), "index": np.int32(g)
+    }
 
 
 def worker_processes(num_workers: int) -> int:
@@ -82,8 +84,7 @@ def _iterate(dataset: grain.MapDataset, local_batch: int, num_workers: int) -> I
   batched = dataset.batch(local_batch, drop_remainder=True).to_iter_dataset(
       grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
   if num_workers:
-    batched = batched.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                               per_worker_buffer_size=2))
+    batched = batched.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
   iterator = iter(batched)
   try:
     for batch in iterator:
@@ -114,13 +115,13 @@ def steps_per_epoch(num_samples: int, global_batch: int) -> int:
   return max(1, num_samples // global_batch)
 
 
-def train_batches(source: Source, sampler: IndexSampler, transform: Transform, *, global_batch: int,
-                  start_step: int, num_steps: int, seed: int, process_index: int = 0,
-                  process_count: int = 1, num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(source: Source, sampler: IndexSampler, transform: Transform, *, global_batch: int, start_step: int,
+                  num_steps: int, seed: int, process_index: int = 0, process_count: int = 1,
+                  num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Local batches of steps [start_step, num_steps): {'image': uint8 [b,H,W,C], 'label': int32 [b]}."""
   local_batch = global_batch // process_count
-  record = _TrainRecord(source, sampler, transform, global_batch,
-                        steps_per_epoch(len(sampler), global_batch), process_index, process_count, seed)
+  record = _TrainRecord(source, sampler, transform, global_batch, steps_per_epoch(len(sampler), global_batch),
+                        process_index, process_count, seed)
   dataset = grain.MapDataset.range(start_step * local_batch, num_steps * local_batch).map(record)
   return _iterate(dataset, local_batch, num_workers)
 

@@ -110,9 +110,11 @@ def undecodable_images(records: list[tuple[object, np.ndarray]]) -> Decoded:
   its process_index on), in one thread per core with a progress bar; the failures of every process are gathered,
   so each reports the same."""
   rank, count = jax.process_index(), jax.process_count()
-  mine = [(source, indices[rank::count], offset) for (source, indices), offset in
-          zip(records, np.cumsum([0] + [len(indices) for _, indices in records])[:-1])]
-  blocks = [(source, indices[k:k + DECODE_BLOCK], offset + rank + count * k) for source, indices, offset in mine
+  mine = [(source, indices[rank::count], offset)
+          for (source, indices), offset in zip(records,
+                                               np.cumsum([0] + [len(indices) for _, indices in records])[:-1])]
+  blocks = [(source, indices[k:k + DECODE_BLOCK], offset + rank + count * k)
+            for source, indices, offset in mine
             for k in range(0, len(indices), DECODE_BLOCK)]
   here = int(sum(len(indices) for _, indices, _ in blocks))
   errors = []

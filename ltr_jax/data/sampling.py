@@ -20,8 +20,7 @@ STRATEGIES = ("instance", "class", "sqrt", "progressive")
 _EXPONENT = {"instance": 1.0, "class": 0.0, "sqrt": 0.5}
 
 
-def class_probabilities(class_counts: np.ndarray, strategy: str, epoch: int = 0,
-                        num_epochs: int = 1) -> np.ndarray:
+def class_probabilities(class_counts: np.ndarray, strategy: str, epoch: int = 0, num_epochs: int = 1) -> np.ndarray:
   """p_j for `strategy` at `epoch` (0-based) of `num_epochs`.
 
   Progressive uses lambda = epoch / (num_epochs - 1) (the reference's linspace(0, 1, T)[epoch]):
@@ -39,7 +38,7 @@ def class_probabilities(class_counts: np.ndarray, strategy: str, epoch: int = 0,
   if strategy == "progressive":
     lam = epoch / (num_epochs - 1) if num_epochs > 1 else 0.0
     return (1.0 - lam) * class_probabilities(counts, "instance") + lam * class_probabilities(counts, "class")
-  weights = counts ** _EXPONENT[strategy]
+  weights = counts**_EXPONENT[strategy]
   return weights / weights.sum()
 
 
@@ -71,8 +70,8 @@ class IndexSampler:
   keyed by (seed, epoch). With drs_epoch >= 0, epochs from drs_epoch on are class-balanced whatever `strategy`.
   """
 
-  def __init__(self, labels: np.ndarray, num_classes: int, strategy: str, seed: int = 0,
-               num_epochs: int = 1, drs_epoch: int = -1):
+  def __init__(self, labels: np.ndarray, num_classes: int, strategy: str, seed: int = 0, num_epochs: int = 1,
+               drs_epoch: int = -1):
     labels = np.asarray(labels, dtype=np.int64)
     self.num_classes = num_classes
     self.strategy = strategy

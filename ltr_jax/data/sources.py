@@ -410,8 +410,8 @@ def fashion_mnist(split: str, data_dir: str | None = None, download: bool = Fals
   folders = [folder for folder in (data_dir, FASHION_MNIST_DIR) if folder]
   for folder in folders:
     for suffix in (".gz", ""):
-      images, labels = (os.path.join(folder, f"{prefixes[split]}-{kind}-ubyte{suffix}")
-                        for kind in ("images-idx3", "labels-idx1"))
+      images, labels = (
+          os.path.join(folder, f"{prefixes[split]}-{kind}-ubyte{suffix}") for kind in ("images-idx3", "labels-idx1"))
       if os.path.exists(images) and os.path.exists(labels):
         return IdxSource(images, labels)
   try:

@@ -24,7 +24,9 @@ from ltr_jax.errors import ConfigError
 
 
 class Transform(Protocol):
-  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator) -> np.ndarray: ...
+
+  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator) -> np.ndarray:
+    ...
 
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 grey, as PIL and torchvision
@@ -84,8 +86,8 @@ def _resized_region(image: np.ndarray | EncodedImage, box_of: Callable[[int, int
     pixels = image.decode_jpeg("GRAY" if grey else "RGB", 8 // k)
     if pixels is not None:
       shape = (pixels.shape[1], pixels.shape[0])
-      decoded = (Image.frombuffer("L", shape, pixels, "raw", "L", 0, 1) if grey
-                 else Image.frombytes("RGB", shape, pixels))
+      decoded = (Image.frombuffer("L", shape, pixels, "raw", "L", 0, 1) if grey else Image.frombytes(
+          "RGB", shape, pixels))
       return _resized(decoded, mode, (box[0] / k, box[1] / k, box[2] / k, box[3] / k), size)
   with image.open() as pil:
     if box is None:
@@ -190,6 +192,7 @@ class RandomResizedCropFlip:
     return (height - h) // 2, (width - w) // 2, h, w
 
   def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator) -> np.ndarray:
+
     def box_of(height: int, width: int) -> Box:
       y, x, h, w = self.crop_box(height, width, rng)
       return x, y, x + w, y + h

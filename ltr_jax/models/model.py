@@ -42,8 +42,9 @@ class LTRModel(nn.Module):
     return self.head(z).astype(jnp.float32)
 
 
-def create_model(name: str, num_classes: int, dtype: Any = jnp.float32, frozen: Sequence[str] = (),
-                 head_spec: heads.HeadSpec = heads.HeadSpec()) -> LTRModel:
+def create_model(
+    name: str, num_classes: int, dtype: Any = jnp.float32, frozen: Sequence[str] = (),
+    head_spec: heads.HeadSpec = heads.HeadSpec()) -> LTRModel:
   """The model `name` (a key of resnet.ARCHITECTURES) with a `num_classes`-way head, computing in `dtype`.
 
   `frozen`: resolved patterns of ltr_jax.masks; the BatchNorm layers they freeze run in inference mode.
@@ -56,8 +57,8 @@ def from_config(model: ml_collections.ConfigDict, num_classes: int, frozen: Sequ
   """The model of config key `model` with a `num_classes`-way head; `frozen`: patterns of ltr_jax.masks;
   head_spec: what the head computes (as a checkpoint records it; default: config keys model.head, head_scale)."""
   return create_model(model.name, num_classes, DTYPES[model.dtype],
-                      masks.resolve(frozen, resnet.last_stage_name(model.name)),
-                      head_spec or heads.HeadSpec.of_config(model))
+                      masks.resolve(frozen, resnet.last_stage_name(model.name)), head_spec or
+                      heads.HeadSpec.of_config(model))
 
 
 def init_head(model: LTRModel, seed: int) -> dict[str, jax.Array]:

@@ -40,8 +40,7 @@ Dtype = Any
 CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv: ModuleDef,
-              norm: ModuleDef) -> jnp.ndarray:
+def _shortcut(x: jnp.ndarray, features: int, strides: int, kind: str, conv: ModuleDef, norm: ModuleDef) -> jnp.ndarray:
   """Identity when shapes match, else a projection ('projection': 1x1 conv + BN, torchvision's
   `downsample`) or option A ('pad': subsample, zero-pad channels on both sides, as in LDAM's ResNet-32)."""
   if strides == 1 and x.shape[-1] == features:
@@ -148,8 +147,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INIT, dtype=self.dtype,
-                             param_dtype=jnp.float32)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=CONV_INIT, dtype=self.dtype, param_dtype=jnp.float32)
     norm = functools.partial(BatchNorm, train=train, frozen=tuple(self.frozen), momentum=0.9, epsilon=1e-5,
                              dtype=self.dtype, param_dtype=jnp.float32)
     if self.bottleneck:
@@ -168,8 +166,7 @@ class ResNet(nn.Module):
       x = nn.relu(norm(name="stem_bn")(x))
     else:
       raise ValueError(f"unknown stem {self.stem!r}")
-    for i, (size, features, strides) in enumerate(
-        zip(self.stage_sizes, self.stage_features, self.stage_strides)):
+    for i, (size, features, strides) in enumerate(zip(self.stage_sizes, self.stage_features, self.stage_strides)):
       x = Stage(functools.partial(block, features), size, strides, name=f"stage{i + 1}")(x)
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
@@ -186,11 +183,11 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "resnext50_32x4d": dict(_RESNEXT, stage_sizes=(3, 4, 6, 3)),
     "resnext101_32x4d": dict(_RESNEXT, stage_sizes=(3, 4, 23, 3)),
     "resnext152_32x4d": dict(_RESNEXT, stage_sizes=(3, 8, 36, 3)),
-    "resnet32": dict(stage_sizes=(5, 5, 5), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
-                     stem="small", stem_features=16, shortcut="pad"),
+    "resnet32": dict(stage_sizes=(5, 5, 5), stage_features=(16, 32, 64), stage_strides=(1, 2, 2), stem="small",
+                     stem_features=16, shortcut="pad"),
     "resnet34_cifar": dict(_IMAGENET, stage_sizes=(3, 4, 6, 3), stem="small", stem_features=64),
-    "resnet_mini": dict(stage_sizes=(1, 1, 1), stage_features=(16, 32, 64), stage_strides=(1, 2, 2),
-                        stem="small", stem_features=16, stem_strides=2),
+    "resnet_mini": dict(stage_sizes=(1, 1, 1), stage_features=(16, 32, 64), stage_strides=(1, 2, 2), stem="small",
+                        stem_features=16, stem_strides=2),
 }
 
 

@@ -38,8 +38,8 @@ class Setup:
   constraint: train.Constraint | None = None
 
 
-def finetune(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict,
-             config: ml_collections.ConfigDict, splits: datasets.Splits) -> Setup:
+def finetune(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+             splits: datasets.Splits) -> Setup:
   """cRT, LWS, Table 1's fine-tuning variants and MiSLAS's stage 2: a new head (hyper.reinit_head) or the stage-1
   one, with learned per-class scales if hyper.head_lws; the entry says the rest."""
   return Setup(None if hyper.reinit_head else dict(stage1["params"]["head"]), hyper.head_lws)
@@ -57,8 +57,8 @@ def wb(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict, c
     head = params["head"]
     return {**params, "head": {**head, "kernel": rebalance.maxnorm_project(head["kernel"], radius)}}
 
-  return Setup(dict(stage1["params"]["head"]),
-               constraint=train.Constraint(project, every_epoch=hyper.project_every == "epoch"))
+  return Setup(dict(stage1["params"]["head"]), constraint=train.Constraint(project,
+                                                                           every_epoch=hyper.project_every == "epoch"))
 
 
 def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigDict) -> train.Recipe:
@@ -66,13 +66,12 @@ def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigD
   size, cosine to 0, no warm-up, SGD momentum 0.9 as in the sources), sampling, loss (with the loss hyper-parameters
   the entry sets, the others at their defaults), frozen patterns and learning-rate groups; stage 1's periods of
   validation, checkpoints and logging (config keys train.*_every_*, train.max_checkpoints)."""
-  return train.Recipe(
-      sampling=hyper.sampling, epochs=hyper.epochs, batch_size=hyper.batch_size,
-      base_lr=hyper.lr * 256 / hyper.batch_size, weight_decay=hyper.weight_decay, loss=hyper.loss,
-      loss_hyper=losses.LossHyper.of(hyper), frozen=tuple(hyper.frozen),
-      lr_mults=tuple(tuple(pair) for pair in hyper.lr_mults), eval_every_epochs=config.train.eval_every_epochs,
-      checkpoint_every_epochs=config.train.checkpoint_every_epochs, max_checkpoints=config.train.max_checkpoints,
-      log_every_steps=config.train.log_every_steps)
+  return train.Recipe(sampling=hyper.sampling, epochs=hyper.epochs, batch_size=hyper.batch_size,
+                      base_lr=hyper.lr * 256 / hyper.batch_size, weight_decay=hyper.weight_decay, loss=hyper.loss,
+                      loss_hyper=losses.LossHyper.of(hyper), frozen=tuple(hyper.frozen), lr_mults=tuple(
+                          tuple(pair) for pair in hyper.lr_mults), eval_every_epochs=config.train.eval_every_epochs,
+                      checkpoint_every_epochs=config.train.checkpoint_every_epochs,
+                      max_checkpoints=config.train.max_checkpoints, log_every_steps=config.train.log_every_steps)
 
 
 def settings(name: str, hyper: ml_collections.ConfigDict, stage1: Variables) -> dict[str, Any]:
@@ -82,8 +81,8 @@ def settings(name: str, hyper: ml_collections.ConfigDict, stage1: Variables) -> 
   return {**values, "stage 1 checkpoint": checkpoints.checksum(stage1)}
 
 
-def run(name: str, setup: Setup, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
-        workdir: str, stage1: Variables, splits: datasets.Splits, mesh: Mesh) -> tuple[models.LTRModel, Variables]:
+def run(name: str, setup: Setup, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir: str,
+        stage1: Variables, splits: datasets.Splits, mesh: Mesh) -> tuple[models.LTRModel, Variables]:
   """Trains method `name` from the stage-1 variables in workdir/stage2/<name>; returns (model, its variables).
 
   A run there with the same settings (its entry's values and the stage-1 model) is resumed, or reused when

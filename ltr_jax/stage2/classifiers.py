@@ -28,7 +28,7 @@ def tau_normalize(W: jax.Array, tau: float) -> jax.Array:
   The bias is dropped by the method (logits = W~^T z), so only the kernel is returned. Jitted as one
   computation (tau static, so that tau = 1 or 2 still take jnp.power's exact integer power).
   """
-  return W / jnp.linalg.norm(W, axis=0) ** tau
+  return W / jnp.linalg.norm(W, axis=0)**tau
 
 
 def tau_sweep_predictions(features, W: jax.Array, taus: Sequence[float],
@@ -46,11 +46,11 @@ def tau_sweep_predictions(features, W: jax.Array, taus: Sequence[float],
 @jax.jit
 def _tau_scales(W: jax.Array, taus: jax.Array) -> jax.Array:
   """s_tj = ||w_j||^-tau_t [T, C]."""
-  return jnp.linalg.norm(W, axis=0)[None, :] ** -taus[:, None]
+  return jnp.linalg.norm(W, axis=0)[None, :]**-taus[:, None]
 
 
-def logit_adjust_sweep_predictions(features, W: jax.Array, b: jax.Array, class_prior: jax.Array,
-                                   taus: Sequence[float], chunk_size: int = ops.PREDICT_CHUNK) -> jax.Array:
+def logit_adjust_sweep_predictions(features, W: jax.Array, b: jax.Array, class_prior: jax.Array, taus: Sequence[float],
+                                   chunk_size: int = ops.PREDICT_CHUNK) -> jax.Array:
   """Top-1 predictions [T, N] (int32) of logit_adjust(features @ W + b, class_prior, tau) for every tau.
 
   One matmul for all T, chunked over rows as tau_sweep_predictions; the same numbers as logit_adjust, since
@@ -148,7 +148,7 @@ def ncm_predictions(features, centroids: jax.Array, mean: jax.Array, metric: str
   """Top-1 predictions [N] (int32) of NCM (the argmax of ncm_logits), chunk by chunk of rows: the linear head of
   `ncm_head` over the transformed features."""
   return ops.map_rows(_ncm_chunk, features, chunk_size, *ops.classes_major(*ncm_head(centroids, metric)),
-                   jnp.asarray(mean))
+                      jnp.asarray(mean))
 
 
 def lws_logits(features: jax.Array, W: jax.Array, b: jax.Array, scales: jax.Array) -> jax.Array:

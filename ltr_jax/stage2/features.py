@@ -45,8 +45,9 @@ def backbone_digest(variables: Variables) -> str:
 
 def _fingerprint(backbone: str, config: ml_collections.ConfigDict, split: str, num_samples: int) -> str:
   """Identifies a feature cache: the backbone digest, the data and transform, the split."""
-  return hashlib.sha1(json.dumps([backbone, split, num_samples, config.data.to_dict()], sort_keys=True,
-                                 default=str).encode()).hexdigest()
+  return hashlib.sha1(
+      json.dumps([backbone, split, num_samples, config.data.to_dict()], sort_keys=True,
+                 default=str).encode()).hexdigest()
 
 
 def extract(model: LTRModel, variables: Variables, splits: datasets.Splits, config: ml_collections.ConfigDict,

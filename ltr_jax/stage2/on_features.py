@@ -32,19 +32,22 @@ def select_tau(features: Features, sweep: Callable[[np.ndarray], np.ndarray], ta
   if features.val is None:
     raise DataError("tau is selected on the validation split, and this dataset has none: set config key "
                     "data.val_list / data.val_split / data.val_per_class, or drop the method from stage2.methods")
-  curves = {split: [groups_of(p, features.labels(split), features.splits) for p in np.asarray(sweep(z))]
-            for split, z in (("val", features.val), ("test", features.test))}
+  curves = {
+      split: [groups_of(p, features.labels(split), features.splits) for p in np.asarray(sweep(z))]
+      for split, z in (("val", features.val), ("test", features.test))
+  }
   tau = float(taus[int(np.argmax([c["all"] for c in curves["val"]]))])
   return tau, {"tau": tau, "tau_curve": {"taus": list(map(float, taus)), **curves}}
 
 
-def joint(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict
-          ) -> Classifier:
+def joint(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
+          config: ml_collections.ConfigDict) -> Classifier:
   """The stage-1 classifier as it is."""
   return head
 
 
-def ncm(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> Classifier:
+def ncm(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
+        config: ml_collections.ConfigDict) -> Classifier:
   """Nearest class mean over the cl2n transform x = (z - mean) / ||z - mean|| of the training features.
 
   hyper.metric: 'euclidean', argmin_j ||x - c_j||^2; 'cosine', the paper's cosine similarity x.c_j / ||c_j||;
@@ -57,49 +60,54 @@ def ncm(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, 
   return Classifier(kernel, bias, center=np.asarray(mean), normalize=True, extras={"metric": hyper.metric})
 
 
-def crt(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> Classifier:
+def crt(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
+        config: ml_collections.ConfigDict) -> Classifier:
   """cRT on the cached features: a new classifier of the stage-1 head's kind (linear, or on a cosine head a cosine
   classifier with the same s) trained with hyper.sampling (class-balanced: the method)."""
   cosine = config.model.head_scale if head.normalize else None
-  kernel, bias = rebalance.train_crt(head.inputs(features.train) if cosine else features.train,
-                                     features.labels("train"), features.splits.num_classes, epochs=hyper.epochs,
-                                     batch_size=hyper.batch_size, lr=hyper.lr, weight_decay=hyper.weight_decay,
-                                     sampling=hyper.sampling, seed=config.seed, cosine_scale=cosine)
+  kernel, bias = rebalance.train_crt(
+      head.inputs(features.train) if cosine else features.train, features.labels("train"), features.splits.num_classes,
+      epochs=hyper.epochs, batch_size=hyper.batch_size, lr=hyper.lr, weight_decay=hyper.weight_decay,
+      sampling=hyper.sampling, seed=config.seed, cosine_scale=cosine)
   return Classifier(np.asarray(kernel), np.asarray(bias), normalize=head.normalize)
 
 
-def tau_norm(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict
-             ) -> Classifier:
+def tau_norm(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
+             config: ml_collections.ConfigDict) -> Classifier:
   """w_j / ||w_j||^tau, bias dropped, tau of hyper.taus chosen on validation. On a cosine head every column already
   has norm s, so every tau gives the joint classifier (the curve is flat and tau = the first of hyper.taus)."""
-  tau, extras = select_tau(
-      features, lambda z: classifiers.tau_sweep_predictions(head.inputs(z), head.kernel, hyper.taus), hyper.taus)
+  tau, extras = select_tau(features,
+                           lambda z: classifiers.tau_sweep_predictions(head.inputs(z), head.kernel, hyper.taus),
+                           hyper.taus)
   return head.replace(kernel=np.asarray(classifiers.tau_normalize(head.kernel, tau)), bias=np.zeros_like(head.bias),
                       extras=extras)
 
 
-def lws(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict) -> Classifier:
+def lws(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
+        config: ml_collections.ConfigDict) -> Classifier:
   """Learnable weight scaling on the cached features: s_j (w_j t(z) + b_j), only s trained, class-balanced."""
-  scales = np.asarray(rebalance.train_lws(head.inputs(features.train), features.labels("train"), head.kernel,
-                                          head.bias, features.splits.num_classes, epochs=hyper.epochs,
-                                          batch_size=hyper.batch_size, lr=hyper.lr, weight_decay=hyper.weight_decay,
-                                          seed=config.seed))
+  scales = np.asarray(
+      rebalance.train_lws(head.inputs(features.train), features.labels("train"), head.kernel, head.bias,
+                          features.splits.num_classes, epochs=hyper.epochs, batch_size=hyper.batch_size, lr=hyper.lr,
+                          weight_decay=hyper.weight_decay, seed=config.seed))
   return head.replace(kernel=head.kernel * scales[None, :], bias=head.bias * scales)
 
 
-def logit_adjust(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict
-                 ) -> Classifier:
+def logit_adjust(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
+                 config: ml_collections.ConfigDict) -> Classifier:
   """Post-hoc logit adjustment (Menon et al. 2021): logits - tau log prior_j, tau of hyper.taus chosen on
   validation."""
   counts = features.splits.class_counts
   prior = counts / counts.sum()
-  tau, extras = select_tau(features, lambda z: classifiers.logit_adjust_sweep_predictions(
-      head.inputs(z), head.kernel, head.bias, prior, hyper.taus), hyper.taus)
+  tau, extras = select_tau(
+      features,
+      lambda z: classifiers.logit_adjust_sweep_predictions(head.inputs(z), head.kernel, head.bias, prior, hyper.taus),
+      hyper.taus)
   return head.replace(bias=head.bias - np.float32(tau) * np.log(prior).astype(np.float32), extras=extras)
 
 
-def wb(features: Features, head: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict
-       ) -> Classifier:
+def wb(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
+       config: ml_collections.ConfigDict) -> Classifier:
   """Weight balancing's stage 2 (Alshammari et al. 2022) on the cached features: the joint head fine-tuned with a
   class-balanced loss, weight decay and MaxNorm (ltr_jax.stage2.rebalance.train_wb), the loss built from the keys of
   `hyper` as the stage-1 loop builds it for WB through the backbone. Linear heads only."""

@@ -32,11 +32,10 @@ def _mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int, *, epochs: int,
-         batch_size: int, lr: float, weight_decay: float, momentum: float, seed: int, sampling: str,
-         progress: bool, name: str, loss: BatchLoss = _mean_cross_entropy,
-         project: Callable[[object], object] | None = None, project_every: str = "step",
-         on_step: Callable[[object], None] | None = None):
+def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int, *, epochs: int, batch_size: int,
+         lr: float, weight_decay: float, momentum: float, seed: int, sampling: str, progress: bool, name: str,
+         loss: BatchLoss = _mean_cross_entropy, project: Callable[[object], object] | None = None,
+         project_every: str = "step", on_step: Callable[[object], None] | None = None):
   """Minimise loss(logits_fn(params, frozen, z), y) over sampled batches; returns params.
 
   `frozen` (arrays not trained) is an argument of the jitted step, not a constant baked into it.
@@ -83,10 +82,10 @@ def _linear(params, frozen, z):
   return z @ W + b
 
 
-def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: int, lr: float,
-              weight_decay: float, momentum: float = 0.9, seed: int = 0,
-              init: tuple[jax.Array, jax.Array] | None = None, sampling: str = "class",
-              cosine_scale: float | None = None, progress: bool = True) -> tuple[jax.Array, jax.Array]:
+def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
+              momentum: float = 0.9, seed: int = 0, init: tuple[jax.Array, jax.Array] | None = None,
+              sampling: str = "class", cosine_scale: float | None = None,
+              progress: bool = True) -> tuple[jax.Array, jax.Array]:
   """cRT: a linear head (W [d, C], b [C]) trained on frozen features with class-balanced sampling.
 
   init None re-initialises the head as torch.nn.Linear does (the reference): W, b ~ U(-1/sqrt(d), 1/sqrt(d));
@@ -100,17 +99,16 @@ def train_crt(features, labels, num_classes: int, *, epochs: int, batch_size: in
     d = features.shape[1]
     bound = 1.0 / np.sqrt(d)
     key_w, key_b = jax.random.split(jax.random.key(seed))
-    init = (jax.random.uniform(key_w, (d, num_classes), jnp.float32, -bound, bound),
-            jax.random.uniform(key_b, (num_classes,), jnp.float32, -bound, bound))
+    init = (jax.random.uniform(key_w, (d, num_classes), jnp.float32, -bound,
+                               bound), jax.random.uniform(key_b, (num_classes,), jnp.float32, -bound, bound))
   params = tuple(jnp.asarray(p, jnp.float32) for p in init)
   if cosine_scale is not None:
     (W,) = _fit(params[:1], cosine_scale, lambda p, s, z: z @ heads.cosine_kernel(p[0], s), features, labels,
-                num_classes, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                momentum=momentum, seed=seed, sampling=sampling, progress=progress, name="cRT")
+                num_classes, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                seed=seed, sampling=sampling, progress=progress, name="cRT")
     return heads.cosine_kernel(W, cosine_scale), jnp.zeros(num_classes, jnp.float32)
-  return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,
-              lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling,
-              progress=progress, name="cRT")
+  return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size, lr=lr,
+              weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling, progress=progress, name="cRT")
 
 
 def _scaled(scales, head, z):
@@ -141,8 +139,8 @@ def train_lws(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *,
   else:
     logits_fn = _scaled
   return _fit(jnp.ones(num_classes, jnp.float32), head, logits_fn, features, labels, num_classes, epochs=epochs,
-              batch_size=batch_size, lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed,
-              sampling="class", progress=progress, name="LWS")
+              batch_size=batch_size, lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling="class",
+              progress=progress, name="LWS")
 
 
 def maxnorm_radius(W, thresh: float) -> float:
@@ -161,12 +159,11 @@ def maxnorm_project(W: jax.Array, radius: float) -> jax.Array:
   return W * jnp.minimum(1.0, radius / jnp.maximum(norms, jnp.finfo(W.dtype).tiny))
 
 
-def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, epochs: int, batch_size: int,
-             lr: float, weight_decay: float, max_norm: float, loss: str = "cb_softmax_bce",
-             loss_hyper: losses.LossHyper = losses.LossHyper(),
-             momentum: float = 0.9, seed: int = 0, sampling: str = "instance", project_every: str = "step",
-             progress: bool = True, on_step: Callable[[tuple[jax.Array, jax.Array]], None] | None = None
-             ) -> tuple[jax.Array, jax.Array]:
+def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, epochs: int, batch_size: int, lr: float,
+             weight_decay: float, max_norm: float, loss: str = "cb_softmax_bce",
+             loss_hyper: losses.LossHyper = losses.LossHyper(), momentum: float = 0.9, seed: int = 0,
+             sampling: str = "instance", project_every: str = "step", progress: bool = True,
+             on_step: Callable[[tuple[jax.Array, jax.Array]], None] | None = None) -> tuple[jax.Array, jax.Array]:
   """Weight balancing's stage 2 (Alshammari et al. 2022) on cached features: the stage-1 head fine-tuned with a
   class-balanced loss, weight decay and MaxNorm.
 
@@ -187,8 +184,7 @@ def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, 
   loss_fn = losses.get_loss(loss, counts, steps_per_epoch, loss_hyper)
   radius = maxnorm_radius(W, max_norm)
   params = (jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32))
-  return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size,
-              lr=lr, weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling,
-              progress=progress, name="WB", loss=lambda z, y: loss_fn(z, y, None),
-              project=lambda p: (maxnorm_project(p[0], radius), p[1]), project_every=project_every,
-              on_step=on_step)
+  return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size, lr=lr,
+              weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling, progress=progress, name="WB",
+              loss=lambda z, y: loss_fn(z, y, None), project=lambda p: (maxnorm_project(p[0], radius), p[1]),
+              project_every=project_every, on_step=on_step)

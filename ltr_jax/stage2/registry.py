@@ -36,14 +36,17 @@ SAMPLING = d.OneOf("ltr_jax.data.sampling:STRATEGIES")
 LOSS = d.OneOf("ltr_jax.losses:LOSSES")
 TAUS = d.Seq(d.NON_NEGATIVE, min_len=1)
 # The keys of every config entry: which record it runs, and how reports show it.
-ENTRY_KEYS: dict[str, d.Domain] = {"type": d.OneOf("ltr_jax.stage2.registry:METHODS"),
-                                   "label": d.Text("a report label", nonempty=True), "paper": d.Flag(),
-                                   "variant": d.Text("what the variant changes, or '' for the method as its source "
-                                                     "runs it")}
-SCHEDULE_KEYS: dict[str, d.Domain] = {"epochs": d.POSITIVE_INT, "batch_size": d.POSITIVE_INT, "lr": d.POSITIVE,
-                                      "weight_decay": d.NON_NEGATIVE}
-THROUGH_BACKBONE_KEYS: dict[str, d.Domain] = {**SCHEDULE_KEYS, "sampling": SAMPLING, "frozen": d.PATTERNS,
-                                              "lr_mults": d.LR_MULTS, "loss": LOSS}
+ENTRY_KEYS: dict[str, d.Domain] = {
+    "type": d.OneOf("ltr_jax.stage2.registry:METHODS"), "label": d.Text("a report label", nonempty=True),
+    "paper": d.Flag(), "variant": d.Text("what the variant changes, or '' for the method as its source "
+                                         "runs it")
+}
+SCHEDULE_KEYS: dict[str, d.Domain] = {
+    "epochs": d.POSITIVE_INT, "batch_size": d.POSITIVE_INT, "lr": d.POSITIVE, "weight_decay": d.NON_NEGATIVE
+}
+THROUGH_BACKBONE_KEYS: dict[str, d.Domain] = {
+    **SCHEDULE_KEYS, "sampling": SAMPLING, "frozen": d.PATTERNS, "lr_mults": d.LR_MULTS, "loss": LOSS
+}
 MAXNORM_KEYS: dict[str, d.Domain] = {"max_norm": d.Real(0, 1), "project_every": d.OneOf(PROJECT_EVERY)}
 
 
@@ -77,17 +80,16 @@ class Method:
 METHODS: dict[str, Method] = {
     "joint": Method(ON_FEATURES, "on_features:joint"),
     "ncm": Method(ON_FEATURES, "on_features:ncm", {"metric": d.OneOf(NCM_METRICS)}, arbitrary_logit_scale=True),
-    "tau_norm": Method(ON_FEATURES, "on_features:tau_norm", {"taus": TAUS}, needs_val=True,
-                       arbitrary_logit_scale=True),
+    "tau_norm": Method(ON_FEATURES, "on_features:tau_norm", {"taus": TAUS}, needs_val=True, arbitrary_logit_scale=True),
     "logit_adjust": Method(ON_FEATURES, "on_features:logit_adjust", {"taus": TAUS}, needs_val=True),
     "crt_on_features": Method(ON_FEATURES, "on_features:crt", {**SCHEDULE_KEYS, "sampling": SAMPLING}),
     "lws_on_features": Method(ON_FEATURES, "on_features:lws", dict(SCHEDULE_KEYS)),
-    "wb_on_features": Method(ON_FEATURES, "on_features:wb", {**SCHEDULE_KEYS, "sampling": SAMPLING, "loss": LOSS,
-                                                               **MAXNORM_KEYS}, linear_only=True),
+    "wb_on_features": Method(ON_FEATURES, "on_features:wb",
+                             {**SCHEDULE_KEYS, "sampling": SAMPLING, "loss": LOSS, **MAXNORM_KEYS}, linear_only=True),
     # cRT, LWS, Table 1's variants and MiSLAS's stage 2: the stage-1 model fine-tuned through the frozen part, a new
     # head (reinit_head) or the stage-1 one, with learned per-class scales (head_lws) or not.
-    "finetune": Method(THROUGH_BACKBONE, "backbone:finetune", {**THROUGH_BACKBONE_KEYS, "reinit_head": d.Flag(),
-                                                                "head_lws": d.Flag()}),
+    "finetune": Method(THROUGH_BACKBONE, "backbone:finetune",
+                       {**THROUGH_BACKBONE_KEYS, "reinit_head": d.Flag(), "head_lws": d.Flag()}),
     "wb": Method(THROUGH_BACKBONE, "backbone:wb", {**THROUGH_BACKBONE_KEYS, **MAXNORM_KEYS}, linear_only=True),
 }
 # A per-data.imbalance_ratio table of values (MiSLAS's CIFAR configs): ((ratio, {key: value}), ...).

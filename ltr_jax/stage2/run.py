@@ -39,24 +39,27 @@ def entry(method: Method, hyper: ml_collections.ConfigDict, head: Classifier, fe
   scaled = {"temperature": None, "ece_ts": None, "nll_ts": None}
   if feats.get("val") is not None:
     temperature = metrics.fit_temperature(head.logits(feats["val"]), splits.val.labels)
-    scaled = {"temperature": temperature,
-              "ece_ts": metrics.expected_calibration_error(logits / np.float32(temperature), splits.test.labels),
-              "nll_ts": metrics.nll(logits / np.float32(temperature), splits.test.labels)}
-  result = {"label": hyper.label, "paper": hyper.paper, "variant": hyper.variant, "runs_on": method.runs_on,
-            "hyper": hyper.to_dict(), **{k: v for k, v in head.extras.items() if k != "tau_curve"},
-            **groups_of(test, splits.test.labels, splits),
-            "ece": metrics.expected_calibration_error(logits, splits.test.labels),
-            "nll": metrics.nll(logits, splits.test.labels), **scaled,
-            "arbitrary_logit_scale": method.arbitrary_logit_scale or head.normalize,
-            "reliability": {k: np.nan_to_num(v, nan=0.0).tolist() for k, v in bins.items()},
-            "per_class": metrics.per_class_accuracy(test, splits.test.labels, splits.num_classes).tolist()}
+    scaled = {
+        "temperature": temperature, "ece_ts": metrics.expected_calibration_error(logits / np.float32(temperature),
+                                                                                 splits.test.labels),
+        "nll_ts": metrics.nll(logits / np.float32(temperature), splits.test.labels)
+    }
+  result = {
+      "label": hyper.label, "paper": hyper.paper, "variant": hyper.variant, "runs_on": method.runs_on,
+      "hyper": hyper.to_dict(), **{k: v for k, v in head.extras.items() if k != "tau_curve"}, **groups_of(
+          test, splits.test.labels, splits), "ece": metrics.expected_calibration_error(logits, splits.test.labels),
+      "nll": metrics.nll(logits, splits.test.labels),
+      **scaled, "arbitrary_logit_scale": method.arbitrary_logit_scale or head.normalize,
+      "reliability": {k: np.nan_to_num(v, nan=0.0).tolist() for k, v in bins.items()
+                     }, "per_class": metrics.per_class_accuracy(test, splits.test.labels, splits.num_classes).tolist()
+  }
   if feats.get("val") is not None:
     result["val"] = groups_of(head.predict(feats["val"]), splits.val.labels, splits)
   return result
 
 
-def export(name: str, head: Classifier, variables: Variables, config: ml_collections.ConfigDict, splits: datasets.Splits,
-           workdir: str, mesh: Mesh, step: int) -> str:
+def export(name: str, head: Classifier, variables: Variables, config: ml_collections.ConfigDict,
+           splits: datasets.Splits, workdir: str, mesh: Mesh, step: int) -> str:
   """Writes `variables`' backbone with `head` as workdir/stage2/<name>/checkpoints (every process takes part)."""
   params = jax.device_put(head.params(), parallel.replicated(mesh))
   directory = paths.join(backbone.run_dir(workdir, name), "checkpoints")
@@ -98,8 +101,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   features = features_lib.Features(splits, feats["train"], feats.get("val"), feats["test"])
   joint = Classifier.of_model(stage1["params"]["head"], model.head_spec)
 
-  results: dict[str, Any] = {"dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
-                             "groups": splits.groups.tolist(), "weight_norms": {}, "tau_curves": {}}
+  results: dict[str, Any] = {
+      "dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
+      "groups": splits.groups.tolist(), "weight_norms": {}, "tau_curves": {}
+  }
   heads: dict[str, tuple[Classifier, Variables]] = {}
   for name in config.stage2.methods:
     method, hyper = method_of(config, name), hyper_of(config, name)
@@ -130,4 +135,3 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
     results["files"] = report.write(results, workdir, config)
   parallel.barrier("stage-2 report written")
   return results
-
