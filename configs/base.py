@@ -74,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
   # yapf: disable
   c.data = ml_collections.ConfigDict(dict(
       name="",
-      kind="fashion_mnist",  # a record of ltr_jax.data.kinds.KINDS: 'fashion_mnist' | 'list' | 'inat_json' | 'tfds'
+      kind="fashion_mnist",  # of ltr_jax.data.kinds.KINDS: 'fashion_mnist' | 'list' | 'inat_json' | 'folder' | 'tfds'
       # IDX directory, or the TFDS data_dir ('': TFDS's default, ~/tensorflow_datasets; kind 'tfds' reads a
       # gs://bucket/... one where gcsfs is installed).
       data_dir="",
@@ -85,6 +85,11 @@ def get_config() -> ml_collections.ConfigDict:
       # kind = 'list': list files (`relative/path label` per line) relative to list_dir, images under image_root.
       # Local paths (ltr_jax reads them with open and Pillow): a bucket is mounted first (gcsfuse).
       list_dir="", image_root="", train_list="", val_list="", test_list="",
+      # kind = 'list': a file of the class names (one per line in label order, or `wnid name` lines), relative to
+      # list_dir; reports (and CLIP's prompts) name the classes by it.
+      class_names="",
+      # kind = 'folder': image_root holds train/<class>/*, an optional val/<class>/* and test/<class>/*; the classes
+      # are the sorted folder names of train/.
       # kind = 'inat_json': iNaturalist's official JSON files (train2018.json, ...) relative to list_dir,
       # their file_name entries relative to image_root.
       train_json="", val_json="", test_json="",

@@ -37,16 +37,19 @@ Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 
 
 def model_meta(config: ml_collections.ConfigDict, num_classes: int, stage: str = "stage1",
-               head_spec: models.HeadSpec | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+               head_spec: models.HeadSpec | None = None, settings: dict[str, Any] | None = None,
+               class_names: list[str] | None = None, image_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
   """The meta item: model, class count, stage, what the head computes (a models.HeadSpec; default: config keys
-  model.head, model.head_scale), the config, and `settings`: {key: value} of what shaped the run's checkpoints (a
-  resume under other settings is a SettingsChanged)."""
+  model.head, model.head_scale), the config, and where known: `settings`, {key: value} of what shaped the run's
+  checkpoints (a resume under other settings is a SettingsChanged); the classes' names in label order (evaluation
+  and prediction name classes by them and check the data's against them); the input's shape (H, W, C)."""
   meta = {
       "model": config.model.name, "num_classes": int(num_classes), "stage": stage,
       "head": (head_spec or models.HeadSpec.of_config(config.model)).to_dict(), "config": config.to_json()
   }
-  if settings is not None:
-    meta["settings"] = json.loads(json.dumps(settings))  # as the meta item reads back: tuples as lists
+  for key, value in (("settings", settings), ("class_names", class_names), ("image_shape", image_shape)):
+    if value is not None:
+      meta[key] = json.loads(json.dumps(value))  # as the meta item reads back: tuples as lists
   return meta
 
 
@@ -274,6 +277,38 @@ def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classe
   variables = Manager(directory, read_only=True).restore_model(abstract_variables(model, image_shape, mesh),
                                                                expected_meta=model_meta(config, num_classes))
   return model, variables
+
+
+def default_checkpoint(workdir: str) -> str:
+  """The checkpoint of the best stage-2 method (by validation) of the workdir's last stage-2 run (its results.json),
+  else its stage-1 checkpoint."""
+  results = paths.join(workdir, "results.json")
+  best = None
+  if paths.exists(results):
+    found = paths.read_json(results)
+    best = found.get("exported", {}).get(found.get("best"))
+  for directory in (best, paths.join(workdir, "checkpoints")):
+    if directory and paths.is_dir(directory) and Manager(directory, read_only=True).latest_step() is not None:
+      return directory
+  raise CheckpointError(f"no stage-2 (the best method of {workdir}/results.json) or stage-1 ({workdir}/checkpoints) "
+                        "checkpoint: pass --checkpoint=DIR or run --mode=train first")
+
+
+def restore_for_inference(config: ml_collections.ConfigDict, directory: str, mesh: Mesh,
+                          image_shape: tuple[int, ...] | None = None) -> tuple[LTRModel, Variables, dict[str, Any]]:
+  """(model, variables, meta) of the latest checkpoint in `directory`, any of ltr_jax's (stage 1, a stage-2 method's,
+  imported weights), with the head its meta records. The input's shape: `image_shape`, else the meta's, else config
+  key data.image_size with 3 channels."""
+  if not paths.is_dir(directory):
+    raise CheckpointError(f"--checkpoint={directory}: no such directory")
+  manager = Manager(directory, read_only=True)
+  meta = manager.read_meta()
+  if meta["model"] != config.model.name:
+    raise CheckpointError(f"{directory} holds model {meta['model']!r}, but config key model.name is "
+                          f"{config.model.name!r}: use the config that made this checkpoint")
+  shape = image_shape or tuple(meta.get("image_shape") or (config.data.image_size, config.data.image_size, 3))
+  model = models.from_config(config.model, meta["num_classes"], head_spec=head_spec_of(meta))
+  return model, manager.restore_model(abstract_variables(model, shape, mesh)), meta
 
 
 def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape: tuple[int, ...],

@@ -1,52 +1,61 @@
-"""--mode=evaluate: top-1 All / Many / Medium / Few of any checkpoint on the test split, with its report."""
+"""--mode=evaluate: any checkpoint scored on the test split, with its report and every prediction.
+
+Writes evaluate.json (top-1 All / Many / Medium / Few), predictions/test.csv (each test image, its label, the
+predicted class and the top 5 with their probabilities, the classes by name) and, for up to report.CONFUSION_MAX
+classes, confusion.png.
+"""
 from __future__ import annotations
 
 import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from ltr_jax import checkpoints, inference, models, paths, report
+from ltr_jax import checkpoints, inference, metrics, paths, report
 from ltr_jax.data import datasets
 from ltr_jax.errors import CheckpointError
-
-
-def _best_stage2(workdir: str) -> str | None:
-  """The checkpoint of the best method (on validation) of the workdir's last stage-2 run, from its results.json."""
-  path = paths.join(workdir, "results.json")
-  if not paths.exists(path):
-    return None
-  results = paths.read_json(path)
-  return results.get("exported", {}).get(results.get("best"))
-
-
-def _default_checkpoint(workdir: str) -> str:
-  """The best stage-2 method's checkpoint of the workdir's last stage-2 run, else its stage-1 checkpoint."""
-  for path in (_best_stage2(workdir), paths.join(workdir, "checkpoints")):
-    if path and paths.is_dir(path) and checkpoints.Manager(path, read_only=True).latest_step() is not None:
-      return path
-  raise CheckpointError(f"no stage-2 (the best method of {workdir}/results.json) or stage-1 ({workdir}/checkpoints) "
-                        "checkpoint to evaluate: pass --checkpoint=DIR or run --mode=train first")
+from ltr_jax.models import Classifier
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: datasets.Splits,
         checkpoint: str | None = None) -> dict:
-  """Evaluates the checkpoint in `checkpoint` (default: the workdir's best stage-2 method, else stage 1) and writes
-  evaluate.json.
+  """Evaluates the checkpoint in `checkpoint` (default: the workdir's best stage-2 method, else stage 1) on test.
 
-  Any ltr_jax checkpoint: stage 1, a stage-2 method's (workdir/stage2/<name>/checkpoints), imported weights.
+  Any ltr_jax checkpoint: stage 1, a stage-2 method's (workdir/stage2/<name>/checkpoints), imported weights. Its
+  classes must be the data's: the same count, and the same names where both name them.
   """
-  directory = checkpoint or _default_checkpoint(workdir)
-  if not paths.is_dir(directory):
-    raise CheckpointError(f"--checkpoint={directory}: no such directory")
-  manager = checkpoints.Manager(directory, read_only=True)
-  meta = manager.check_meta(checkpoints.model_meta(config, splits.num_classes))
-  model = models.from_config(config.model, splits.num_classes, head_spec=checkpoints.head_spec_of(meta))
-  variables = manager.restore_model(checkpoints.abstract_variables(model, splits.image_shape, mesh))
+  directory = checkpoint or checkpoints.default_checkpoint(workdir)
+  model, variables, meta = checkpoints.restore_for_inference(config, directory, mesh, splits.image_shape)
+  if meta["num_classes"] != splits.num_classes:
+    raise CheckpointError(f"{directory} holds a model of {meta['num_classes']} classes, but the data (config key "
+                          f"data) has {splits.num_classes}: use the data it was trained on")
+  if meta.get("class_names") and splits.class_names and meta["class_names"] != list(splits.class_names):
+    mismatch = next(c for c, (a, b) in enumerate(zip(meta["class_names"], splits.class_names)) if a != b)
+    raise CheckpointError(f"{directory} names class {mismatch} {meta['class_names'][mismatch]!r}, the data "
+                          f"{splits.class_names[mismatch]!r}: the data's classes are not the ones it was trained on")
   name = meta["stage"].split("/", 1)[1] if meta["stage"].startswith("stage2/") else "joint"
-  predict = inference.make_predict(model, config.data, mesh)
-  test = inference.evaluate_split(predict, variables, splits.test, splits, config, mesh, "test")
+  entry = config.stage2.get(name)
+  label = entry.label if entry is not None and "label" in entry else name
+  _, features = inference.run_inference(inference.make_predict(model, config.data, mesh), variables, splits.test,
+                                        config, mesh, "test")
+  head = Classifier.of_model(jax.device_get(variables["params"]["head"]), model.head_spec)
+  predictions = head.predict(features)
+  per_class = metrics.per_class_accuracy(predictions, splits.test.labels, splits.num_classes)
+  test = metrics.group_accuracy(per_class, splits.groups)
   result = {"checkpoint": str(directory), "stage": meta["stage"], "method": name, "test": test}
   if jax.process_index() == 0:
-    print(report.markdown_table({"dataset": splits.name, "methods": {name: test}}))
-    paths.write_json(paths.join(workdir, "evaluate.json"), result, indent=2)
+    classes, probabilities = inference.top_k(head, features)
+    names = meta.get("class_names") or splits.names
+    written = [paths.join(workdir, "evaluate.json"), paths.join(workdir, "predictions", "test.csv")]
+    paths.write_json(written[0], result, indent=2)
+    paths.write_text(
+        written[1],
+        report.predictions_csv(inference.image_names(splits.test), names, classes, probabilities,
+                               labels=splits.test.labels))
+    if splits.num_classes <= report.CONFUSION_MAX:
+      written.append(paths.join(workdir, "confusion.png"))
+      report.plot_confusion(metrics.confusion_matrix(predictions, splits.test.labels, splits.num_classes), names,
+                            f"{label}: test split of {splits.name}", written[-1])
+    print(report.markdown_table({"dataset": splits.name, "methods": {name: {**test, "label": label}}}))
+    print("wrote:\n  " + "\n  ".join(written))
+    result["files"] = written
   return result

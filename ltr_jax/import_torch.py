@@ -198,7 +198,8 @@ def import_checkpoint(path: str, config: ml_collections.ConfigDict, workdir: str
   if not head:
     variables["params"]["head"] = models.init_head(model, config.seed)
   manager = checkpoints.Manager(directory, max_to_keep=config.train.max_checkpoints)
-  manager.save(0, variables, {**checkpoints.model_meta(config, num_classes), "imported_from": os.path.abspath(path)})
+  meta = checkpoints.model_meta(config, num_classes, image_shape=image_shape)
+  manager.save(0, variables, {**meta, "imported_from": os.path.abspath(path)})
   manager.wait()
   return directory
 

@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 
 from ltr_jax import metrics, models, ops, parallel, progress
 from ltr_jax.checkpoints import Variables
-from ltr_jax.data import datasets, pipeline, transforms
+from ltr_jax.data import datasets, longtail, pipeline, transforms
 from ltr_jax.data.sources import Source
 from ltr_jax.models import LTRModel
 
@@ -57,6 +57,29 @@ def run_inference(predict: Predict, variables: Variables, source: Source, config
     bar.update(1)
   bar.close()
   return predictions, features
+
+
+def top_k(classifier: models.Classifier, features: np.ndarray, k: int = 5,
+          chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+  """(classes [N, k], their softmax probabilities [N, k]) of the k largest logits of `classifier` on each row of
+  `features`, the largest first; chunk by chunk of rows on the host (no [N, C] array)."""
+  k = min(k, classifier.kernel.shape[1])
+  classes, probabilities = np.zeros((len(features), k), np.int64), np.zeros((len(features), k), np.float64)
+  for start in range(0, len(features), chunk_size):
+    logits = classifier.logits(features[start:start + chunk_size]).astype(np.float64)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    classes[start:start + len(p)], probabilities[start:start + len(p)] = top, np.take_along_axis(p, top, axis=1)
+  return classes, probabilities
+
+
+def image_names(source: Source) -> list[str]:
+  """What names each record of `source`: its image file where the records are files, else its index."""
+  base, indices = longtail.base_records(source)
+  if hasattr(base, "image_path"):
+    return [base.image_path(int(i)) for i in indices]
+  return [str(i) for i in range(len(source))]
 
 
 def evaluate_split(predict: Predict, variables: Variables, source: Source, splits: datasets.Splits,

@@ -42,6 +42,13 @@ def per_class_accuracy(predictions, labels, num_classes: int) -> np.ndarray:
     return np.where(totals > 0, 100.0 * correct / totals, np.nan)
 
 
+def confusion_matrix(predictions, labels, num_classes: int) -> np.ndarray:
+  """Counts [C, C]: row = true class, column = predicted class."""
+  predictions, labels = _checked(predictions, labels)
+  return np.bincount(labels * num_classes + predictions,
+                     minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
 def group_accuracy(per_class_acc: np.ndarray, groups: np.ndarray) -> dict[str, float | None]:
   """{'all', 'many', 'medium', 'few'}: mean per-class accuracy of each group's evaluated classes.
 

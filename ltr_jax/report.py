@@ -2,6 +2,8 @@
 per-class accuracy, reliability diagrams)."""
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -165,17 +167,107 @@ def _plot_sampling(counts: np.ndarray, order: np.ndarray, num_epochs: int, path:
   paths.savefig(fig, path, dpi=120)
 
 
+WORST_SHOWN = 10  # classes in results.md's table of the worst classes
+CONFUSION_MAX = 100  # confusion.png is drawn for up to this many classes
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> str:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(header)
+  writer.writerows(rows)
+  return buffer.getvalue()
+
+
+def per_class_csv(results: dict[str, Any]) -> str:
+  """One row per class: index, name, training images, group, then each method's test accuracy (%)."""
+  methods = list(results["methods"])
+  rows = [[
+      c, name, results["class_counts"][c], results["groups"][c], *(_number(results["methods"][m]["per_class"][c])
+                                                                   for m in methods)
+  ]
+          for c, name in enumerate(results["class_names"])]
+  return _csv(["class", "name", "training_images", "group", *methods], rows)
+
+
+def _number(value: float | None) -> str:
+  return "" if value is None or value != value else f"{value:.2f}"  # value != value: NaN, a class not in test
+
+
+def worst_classes(results: dict[str, Any], method: str, shown: int = WORST_SHOWN) -> str:
+  """results.md's table of the `shown` classes of lowest test accuracy under `method`, with their names and
+  training images."""
+  per_class = np.asarray(results["methods"][method]["per_class"], np.float64)
+  order = [c for c in np.argsort(np.nan_to_num(per_class, nan=np.inf), kind="stable") if not np.isnan(per_class[c])]
+  lines = [
+      f"The {min(shown, len(order))} classes of lowest test accuracy under {label(results, method)}", "",
+      "| Class | Name | Training images | Group | Top-1 |", "|---:|---|---:|---|---:|"
+  ]
+  lines += [
+      f"| {c} | {results['class_names'][c]} | {results['class_counts'][c]} | {results['groups'][c]} | "
+      f"{per_class[c]:.1f} |" for c in order[:shown]
+  ]
+  return "\n".join(lines)
+
+
+def predictions_csv(images: list[str], names: list[str], classes: np.ndarray, probabilities: np.ndarray,
+                    labels: np.ndarray | None = None, status: list[str] | None = None) -> str:
+  """One row per image: the image, its label and the label's name (with `labels`), its status (with `status`: 'ok'
+  or why it was not predicted), the predicted class and its name, and the top k (`classes` [N, k], their
+  `probabilities`) by index, name and probability; a row of class -1 is left blank."""
+  k = classes.shape[1]
+  header = [
+      "image", *(["label", "label_name"] if labels is not None else []), *(["status"] if status else []), "predicted",
+      "predicted_name"
+  ]
+  header += [f"top{j}_{field}" for j in range(1, k + 1) for field in ("class", "name", "prob")]
+  rows = []
+  for i, image in enumerate(images):
+    row = [image, *([int(labels[i]), names[labels[i]]] if labels is not None else []), *([status[i]] if status else [])]
+    if classes[i, 0] < 0:
+      rows.append(row + [""] * (2 + 3 * k))
+      continue
+    row += [int(classes[i, 0]), names[classes[i, 0]]]
+    rows.append(row + [v for c, p in zip(classes[i], probabilities[i]) for v in (int(c), names[c], f"{p:.6f}")])
+  return _csv(header, rows)
+
+
+def plot_confusion(counts: np.ndarray, names: list[str], title: str, path: str) -> None:
+  """The confusion matrix, each row (a true class) as fractions of its images, the classes named on both axes."""
+  totals = counts.sum(axis=1, keepdims=True)
+  fractions = np.divide(counts, totals, out=np.zeros(counts.shape, np.float64), where=totals > 0)
+  size = min(4 + 0.18 * len(names), 22)
+  fig = Figure(figsize=(size + 1.5, size))
+  ax = fig.subplots()
+  image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+  ticks = np.arange(len(names))
+  fontsize = 8 if len(names) <= 30 else 5
+  ax.set_xticks(ticks, names, rotation=90, fontsize=fontsize)
+  ax.set_yticks(ticks, names, fontsize=fontsize)
+  ax.set(xlabel="predicted class", ylabel="true class", title=title)
+  if len(names) <= 20:
+    for (i, j), value in np.ndenumerate(fractions):
+      if value >= 0.005:
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "k")
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class's test images")
+  fig.tight_layout()
+  paths.savefig(fig, path, dpi=120)
+
+
 def write(results: dict[str, Any], workdir: str, config: ml_collections.ConfigDict) -> list[str]:
   """Writes the report files into the workdir (local or remote); returns their paths."""
   counts = np.asarray(results["class_counts"])
   order = np.argsort(-counts, kind="stable")
   files = {
-      name: paths.join(workdir, name) for name in ("results.json", "results.md", "weight_norms.png", "tau_curves.png",
-                                                  "per_class_accuracy.png", "sampling_weights.png", "reliability.png")
+      name: paths.join(workdir, name)
+      for name in ("results.json", "results.md", "per_class.csv", "weight_norms.png", "tau_curves.png",
+                   "per_class_accuracy.png", "sampling_weights.png", "reliability.png")
   }
   paths.write_json(files["results.json"], results)
-  paths.write_text(files["results.md"], markdown_table(results) + "\n")
-  written = [files["results.json"], files["results.md"]]
+  shown = results.get("best") or next(iter(results["methods"]))
+  paths.write_text(files["results.md"], markdown_table(results) + "\n\n" + worst_classes(results, shown) + "\n")
+  paths.write_text(files["per_class.csv"], per_class_csv(results))
+  written = [files["results.json"], files["results.md"], files["per_class.csv"]]
   if results.get("weight_norms"):
     _plot_weight_norms(results, order, files["weight_norms.png"])
     written.append(files["weight_norms.png"])

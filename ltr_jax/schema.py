@@ -41,6 +41,7 @@ DATA: dict[str, d.Domain] = {
     "train_json": d.PATH,
     "val_json": d.PATH,
     "test_json": d.PATH,
+    "class_names": d.PATH,
     "tfds_name": d.NAME,
     "train_split": d.NAME,
     "val_split": d.NAME,

@@ -230,7 +230,8 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe, splits
   tx = make_optimizer(recipe, steps_per_epoch, masks.lr_groups(abstract["params"], frozen, recipe.lr_mults))
 
   manager = checkpoints.Manager(paths.join(run_dir, "checkpoints"), recipe.max_checkpoints)
-  meta = checkpoints.model_meta(config, splits.num_classes, stage, model.head_spec, settings)
+  meta = checkpoints.model_meta(config, splits.num_classes, stage, model.head_spec, settings, splits.names,
+                                splits.image_shape)
   expected = {k: v for k, v in meta.items() if k != "settings"} if resume_changed else meta
   state = _initial_state(abstract, init, tx, manager, expected, mesh)
   start_step = int(state.step)

@@ -95,7 +95,7 @@ def _check_train(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config key train.init_from: {train.init_from} is not a directory")
 
 
-def _check_data(data: ml_collections.ConfigDict) -> None:
+def _check_data(data: ml_collections.ConfigDict, with_data: bool) -> None:
   if data.few_threshold > data.many_threshold:
     raise ConfigError(f"config key data.few_threshold = {data.few_threshold} is above data.many_threshold = "
                       f"{data.many_threshold} (Many > many_threshold >= Medium >= few_threshold > Few)")
@@ -106,13 +106,15 @@ def _check_data(data: ml_collections.ConfigDict) -> None:
   if data.n_max and not data.imbalance_ratio:
     raise ConfigError(f"config key data.n_max = {data.n_max} shapes a long-tailed profile: set "
                       "data.imbalance_ratio too (0 keeps the data as they are)")
-  kinds.check_paths(data)
+  if with_data:
+    kinds.check_paths(data)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError (one line, naming the key) for the first fault of `config`; returns None if sound."""
+def validate(config: ml_collections.ConfigDict, with_data: bool = True) -> None:
+  """Raises ConfigError (one line, naming the key) for the first fault of `config`; returns None if sound.
+  with_data=False leaves out the dataset's paths (predicting new images reads none of them)."""
   schema.check(config)
-  _check_data(config.data)
+  _check_data(config.data, with_data)
   _check_train(config)
   if config.distributed.process_id >= config.distributed.num_processes:
     raise ConfigError(f"config key distributed.process_id = {config.distributed.process_id} must be below "

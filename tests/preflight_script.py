@@ -7,10 +7,12 @@ import json
 import os
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ltr_jax import parallel  # noqa: E402
-from ltr_jax.data import preflight, sources  # noqa: E402
+from ltr_jax.data import datasets, preflight, sources  # noqa: E402
 from ltr_jax.errors import DataError  # noqa: E402
 from train_script import tiny_config  # noqa: E402
 
@@ -22,12 +24,12 @@ if __name__ == "__main__":
         dict(coordinator_address=sys.argv[4], num_processes=int(sys.argv[5]), process_id=int(sys.argv[6])))
   parallel.initialize(config)
   source = sources.ListFileSource(list_file, image_root)
-  decoded = preflight.undecodable_images([(source, __import__("numpy").arange(len(source)))])
+  decoded = preflight.undecodable_images([(source, np.arange(len(source)))])
   try:
     preflight.check(
-        preflight.datasets.Splits("tiny", source.num_classes, source, None, source,
-                                  sources.class_counts(source.labels, source.num_classes), None, (8, 8, 3),
-                                  preflight_decode=True))
+        datasets.Splits("tiny", source.num_classes, source, None, source,
+                        sources.class_counts(source.labels, source.num_classes), None, (8, 8, 3),
+                        preflight_decode=True))
     message = ""
   except DataError as e:
     message = str(e)

@@ -81,6 +81,13 @@ def _list_dataset(data, tmp):
               test_list=names[2])
 
 
+def _folder_dataset(data, tmp):
+  """Class folders (train/<class>/*.JPEG, val/, test/: the layout of _split_files) of tiny JPEGs."""
+  for split, counts in zip(("train", "val", "test"), (TRAIN_COUNTS, (2,) * 4, (2,) * 4)):
+    _write_jpegs(os.path.join(tmp, "folders"), _split_files(split, counts)[0], seed=len(split))
+  return dict(image_root=os.path.join(tmp, "folders"))
+
+
 def _inat_json(path, paths, labels, num_classes=NUM_CLASSES):
   """The official iNaturalist 2018 layout: images, annotations (ids unrelated to positions), categories."""
   content = {
@@ -135,6 +142,7 @@ TINY = {
     "fashion_mnist": Tiny(lambda data, tmp: {}, dict(n_max=4, imbalance_ratio=4.0, val_per_class=2), None),
     "list": Tiny(_list_dataset, dict(num_classes=NUM_CLASSES)),
     "inat_json": Tiny(lambda data, tmp: _inat_dataset(tmp), dict(num_classes=NUM_CLASSES)),
+    "folder": Tiny(_folder_dataset, {}),
     # profile 8, 5, 3, 2 (IR 4) of the 12 images per class; validation from the rest
     "tfds": Tiny(lambda data, tmp: _tfds_dataset(tmp, f"tiny_{data.tfds_name or 'tfds'}"),
                  dict(n_max=8, imbalance_ratio=4.0, val_per_class=2)),
@@ -295,7 +303,7 @@ def test_inat_json_source_reads_the_official_format(tmp_path):
   np.testing.assert_array_equal(source[1], reference)
   assert INatJsonSource(str(tmp_path / "train2018.json"), root, num_classes=3).num_classes == 3
   os.remove(os.path.join(root, paths[2]))
-  with pytest.raises(DataError, match=r"a/w\.jpg: cannot read image .*train2018\.json, image id 1014"):
+  with pytest.raises(DataError, match=r"a/w\.jpg \(listed at .*train2018\.json, image id 1014\): cannot read image"):
     source[2]
 
 

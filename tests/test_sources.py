@@ -61,7 +61,7 @@ def test_missing_and_corrupt_images(list_file_dataset):
   with open(os.path.join(d["root"], "birds/f.jpeg"), "wb") as f:
     f.write(b"not an image")
   source = ListFileSource(d["list_file"], d["root"])
-  with pytest.raises(DataError, match=r"cats/a\.png: cannot read image \(No such file.*train\.txt:1\)"):
+  with pytest.raises(DataError, match=r"cats/a\.png \(listed at .*train\.txt:1\): cannot read image \(No such file"):
     source[0]
   with pytest.raises(DataError, match=r"dogs/c\.jpg \(listed at .*train\.txt:4\): cannot decode image"):
     source[2]

@@ -48,13 +48,15 @@ class _SourcesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     super().__init__(data_dir=data_dir, file_format="array_record")
 
   def _info(self) -> tfds.core.DatasetInfo:
-    num_classes = next(iter(self._sources.values())).num_classes
+    first = next(iter(self._sources.values()))
+    names = getattr(first, "class_names", None)  # kept as the ClassLabel's names, which TfdsSource reads back
+    label = tfds.features.ClassLabel(names=names) if names else tfds.features.ClassLabel(num_classes=first.num_classes)
     return tfds.core.DatasetInfo(
         builder=self,
         description="Converted by ltr_jax.data.convert.",
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(None, None, self._channels)),
-            "label": tfds.features.ClassLabel(num_classes=num_classes),
+            "label": label,
         }),
         disable_shuffling=True,  # Record i is source record i.
     )

@@ -28,6 +28,12 @@ class Splits:
   groups: np.ndarray  # 'many' / 'medium' / 'few' per class, from class_counts
   image_shape: tuple[int, int, int]  # of the model's input: data.image_size and the images' channels
   preflight_decode: bool = False  # config key data.preflight_decode: the data check decodes every image
+  class_names: list[str] | None = None  # in label order, where the data names its classes
+
+  @property
+  def names(self) -> list[str]:
+    """The class names, or the class indices as text where the data names none."""
+    return list(self.class_names) if self.class_names else [str(c) for c in range(self.num_classes)]
 
 
 def _picked(pick: Callable[[], Any], key: str, value: int, why: str) -> Any:
@@ -94,4 +100,5 @@ def build_splits(data: ml_collections.ConfigDict) -> Splits:
     raise DataError(f"the validation split of {data.name} is empty (config key {kinds.validation_keys(data)})")
   return Splits(data.name, num_classes, train, val, test, counts,
                 longtail.group_of_classes(counts, data.many_threshold, data.few_threshold),
-                (data.image_size, data.image_size, int(train[0].shape[-1])), data.preflight_decode)
+                (data.image_size, data.image_size, int(train[0].shape[-1])), data.preflight_decode,
+                getattr(train, "class_names", None))

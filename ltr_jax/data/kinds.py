@@ -17,7 +17,7 @@ from typing import Callable
 import ml_collections
 
 from ltr_jax.data import sources
-from ltr_jax.errors import ConfigError
+from ltr_jax.errors import ConfigError, DataError
 
 Raw = tuple[sources.Source, sources.Source | None, sources.Source]
 # Either package lets etils.epath, hence TFDS, read gs:// paths (array_record reads gs:// by itself).
@@ -33,12 +33,14 @@ class Kind:
   val_key: the data.* key naming a validation split of its own (None: only data.val_per_class makes one).
   keys: the data.* keys it reads, besides those of every kind (imbalance_ratio, val_per_class, image_size, ...).
   url_keys: the keys of `keys` that may name a gs:// URL (read through etils.epath); the others must be local.
+  own_val: for a kind whose validation split is found, not named (a val/ folder): whether config key `data` has one.
   """
   build: Callable[[ml_collections.ConfigDict], Raw]
   check_paths: Callable[[ml_collections.ConfigDict], None]
   val_key: str | None
   keys: tuple[str, ...]
   url_keys: tuple[str, ...] = ()
+  own_val: Callable[[ml_collections.ConfigDict], bool] | None = None
 
 
 def _exists(key: str, path: str, folder: bool = False) -> None:
@@ -97,20 +99,60 @@ def _check_listed(suffix: str, data: ml_collections.ConfigDict) -> None:
   _exists("image_root", data.image_root or ".", folder=True)
 
 
+def read_class_names(path: str) -> list[str]:
+  """A class-names file: one name per line in label order, or `wnid name` lines (ImageNet's 'n01440764 tench');
+  blank lines and '#' comment lines left out."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = [line.strip() for line in f]
+  except OSError as e:
+    raise DataError(f"config key data.class_names: {path}: cannot read it ({e.strerror})") from e
+  names = [line for line in lines if line and not line.startswith("#")]
+  return [re.sub(r"^n\d{8}\s+", "", name) for name in names]
+
+
 def _build_listed(suffix: str, source: type[sources.ListFileSource], data: ml_collections.ConfigDict) -> Raw:
   _require_train_and_test(suffix, data)
+  names = read_class_names(_in_list_dir(data, data.class_names)) if suffix == "list" and data.class_names else None
 
   def read(split: str) -> sources.ListFileSource | None:
     name = data[f"{split}_{suffix}"]
-    return source(_in_list_dir(data, name), data.image_root, data.num_classes or None) if name else None
+    if not name:
+      return None
+    split_source = source(_in_list_dir(data, name), data.image_root, data.num_classes or None)
+    if names is not None:
+      if len(names) != split_source.num_classes:
+        raise DataError(f"config key data.class_names: {data.class_names} names {len(names)} classes, the data has "
+                        f"{split_source.num_classes}")
+      split_source.class_names = names
+    return split_source
 
   return read("train"), read("val"), read("test")
 
 
 def _listed(suffix: str, source: type[sources.ListFileSource]) -> Kind:
-  return Kind(functools.partial(_build_listed, suffix, source), functools.partial(_check_listed,
-                                                                                  suffix), f"val_{suffix}",
-              ("list_dir", "image_root", *(f"{split}_{suffix}" for split in ("train", "val", "test")), "num_classes"))
+  splits = tuple(f"{split}_{suffix}" for split in ("train", "val", "test"))
+  names = ("class_names",) if suffix == "list" else ()
+  return Kind(functools.partial(_build_listed, suffix, source), functools.partial(_check_listed, suffix),
+              f"val_{suffix}", ("list_dir", "image_root", *splits, "num_classes", *names))
+
+
+def _check_folders(data: ml_collections.ConfigDict) -> None:
+  _exists("image_root", data.image_root, folder=True)
+  for split in ("train", "test"):
+    if not os.path.isdir(os.path.join(data.image_root, split)):
+      raise ConfigError(f"config key data.image_root: {data.image_root} has no {split}/ folder (kind 'folder' reads "
+                        "train/<class>/*, an optional val/<class>/* and test/<class>/*)")
+
+
+def _has_val_folder(data: ml_collections.ConfigDict) -> bool:
+  return os.path.isdir(os.path.join(data.image_root, "val"))
+
+
+def _build_folders(data: ml_collections.ConfigDict) -> Raw:
+  train = sources.FolderSource(data.image_root, "train")
+  val = sources.FolderSource(data.image_root, "val", train.class_names) if _has_val_folder(data) else None
+  return train, val, sources.FolderSource(data.image_root, "test", train.class_names)
 
 
 def _build_fashion_mnist(data: ml_collections.ConfigDict) -> Raw:
@@ -140,6 +182,8 @@ KINDS: dict[str, Kind] = {
     "list": _listed("list", sources.ListFileSource),
     # iNaturalist's official JSON files (train2018.json, val2018.json) over an image folder.
     "inat_json": _listed("json", sources.INatJsonSource),
+    # One folder per class under data.image_root's train/, val/ (optional) and test/: a researcher's own data.
+    "folder": Kind(_build_folders, _check_folders, None, ("image_root",), own_val=_has_val_folder),
     # A TFDS dataset prepared as array_record (TFDS's catalog, or ltr_jax.data.convert), read with tfds.data_source.
     "tfds": Kind(_build_tfds, _check_tfds, "val_split",
                  ("tfds_name", "data_dir", "train_split", "val_split", "test_split", "download"),
@@ -164,11 +208,14 @@ def check_paths(data: ml_collections.ConfigDict) -> None:
 def validation_keys(data: ml_collections.ConfigDict) -> str:
   """The config keys that give config key `data` a validation split, for messages: 'data.val_list or
   data.val_per_class', or 'data.val_per_class' alone for a kind without a split of its own."""
-  val_key = kind_of(data).val_key
-  return f"{f'data.{val_key} or ' if val_key else ''}data.val_per_class"
+  kind = kind_of(data)
+  own = f"data.{kind.val_key} or " if kind.val_key else "a val/ folder in data.image_root or " if kind.own_val else ""
+  return f"{own}data.val_per_class"
 
 
 def has_validation(data: ml_collections.ConfigDict) -> bool:
-  """Whether config key `data` gives a validation split: its kind's own (data.<val_key>) or data.val_per_class."""
-  val_key = kind_of(data).val_key
-  return bool(val_key and data[val_key]) or data.val_per_class > 0
+  """Whether config key `data` gives a validation split: its kind's own (data.<val_key>, or one it finds) or
+  data.val_per_class."""
+  kind = kind_of(data)
+  own = bool(kind.val_key and data[kind.val_key]) or bool(kind.own_val and kind.own_val(data))
+  return own or data.val_per_class > 0

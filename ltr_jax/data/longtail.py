@@ -102,6 +102,7 @@ class Subset:
       raise IndexError(f"subset indices outside [0, {len(source)})")
     self.labels = source.labels[self.indices]
     self.num_classes = source.num_classes
+    self.class_names = getattr(source, "class_names", None)
 
   def __len__(self) -> int:
     return len(self.indices)
@@ -112,6 +113,15 @@ class Subset:
   def undecoded(self, index: int) -> np.ndarray | EncodedImage:
     """The source's `undecoded` record, so that subsets of image files get the transforms' fast path."""
     return undecoded(self.source, int(self.indices[index]))
+
+
+def base_records(source: Source) -> tuple[Source, np.ndarray]:
+  """The source that stores the records of `source` (through any Subsets) and their indices in it."""
+  indices = np.arange(len(source), dtype=np.int64)
+  while isinstance(source, Subset):
+    indices = source.indices[indices]
+    source = source.source
+  return source, indices
 
 
 def subset_from_list_file(source: Source, list_file: str) -> Subset:

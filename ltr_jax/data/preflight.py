@@ -11,6 +11,7 @@ With config key data.preflight_decode (`Splits.preflight_decode`) it also decode
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections import defaultdict
 from concurrent import futures
@@ -22,21 +23,12 @@ import numpy as np
 from ltr_jax import parallel, progress
 from ltr_jax.data import datasets
 from ltr_jax.data.datasets import Splits
-from ltr_jax.data.longtail import Subset
+from ltr_jax.data.longtail import base_records
 from ltr_jax.data.sources import EncodedImage
 from ltr_jax.errors import DataError
 
 SHOWN = 5  # examples named per problem
 DECODE_BLOCK = 256  # images per task of the decoding threads
-
-
-def _base(source) -> tuple[object, np.ndarray]:
-  """The source that stores the records of `source` (through any Subsets) and their indices in it."""
-  indices = np.arange(len(source), dtype=np.int64)
-  while isinstance(source, Subset):
-    indices = source.indices[indices]
-    source = source.source
-  return source, indices
 
 
 def _where(source, index: int, split: str, position: int) -> str:
@@ -97,12 +89,11 @@ def _decode_errors(source, indices: np.ndarray) -> list[tuple[int, str]]:
 
 @dataclasses.dataclass(frozen=True)
 class Decoded:
-  """The decoding check over every process: images decoded in all (`total`) and by this process (`here`), how many
-  do not decode (`failed`) and the messages of the first SHOWN of them, in record order."""
+  """The decoding check over every process: images decoded in all (`total`) and by this process (`here`), and
+  (position among all the records, message) of each that does not decode, in record order."""
   total: int
   here: int
-  failed: int
-  shown: list[str]
+  failures: list[tuple[int, str]]
 
 
 def undecodable_images(records: list[tuple[object, np.ndarray]]) -> Decoded:
@@ -110,23 +101,23 @@ def undecodable_images(records: list[tuple[object, np.ndarray]]) -> Decoded:
   its process_index on), in one thread per core with a progress bar; the failures of every process are gathered,
   so each reports the same."""
   rank, count = jax.process_index(), jax.process_count()
-  mine = [(source, indices[rank::count], offset)
-          for (source, indices), offset in zip(records,
-                                               np.cumsum([0] + [len(indices) for _, indices in records])[:-1])]
-  blocks = [(source, indices[k:k + DECODE_BLOCK], offset + rank + count * k)
-            for source, indices, offset in mine
-            for k in range(0, len(indices), DECODE_BLOCK)]
+  offsets = np.cumsum([0] + [len(indices) for _, indices in records])[:-1]
+  blocks = [(source, indices[rank::count][k:k + DECODE_BLOCK], int(offset) + rank + count * k)
+            for (source, indices), offset in zip(records, offsets)
+            for k in range(0, len(indices[rank::count]), DECODE_BLOCK)]
   here = int(sum(len(indices) for _, indices, _ in blocks))
   errors = []
   with futures.ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool, \
-      progress.bar(here, "data check: decoding", unit="image", disable=rank != 0) as bar:
+      progress.bar(here, "checking images: decoding", unit="image", disable=rank != 0) as bar:
     for (_, indices, start), found in zip(blocks, pool.map(lambda block: _decode_errors(*block[:2]), blocks)):
-      errors += [(int(start + count * i), message) for i, message in found]
+      errors += [(start + count * i, message[:300]) for i, message in found]
       bar.update(len(indices))
-  shown = [[position, message[:300]] for position, message in errors[:SHOWN]]
-  every = parallel.gather_json({"here": here, "failed": len(errors), "shown": shown})
-  first = sorted(item for report in every for item in report["shown"])[:SHOWN]
-  return Decoded(sum(r["here"] for r in every), here, sum(r["failed"] for r in every), [m for _, m in first])
+  # Two gathers: the size of the largest report first (every process sends a buffer of one size), then the reports.
+  report = {"here": here, "failures": errors}
+  size = max(parallel.gather_json(len(json.dumps(report).encode())))
+  every = parallel.gather_json(report, size=max(size, 1))
+  failures = sorted((int(position), message) for r in every for position, message in r["failures"])
+  return Decoded(sum(r["here"] for r in every), here, failures)
 
 
 def _label_problems(split: str, source, num_classes: int) -> str | None:
@@ -134,7 +125,7 @@ def _label_problems(split: str, source, num_classes: int) -> str | None:
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
   if not bad.size:
     return None
-  base, indices = _base(source)
+  base, indices = base_records(source)
   shown = ", ".join(f"{labels[k]} at {_where(base, int(indices[k]), split, int(k))}" for k in bad[:SHOWN])
   return f"{bad.size} {split} label(s) outside [0, {num_classes}): {shown}"
 
@@ -161,7 +152,7 @@ def check(splits: Splits) -> None:
   # Every base source once, with the union of the records its splits use (val is often a Subset of train's).
   records: dict[int, tuple[object, list[np.ndarray]]] = {}
   for _, source in named:
-    base, indices = _base(source)
+    base, indices = base_records(source)
     records.setdefault(id(base), (base, []))[1].append(indices)
   used = []
   for base, parts in records.values():
@@ -180,9 +171,10 @@ def check(splits: Splits) -> None:
                     f"{', ...' if total > SHOWN else ''} (config key data.preflight=False skips this check)")
   if not problems and splits.preflight_decode:
     decoded = undecodable_images([(base, indices) for base, indices in used if hasattr(base, "undecoded")])
-    if decoded.failed:
-      problems.append(f"{decoded.failed} of {decoded.total} images do not decode: {'; '.join(decoded.shown)}"
-                      f"{'; ...' if decoded.failed > SHOWN else ''}")
+    if decoded.failures:
+      shown = "; ".join(message for _, message in decoded.failures[:SHOWN])
+      problems.append(f"{len(decoded.failures)} of {decoded.total} images do not decode: {shown}"
+                      f"{'; ...' if len(decoded.failures) > SHOWN else ''}")
   if problems:
     raise DataError(f"data check of {splits.name or 'the dataset'}: " + "; ".join(problems))
 

@@ -1,15 +1,18 @@
 """Record sources: random access to (image, label) records, labels known without decoding images.
 
-Four kinds of storage, one interface (`Source`):
+Five kinds of storage, one interface (`Source`):
 - `ListFileSource`: an image folder plus a list file of `relative/path label` lines (ImageNet-LT,
   Places-LT, iNaturalist as distributed with OLTR / the reference code).
+- `FolderSource`: one folder per class (`train/<class>/*.jpg`, torchvision's ImageFolder layout), the classes in the
+  sorted order of their folder names.
 - `INatJsonSource`: an image folder plus iNaturalist's official COCO-style JSON (train2018.json, ...).
 - `IdxSource`: MNIST / Fashion-MNIST IDX files (the offline quickstart).
 - `TfdsSource`: a TFDS array_record dataset through `tfds.data_source` (TFDS catalog datasets and those
   written by `ltr_jax.data.convert`).
 `source[i]` is the decoded image; `undecoded(source, i)` is what the transforms take: an `EncodedImage` where
 the source holds files, so that a transform reads the size from the header before decoding and decodes a
-JPEG at the smallest scale its crop allows, else the same array as `source[i]`.
+JPEG at the smallest scale its crop allows, else the same array as `source[i]`. A source says its classes' names
+where its data does (`class_names`; None where it does not).
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ except ImportError:
   simplejpeg = None
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+# The ten classes of Fashion-MNIST, in label order (zalandoresearch/fashion-mnist README, "Labels").
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions.
 _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension.
 
@@ -46,6 +52,7 @@ class Source(Protocol):
 
   labels: np.ndarray  # int64 [N]
   num_classes: int
+  class_names: list[str] | None  # in label order, where the data names its classes
 
   def __len__(self) -> int:
     ...
@@ -172,9 +179,11 @@ class ListFileSource:
   [0, num_classes).
   """
 
-  def __init__(self, list_file: str, image_root: str, num_classes: int | None = None):
+  def __init__(self, list_file: str, image_root: str, num_classes: int | None = None,
+               class_names: list[str] | None = None):
     self.list_file = list_file
     self.image_root = image_root
+    self.class_names = class_names
     records = read_list_file(list_file)
     self._line_numbers = [number for number, _, _ in records]
     self.paths = [path for _, path, _ in records]
@@ -195,18 +204,22 @@ class ListFileSource:
     """The image file of record `index`."""
     return os.path.join(self.image_root, self.paths[index])
 
+  def _named(self, index: int) -> str:
+    """The image file of record `index`, and where it was listed unless that is the file itself (a class folder)."""
+    path, where = self.image_path(index), self.where(index)
+    return path if where == path else f"{path} (listed at {where})"
+
   def read_bytes(self, index: int) -> bytes:
     """The encoded image file of record `index`, as stored."""
-    path = self.image_path(index)
     try:
-      with open(path, "rb") as f:
+      with open(self.image_path(index), "rb") as f:
         return f.read()
     except OSError as e:
-      raise DataError(f"{path}: cannot read image ({e.strerror}; listed at {self.where(index)})") from e
+      raise DataError(f"{self._named(index)}: cannot read image ({e.strerror})") from e
 
   def undecoded(self, index: int) -> EncodedImage:
     """The image file of record `index`, read but not decoded."""
-    return EncodedImage(self.read_bytes(index), 3, f"{self.image_path(index)} (listed at {self.where(index)})")
+    return EncodedImage(self.read_bytes(index), 3, self._named(index))
 
   def __getitem__(self, index: int) -> np.ndarray:
     return self.undecoded(index).decode()
@@ -269,6 +282,10 @@ class INatJsonSource(ListFileSource):
     self.labels = np.array([label_of[image_id] for image_id in self._image_ids], dtype=np.int64)
     categories = content.get("categories") or []
     self.num_classes = num_classes or len(categories) or int(self.labels.max()) + 1
+    # iNaturalist's categories[].name (the species), where every class id has one.
+    names = {c.get("id"): c.get("name") for c in categories if isinstance(c, dict)}
+    self.class_names = [str(names[c]) for c in range(self.num_classes)] \
+        if all(isinstance(names.get(c), str) for c in range(self.num_classes)) else None
     outside = np.flatnonzero((self.labels < 0) | (self.labels >= self.num_classes))
     if outside.size:
       raise DataError(f"{json_file}: image id {self._image_ids[outside[0]]!r} has category_id "
@@ -277,6 +294,72 @@ class INatJsonSource(ListFileSource):
   def where(self, index: int) -> str:
     """The JSON file and image id of record `index`."""
     return f"{self.list_file}, image id {self._image_ids[index]!r}"
+
+
+def image_extensions() -> frozenset[str]:
+  """The file extensions Pillow reads (lower case, with the dot: '.jpg', '.png', '.webp', ...)."""
+  return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def class_folders(folder: str) -> list[str]:
+  """The sorted names of the class folders in `folder` (hidden ones left out); DataError for two names that differ
+  only in case (one class on a case-insensitive file system, two here)."""
+  try:
+    names = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+  except OSError as e:
+    raise DataError(f"{folder}: cannot list the class folders ({e.strerror})") from e
+  seen: dict[str, str] = {}
+  for name in names:
+    if name.lower() in seen:
+      raise DataError(f"{folder}: class folders {seen[name.lower()]!r} and {name!r} differ only in case: rename one")
+    seen[name.lower()] = name
+  return names
+
+
+class FolderSource(ListFileSource):
+  """One folder per class: `image_root/<split>/<class>/**/<image>`, as torchvision's ImageFolder reads them.
+
+  The class index is the position of the folder name in `class_names` (default: the sorted folder names of this
+  split, as ImageFolder sorts them); a split's class folder not in `class_names`, an empty class folder, or a file
+  whose extension Pillow does not read (in any case: '.JPG' is a JPEG) is a DataError naming it. Hidden files and
+  folders are left out. Records are in sorted path order; `where(i)` is the image's path. Decoded as
+  ListFileSource (RGB).
+  """
+
+  def __init__(self, image_root: str, split: str, class_names: list[str] | None = None):
+    # Sets what ListFileSource's __init__ sets, from the folders instead of a list file.
+    self.image_root = image_root
+    self.list_file = os.path.join(image_root, split)
+    found = class_folders(self.list_file)
+    self.class_names = found if class_names is None else list(class_names)
+    index = {name: i for i, name in enumerate(self.class_names)}
+    extensions = image_extensions()
+    self.paths, labels = [], []
+    for name in found:
+      if name not in index:
+        raise DataError(f"{os.path.join(self.list_file, name)}: a class folder that the training split lacks (its "
+                        f"classes: {', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})")
+      files = []
+      for folder, subfolders, names in os.walk(os.path.join(self.list_file, name)):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for file in sorted(n for n in names if not n.startswith(".")):
+          path = os.path.join(folder, file)
+          if os.path.splitext(file)[1].lower() not in extensions:
+            raise DataError(f"{path}: not an image file (Pillow reads {', '.join(sorted(extensions)[:8])}, ...): "
+                            "move it out of the class folder")
+          files.append(os.path.relpath(path, image_root))
+      if not files:
+        raise DataError(f"{os.path.join(self.list_file, name)}: an empty class folder (no image files)")
+      self.paths += files
+      labels += [index[name]] * len(files)
+    if not self.paths:
+      raise DataError(f"{self.list_file}: no class folders")
+    self.labels = np.asarray(labels, np.int64)
+    self.num_classes = len(self.class_names)
+
+  def where(self, index: int) -> str:
+    """The image file of record `index`."""
+    return self.image_path(index)
 
 
 def _read_idx(path: str, magic: int) -> np.ndarray:
@@ -307,10 +390,11 @@ class IdxSource:
   that a file missing the last classes still gives the right number of classes.
   """
 
-  def __init__(self, images_path: str, labels_path: str, num_classes: int = 10):
+  def __init__(self, images_path: str, labels_path: str, num_classes: int = 10, class_names: list[str] | None = None):
     self.images = _read_idx(images_path, _IDX_IMAGES_MAGIC)[..., None]
     self.labels = _read_idx(labels_path, _IDX_LABELS_MAGIC).astype(np.int64)
     self.num_classes = num_classes
+    self.class_names = class_names
     if len(self.images) != len(self.labels):
       raise DataError(f"{labels_path}: {len(self.labels)} labels for {len(self.images)} images in {images_path}")
     if self.labels.size and self.labels.max() >= num_classes:
@@ -380,6 +464,10 @@ class TfdsSource:
       self.labels = np.array([example[label_key] for example in self._ds], dtype=np.int64)
     label_feature = info.features[label_key]
     self.num_classes = getattr(label_feature, "num_classes", None) or int(self.labels.max()) + 1
+    names = list(getattr(label_feature, "names", None) or [])
+    # A ClassLabel made from a class count alone names its classes '0', '1', ...: no names.
+    self.class_names = names if len(names) == self.num_classes and names != [str(i) for i in range(len(names))] \
+        else None
 
   def __len__(self) -> int:
     return len(self._ds)
@@ -413,7 +501,7 @@ def fashion_mnist(split: str, data_dir: str | None = None, download: bool = Fals
       images, labels = (
           os.path.join(folder, f"{prefixes[split]}-{kind}-ubyte{suffix}") for kind in ("images-idx3", "labels-idx1"))
       if os.path.exists(images) and os.path.exists(labels):
-        return IdxSource(images, labels)
+        return IdxSource(images, labels, class_names=list(FASHION_MNIST_CLASSES))
   try:
     return TfdsSource("fashion_mnist", split, data_dir=data_dir, download=download)
   except DataError as e:

@@ -64,8 +64,10 @@ def export(name: str, head: Classifier, variables: Variables, config: ml_collect
   params = jax.device_put(head.params(), parallel.replicated(mesh))
   directory = paths.join(backbone.run_dir(workdir, name), "checkpoints")
   manager = checkpoints.Manager(directory, max_to_keep=1)
-  manager.save(step, {"params": {**variables["params"], "head": params}, "batch_stats": variables["batch_stats"]},
-               checkpoints.model_meta(config, splits.num_classes, f"stage2/{name}", head.spec()))
+  manager.save(
+      step, {"params": {**variables["params"], "head": params}, "batch_stats": variables["batch_stats"]},
+      checkpoints.model_meta(config, splits.num_classes, f"stage2/{name}", head.spec(), class_names=splits.names,
+                             image_shape=splits.image_shape))
   manager.wait()
   return directory
 
@@ -102,7 +104,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   joint = Classifier.of_model(stage1["params"]["head"], model.head_spec)
 
   results: dict[str, Any] = {
-      "dataset": splits.name, "methods": {}, "class_counts": splits.class_counts.tolist(),
+      "dataset": splits.name, "methods": {}, "class_names": splits.names, "class_counts": splits.class_counts.tolist(),
       "groups": splits.groups.tolist(), "weight_norms": {}, "tau_curves": {}
   }
   heads: dict[str, tuple[Classifier, Variables]] = {}
