@@ -23,6 +23,15 @@ repeat and the median of the per-repeat JAX / PyTorch ratios.
 
   python benchmarks/decouple.py --json benchmarks/results/decouple_cpu.json [--scale 0.1] [--repeats 3]
 
+`--cache float32,bfloat16,float16` runs instead a JAX-only case, one fresh child per dtype and repeat: cRT on cached
+features at iNaturalist scale with d = 768 (a ViT-B/16's; 437,513 x 768, 8,142 classes, times --scale), the cache
+written and memory-mapped back as stage 2 does (ltr_jax.stage2.features, config key stage2.feature_dtype), then cRT
+(batch 512, lr 0.2) for 1 and for 3 epochs after a 1-epoch warm-up, each compiled afresh: the steady steps/s is 2
+epochs' steps over the difference of their seconds (compilation, the features' move to the device and first reads
+cancel out). It reports the cache's bytes in memory and on disk, both runs' seconds and the peak memory the runs add.
+
+  python benchmarks/decouple.py --cache float32,bfloat16,float16 --scale 0.1 --repeats 1
+
 `--device gpu` (benchmarks/gpu): PyTorch on CUDA (each input moved to the GPU before the clock starts, cRT / LWS
 with the training features on the GPU and each batch gathered there), JAX on its default backend as always; both
 frameworks' runtimes are started (a first tiny op) before the clock starts, each timed call ends with a device
@@ -37,6 +46,7 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 
 import numpy as np
 
@@ -52,6 +62,8 @@ ARGMAX_SHAPE = (6000, 8142)
 ARGMAX_REPEATS = 7
 CRT = dict(epochs=10, batch_size=512, lr=0.2, weight_decay=5e-4)
 LWS = dict(epochs=5, batch_size=512, lr=0.2, weight_decay=0.0)
+CACHE_D = 768  # --cache: feature dimension
+CACHE_EPOCHS = (1, 3)  # --cache: cRT runs whose difference gives the steady steps/s
 DEVICE = "cpu"  # --device: 'cpu' (the CPU benchmark) or 'gpu' (PyTorch on cuda; see the module docstring)
 
 
@@ -87,11 +99,11 @@ def _long_tail_counts(num_classes: int, total: int, n_max: int, n_min: int) -> n
   return counts
 
 
-def _features(rng: np.random.Generator, rows: int) -> np.ndarray:
+def _features(rng: np.random.Generator, rows: int, d: int = D) -> np.ndarray:
   """|N(0, 1)| features held as stage 2 holds them: in 64-byte aligned host memory (ops.host_array,
   what inference and the feature cache give), filled in place."""
   from ltr_jax import ops
-  out = ops.host_array((rows, D))
+  out = ops.host_array((rows, d))
   rng.standard_normal(dtype=np.float32, out=out)
   return np.abs(out, out=out)
 
@@ -277,6 +289,90 @@ def run_one(spec: str, scale: float) -> dict:
   return out
 
 
+def run_cache(dtype: str, scale: float) -> dict:
+  """The --cache case for one feature dtype in this process (see the module docstring)."""
+  import tempfile
+
+  import jax
+
+  from ltr_jax.stage2 import features as features_lib
+  from ltr_jax.stage2 import rebalance
+  rng = np.random.default_rng(0)
+  classes = max(2, round(8142 * scale))
+  counts = _long_tail_counts(classes, round(437_513 * scale), 1000, 2)
+  labels = rng.permutation(np.repeat(np.arange(classes), counts))
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "train.npy")
+    features_lib.save(path, features_lib.as_dtype(_features(rng, len(labels), CACHE_D), dtype))
+    cached = features_lib.load(path, dtype)
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    base_kb = _status_kb("VmRSS")
+
+    def crt(epochs: int):
+      return jax.block_until_ready(
+          rebalance.train_crt(cached, labels, classes, seed=0, progress=False, **{**CRT, "epochs": epochs}))
+
+    seconds = [_timed(partial(crt, epochs))[0] for epochs in (CACHE_EPOCHS[0], *CACHE_EPOCHS)][1:]  # after a warm-up
+    steps = len(labels) // CRT["batch_size"]
+    steady = (CACHE_EPOCHS[1] - CACHE_EPOCHS[0]) * steps / (seconds[1] - seconds[0])
+    peak_gb = (_status_kb("VmHWM") - base_kb) / 2**20
+    return {
+        "rows": len(labels), "classes": classes, "steps_per_epoch": steps, "cache_bytes": cached.nbytes,
+        "itemsize": cached.itemsize, "file_bytes": os.path.getsize(path),
+        "seconds": dict(zip(map(str, CACHE_EPOCHS), seconds)), "steps_per_second": steady, "peak_memory_gb": peak_gb
+    }
+
+
+def cache_main(dtypes: list[str], scale: float, repeats: int, json_path: str | None) -> None:
+  """The --cache case: every dtype in a fresh child, `repeats` times in turn; medians printed and written."""
+  load_before = os.getloadavg()[0]
+  runs = {dtype: [] for dtype in dtypes}
+  for repeat in range(repeats):
+    for dtype in dtypes:
+      one = _child(f"cache:{dtype}", scale, _child_env())
+      runs[dtype].append(one)
+      print(
+          f"repeat {repeat + 1}/{repeats} {dtype:9s} {one['steps_per_second']:8.1f} steps/s  "
+          f"{one['cache_bytes'] / 2**20:8.1f} MiB cache  {one['peak_memory_gb']:6.3f} GB peak", flush=True)
+
+  def median(dtype: str, key: str, sub: str | None = None) -> float:
+    return float(np.median([one[key] if sub is None else one[key][sub] for one in runs[dtype]]))
+
+  first = runs[dtypes[0]][0]
+  epochs = list(first["seconds"])
+  results = {
+      "case": f"cRT on cached features, {first['rows']} x {CACHE_D}, {first['classes']} classes, batch "
+              f"{CRT['batch_size']}, {first['steps_per_epoch']} steps per epoch",
+      "dtypes": {
+          dtype: {
+              "cache_bytes": runs[dtype][0]["cache_bytes"],
+              "file_bytes": runs[dtype][0]["file_bytes"],
+              "full_scale_cache_gb": 437_513 * CACHE_D * runs[dtype][0]["itemsize"] / 2**30,
+              "steps_per_second": median(dtype, "steps_per_second"),
+              "seconds": {e: median(dtype, "seconds", e) for e in epochs},
+              "peak_memory_gb": median(dtype, "peak_memory_gb"),
+          } for dtype in dtypes
+      },
+      "runs": runs,
+      "repeats": repeats,
+      "statistic": "median over repeats",
+      "scale": scale,
+      "machine": machine(f"numpy {np.__version__}"),
+      "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+  }
+  print(f"\n{results['case']}; median of {repeats} repeats")
+  print(f"{'dtype':9s} {'cache MiB':>10s} {'file MiB':>9s} {'full GB':>8s} {'steps/s':>8s} " +
+        " ".join(f"{e + ' ep s':>8s}" for e in epochs) + f" {'peak GB':>8s}")
+  for dtype, r in results["dtypes"].items():
+    print(f"{dtype:9s} {r['cache_bytes'] / 2**20:10.1f} {r['file_bytes'] / 2**20:9.1f} {r['full_scale_cache_gb']:8.3f} "
+          f"{r['steps_per_second']:8.1f} " + " ".join(f"{t:8.2f}" for t in r["seconds"].values()) +
+          f" {r['peak_memory_gb']:8.3f}")
+  print(f"load average (1 min) before {load_before:.2f}, after {results['load_average_1min']['after']:.2f}")
+  if json_path:
+    write_json(json_path, results)
+
+
 def _peak_device_memory(framework: str) -> float:
   """Bytes at the GPU's peak in this process (JAX: its allocator's peak; torch: max_memory_allocated)."""
   if framework == "jax":
@@ -292,6 +388,13 @@ def _device_name(framework: str) -> str:
     return f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
   import torch
   return f"cuda: {torch.cuda.get_device_name()}"
+
+
+def _child_env() -> dict:
+  """The environment of a child: this one, with the repository on PYTHONPATH."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(
+      None, [os.path.dirname(here), os.environ.get("PYTHONPATH")])))
 
 
 def _child(spec: str, scale: float, env: dict) -> dict:
@@ -313,19 +416,22 @@ def main() -> None:
   parser.add_argument("--only", default=",".join(COMPUTATIONS), help="comma-separated computations to run")
   parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                       help="gpu: PyTorch on cuda, runtimes started before the clock, device peak memory")
+  parser.add_argument("--cache", help="comma-separated feature dtypes: run the cRT-on-a-feature-cache case instead")
   args = parser.parse_args()
   global DEVICE
   DEVICE = args.device
   if args.one:
-    print(json.dumps(run_one(args.one, args.scale)))
+    framework, name = args.one.split(":")
+    print(json.dumps(run_cache(name, args.scale) if framework == "cache" else run_one(args.one, args.scale)))
+    return
+  if args.cache:
+    cache_main(args.cache.split(","), args.scale, args.repeats, args.json)
     return
 
   computations = args.only.split(",")
   runs = {f: {c: [] for c in computations} for f in FRAMEWORKS}  # every repeat's run_one result
   load_before = os.getloadavg()[0]
-  here = os.path.dirname(os.path.abspath(__file__))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(
-      None, [os.path.dirname(here), os.environ.get("PYTHONPATH")])))
+  env = _child_env()
   for repeat in range(args.repeats):
     for computation in computations:
       for framework in FRAMEWORKS:

@@ -22,13 +22,13 @@ def entry(type: str, label: str, paper: bool = True, variant: str = "", **values
 
 def through_backbone(type: str, label: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
                      sampling: str = "class", frozen: tuple[str, ...] = (BACKBONE_PARAMS,), lr_mults: tuple = (),
-                     loss: str = "ce", **values) -> ml_collections.ConfigDict:
+                     loss: str = "ce", accumulate_steps: int = 1, **values) -> ml_collections.ConfigDict:
   """An entry of a method through the backbone (ltr_jax.stage2.backbone): its schedule (lr at this batch size,
   cosine to 0, SGD momentum 0.9), sampling, frozen patterns and learning-rate groups (ltr_jax.masks), its loss (a
-  name of ltr_jax.losses) and the loss hyper-parameters it sets (the others at their papers' defaults), and what
-  its type reads besides (`values`)."""
+  name of ltr_jax.losses) and the loss hyper-parameters it sets (the others at their papers' defaults), gradient
+  accumulation (micro-batches per step), and what its type reads besides (`values`)."""
   return entry(type, label, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, sampling=sampling,
-               frozen=frozen, lr_mults=lr_mults, loss=loss, **values)
+               frozen=frozen, lr_mults=lr_mults, loss=loss, accumulate_steps=accumulate_steps, **values)
 
 
 def finetune(label: str, epochs: int, batch_size: int, lr: float, weight_decay: float, reinit_head: bool = False,
@@ -64,6 +64,31 @@ def lws_schedule(c: ml_collections.ConfigDict, **values) -> None:
   """Sets `values` (epochs, batch_size, lr, weight_decay) of LWS and its variant on cached features."""
   for name in LWS:
     c.stage2[name].update(values)
+
+
+# OpenAI CLIP's normalisation (LIFT: shijxcs/LIFT @ 661ead9, trainer.py:94-95).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+FOUNDATION_METHODS = ("joint", "linear_probe", "ncm", "crt_cached", "tau_norm", "lws_cached", "logit_adjust", "lift")
+
+
+def frozen_clip(c: ml_collections.ConfigDict, name: str = "clip_vit_b16") -> None:
+  """A dataset config turned into one of a frozen CLIP visual tower (config key model.name `name`), imported with
+  its zero-shot head (python -m ltr_jax.import_torch --kind=openai_clip) and run with --mode=decouple: zero-shot
+  CLIP is the `joint` row, a linear probe (cRT on instance-balanced features), the decoupled classifiers on its
+  cached features, and LIFT (stage2.lift). LIFT's preprocessing for every dataset (trainer.py:102-114):
+  RandomResizedCrop 224 (bilinear) and flip, no colour jitter; resize 256 (224 * 8 // 7, :142-144) and centre crop
+  224 at test; CLIP's mean and std. Stage 1 is the imported model: train.init_from is cleared."""
+  c.model.name = name
+  c.data.update(
+      dict(image_size=224, train_transform="random_resized_crop", eval_transform="resize_center_crop", resize=256,
+           color_jitter=0.0, interpolation="bilinear", mean=CLIP_MEAN, std=CLIP_STD))
+  c.train.init_from = ""
+  c.stage2.methods = FOUNDATION_METHODS
+  c.stage2.joint.update(dict(label="Zero-shot CLIP", paper=False))
+  # LIFT's schedule (configs/model/clip_vit_b16.yaml:13-17) on a linear classifier over the frozen features.
+  c.stage2.linear_probe = entry("crt_on_features", "Linear probe", paper=False, epochs=10, batch_size=128, lr=0.01,
+                                weight_decay=5e-4, sampling="instance")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -110,6 +135,10 @@ def get_config() -> ml_collections.ConfigDict:
       train_transform="random_resized_crop",  # | 'pad_crop_flip'
       eval_transform="resize_center_crop",  # | 'identity'
       resize=256, color_jitter=0.4,
+      interpolation="bilinear",  # | 'bicubic' (OpenAI CLIP's preprocessing): the resize of both transforms
+      # Five-crop test (stage2.five_crop): the image's shorter side resized to this, then five image_size crops
+      # (LIFT's expand: 224 + 24, shijxcs/LIFT @ 661ead9 trainer.py:116-122).
+      five_crop_resize=248,
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),  # in [0, 1] units, per channel
       num_workers=-1,  # grain worker processes per host; -1: one per core (the host's cores feed the accelerators)
       # Before any work: every listed image exists, every label in [0, C), no empty training class
@@ -125,6 +154,7 @@ def get_config() -> ml_collections.ConfigDict:
       dtype="float32",  # | 'bfloat16'
       head="linear",  # | 'cosine': s * cos(z, w_j), no bias (LDAM's normalised classifier)
       head_scale=30.0,  # s of the cosine head
+      remat=False,  # a ViT: recompute each block's activations in the backward pass (less memory, more compute)
   ))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -147,6 +177,9 @@ def get_config() -> ml_collections.ConfigDict:
       momentum=0.9, nesterov=False,
       weight_decay=5e-4,
       warmup_epochs=0.0,
+      # Gradient accumulation: each step's batch goes through the model in this many micro-batches (the memory of
+      # one); batch_size must divide into them over the devices.
+      accumulate_steps=1,
       # 'cosine': to 0 at the last step; 'step': the peak lr times the factor of the last (0-based epoch, factor)
       # of lr_steps that has begun, e.g. ((160, 0.01), (180, 1e-4)) (LDAM-DRW's CIFAR schedule).
       schedule="cosine",
@@ -176,9 +209,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.stage2 = ml_collections.ConfigDict(dict(
       methods=("joint", "ncm", "crt", "crt_cached", "tau_norm", "lws", "lws_cached", "logit_adjust"),
       batch_size=512,  # feature extraction
+      feature_dtype="float32",  # | 'bfloat16' | 'float16': the feature cache's (half the memory; computed in float32)
       # Methods whose backbone + head are written to workdir/stage2/<name>/checkpoints: names, 'best' (the best
       # validation All) or 'all'. The methods through the backbone are always there (they run there).
       export=("best",),
+      # Methods that also get a row of their five-crop test: the logits of the four corner and the centre crops
+      # (data.five_crop_resize) averaged, as LIFT's test-time ensembling (its headline numbers) does.
+      five_crop=(),
       joint=entry("joint", "Joint"),
       # 'euclidean' | 'cosine' (the paper's) | 'reference_cos' (the reference KNNClassifier's 'cos': x.c_j / d)
       ncm=entry("ncm", "NCM", metric="euclidean"),
@@ -218,6 +255,17 @@ def get_config() -> ml_collections.ConfigDict:
       mislas=finetune("MiSLAS", 10, 512, 0.2, 5e-4, paper=False, lr_mults=(("head/(kernel|bias)", 0.05),),
                       head_lws=True, loss="las", las_eps_head=0.4, las_eps_tail=0.1, las_mapping="concave",
                       per_imbalance_ratio=()),
+      # LIFT (Shi et al., ICML 2024) on a ViT (shijxcs/LIFT at 661ead9, configs/model/clip_vit_b16.yaml:13-22,
+      # models/peft_vit.py, trainer.py): an AdaptFormer beside every block's MLP (bottleneck 0: 2^floor(log2(C / 2L))),
+      # trained with a cosine head of scale 25 without bias (the joint classifier's class vectors, normalised: an
+      # imported CLIP's zero-shot head gives its text initialisation), everything else frozen; logit-adjusted
+      # cross-entropy (tau 1); SGD lr 0.01 at batch 128, momentum 0.9, weight decay 5e-4, cosine over 10 epochs;
+      # instance-balanced batches (no re-sampling). adapter='lora': LoRA on q and v instead; 'none': what `frozen`
+      # leaves trains, e.g. BitFit frozen=("backbone/(?!.*/bias$).*",), LayerNorm tuning
+      # frozen=("backbone/(?!.*/ln_[^/]*/).*",).
+      lift=through_backbone("lift", "LIFT", 10, 128, 0.01, 5e-4, paper=False, sampling="instance",
+                            frozen=("backbone/(?!.*/(adapter|lora_q|lora_v)/).*",), loss="logit_adjusted", logit_adjust_tau=1.0,
+                            adapter="adaptformer", adapter_dim=0, head_scale=25.0),
   ))
 
   c.distributed = ml_collections.ConfigDict(dict(

@@ -38,15 +38,19 @@ Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...}
 
 def model_meta(config: ml_collections.ConfigDict, num_classes: int, stage: str = "stage1",
                head_spec: models.HeadSpec | None = None, settings: dict[str, Any] | None = None,
-               class_names: list[str] | None = None, image_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+               class_names: list[str] | None = None, image_shape: tuple[int, ...] | None = None,
+               peft: models.Peft = models.Peft()) -> dict[str, Any]:
   """The meta item: model, class count, stage, what the head computes (a models.HeadSpec; default: config keys
   model.head, model.head_scale), the config, and where known: `settings`, {key: value} of what shaped the run's
   checkpoints (a resume under other settings is a SettingsChanged); the classes' names in label order (evaluation
-  and prediction name classes by them and check the data's against them); the input's shape (H, W, C)."""
+  and prediction name classes by them and check the data's against them); the input's shape (H, W, C); a ViT's
+  parameter-efficient modules (models.Peft), without which its params would not fit."""
   meta = {
       "model": config.model.name, "num_classes": int(num_classes), "stage": stage,
       "head": (head_spec or models.HeadSpec.of_config(config.model)).to_dict(), "config": config.to_json()
   }
+  if peft != models.Peft():
+    meta["peft"] = peft.to_dict()
   for key, value in (("settings", settings), ("class_names", class_names), ("image_shape", image_shape)):
     if value is not None:
       meta[key] = json.loads(json.dumps(value))  # as the meta item reads back: tuples as lists
@@ -269,14 +273,15 @@ class Manager:
 
 def restore_stage1(config: ml_collections.ConfigDict, directory: str, num_classes: int, image_shape: tuple[int, ...],
                    mesh: Mesh) -> tuple[LTRModel, Variables]:
-  """(model, variables) of the latest stage-1 checkpoint in `directory`, checked against the config."""
+  """(model, variables) of the latest stage-1 checkpoint in `directory`, checked against the config; its head as its
+  meta records it (an imported CLIP's zero-shot head, say)."""
   if not paths.is_dir(directory) or Manager(directory, read_only=True).latest_step() is None:
     raise CheckpointError(f"no stage-1 checkpoint in {directory}: run --mode=train (or --mode=all) "
                           "with this --workdir first")
-  model = models.from_config(config.model, num_classes)
-  variables = Manager(directory, read_only=True).restore_model(abstract_variables(model, image_shape, mesh),
-                                                               expected_meta=model_meta(config, num_classes))
-  return model, variables
+  manager = Manager(directory, read_only=True)
+  meta = manager.check_meta(model_meta(config, num_classes))
+  model = models.from_config(config.model, num_classes, head_spec=head_spec_of(meta))
+  return model, manager.restore_model(abstract_variables(model, image_shape, mesh))
 
 
 def default_checkpoint(workdir: str) -> str:
@@ -307,7 +312,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, directory: str, mes
     raise CheckpointError(f"{directory} holds model {meta['model']!r}, but config key model.name is "
                           f"{config.model.name!r}: use the config that made this checkpoint")
   shape = image_shape or tuple(meta.get("image_shape") or (config.data.image_size, config.data.image_size, 3))
-  model = models.from_config(config.model, meta["num_classes"], head_spec=head_spec_of(meta))
+  model = models.from_config(config.model, meta["num_classes"], head_spec=head_spec_of(meta),
+                             peft=models.Peft.from_dict(meta.get("peft")))
   return model, manager.restore_model(abstract_variables(model, shape, mesh)), meta
 
 
@@ -325,6 +331,7 @@ def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape
   if meta["model"] != config.model.name:
     raise CheckpointError(f"config key train.init_from: {directory} holds model {meta['model']!r}, but "
                           f"config key model.name is {config.model.name!r}")
-  model = models.from_config(config.model, meta["num_classes"])
+  model = models.from_config(config.model, meta["num_classes"], head_spec=head_spec_of(meta),
+                             peft=models.Peft.from_dict(meta.get("peft")))
   variables = manager.restore_model(abstract_variables(model, image_shape, mesh))
   return {"params": {"backbone": variables["params"]["backbone"]}, "batch_stats": variables["batch_stats"]}

@@ -34,24 +34,40 @@ def make_predict(model: LTRModel, data: ml_collections.ConfigDict, mesh: Mesh) -
   return jax.jit(predict, in_shardings=(rep, shard), out_shardings=(shard, shard))
 
 
+def five_crop_transform(config: ml_collections.ConfigDict) -> transforms.FiveCrop:
+  """Test-time ensembling's five crops of config key data.image_size from the image resized to
+  data.five_crop_resize (ltr_jax.validate checks that it is not smaller)."""
+  data = config.data
+  return transforms.FiveCrop(data.five_crop_resize, data.image_size, data.interpolation)
+
+
 def run_inference(predict: Predict, variables: Variables, source: Source, config: ml_collections.ConfigDict, mesh: Mesh,
-                  desc: str) -> tuple[np.ndarray, np.ndarray]:
-  """(top-1 predictions [N], features [N, d]) of every sample of `source`, in order, on every host."""
+                  desc: str, transform: transforms.Transform | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(top-1 predictions [N], features [N, d]) of every sample of `source`, in order, on every host, through config
+  key data.eval_transform, or `transform`. A transform that gives K crops of an image (FiveCrop) gives each crop's:
+  predictions [N, K], features [N, K, d]."""
   batch_size = config.stage2.batch_size
-  transform = transforms.eval_transform(config.data.eval_transform, config.data.image_size, config.data.resize)
+  transform = transform or transforms.eval_transform(config.data.eval_transform, config.data.image_size,
+                                                     config.data.resize, config.data.interpolation)
   batches = pipeline.eval_batches(source, transform, global_batch=batch_size, process_index=jax.process_index(),
                                   process_count=jax.process_count(), num_workers=config.data.num_workers)
   predictions, features = None, None
   total = -(-len(source) // batch_size)
   bar = progress.bar(total, desc, unit="batch", leave=False, disable=jax.process_index() != 0)
   for batch in batches:
-    sharded = parallel.global_batch({"image": batch["image"], "index": batch["index"]}, mesh)
+    images = batch["image"]
+    crops = images.shape[1] if images.ndim == 5 else 0  # [B, K, H, W, C]: K crops of each image, as K rows
+    if crops:
+      images = images.reshape(-1, *images.shape[2:])
+    sharded = parallel.global_batch({"image": images, "index": np.repeat(batch["index"], max(crops, 1))}, mesh)
     top1, z = predict(variables, sharded["image"])
     top1, z, index = parallel.to_host((top1, z, sharded["index"]))
+    if crops:  # each process's rows are whole images' crops, in order
+      top1, z, index = top1.reshape(-1, crops), z.reshape(-1, crops, z.shape[-1]), index[::crops]
     real = index < len(source)  # padding of the last batch
     if features is None:
-      predictions = np.zeros(len(source), np.int32)
-      features = ops.host_array((len(source), z.shape[-1]))
+      predictions = np.zeros((len(source), *top1.shape[1:]), np.int32)
+      features = ops.host_array((len(source), *z.shape[1:]))
     predictions[index[real]] = top1[real]
     features[index[real]] = z[real]
     bar.update(1)

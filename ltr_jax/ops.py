@@ -36,11 +36,12 @@ def row_chunks(features, chunk_size: int) -> Iterator[tuple[jax.Array, int]]:
   Padding keeps one shape, hence one compilation, for every chunk. A numpy chunk goes through device_put,
   which on CPU aliases it when its rows are 64-byte aligned and otherwise copies it once (jnp.asarray
   always copies, at about twice the cost): so `features` must not change until the results are ready.
+  Chunks are float32: 16-bit features (a 16-bit feature cache) are cast on the device, one chunk at a time.
   """
   n = features.shape[0]
   chunk_size = min(chunk_size, n)
   for start in range(0, n, chunk_size):
-    chunk = jax.device_put(features[start:start + chunk_size])
+    chunk = jax.device_put(features[start:start + chunk_size]).astype(jnp.float32)
     valid = chunk.shape[0]
     if valid < chunk_size:
       chunk = jnp.pad(chunk, ((0, chunk_size - valid), (0, 0)))

@@ -70,12 +70,11 @@ def markdown_table(results: dict[str, Any]) -> str:
 def highlighted(results: dict[str, Any]) -> list[str]:
   """Joint, the paper's best other method and the best later one, by validation All (test All without one), among
   the methods as their sources run them (not their variants) whose logit scale is fitted (their calibration means
-  something)."""
-  methods = {
-      m: r
-      for m, r in results["methods"].items()
-      if not r.get("variant") and (m == "joint" or not r.get("arbitrary_logit_scale"))
-  }
+  something); where none is, among those as their sources run them, else among all (a run of LIFT alone: cosine
+  heads)."""
+  runs = results["methods"]
+  as_run = {m: r for m, r in runs.items() if not r.get("variant")}
+  methods = {m: r for m, r in as_run.items() if m == "joint" or not r.get("arbitrary_logit_scale")} or as_run or runs
   score = lambda m: (methods[m].get("val") or methods[m])["all"] or 0.0  # noqa: E731
   paper = [m for m in methods if methods[m].get("paper", True) and m != "joint"]
   later = [m for m in methods if not methods[m].get("paper", True)]

@@ -59,6 +59,8 @@ DATA: dict[str, d.Domain] = {
     "train_transform": d.OneOf("ltr_jax.data.transforms:TRAIN_TRANSFORMS"),
     "eval_transform": d.OneOf("ltr_jax.data.transforms:EVAL_TRANSFORMS"),
     "resize": d.POSITIVE_INT,
+    "interpolation": d.OneOf("ltr_jax.data.transforms:INTERPOLATIONS"),
+    "five_crop_resize": d.POSITIVE_INT,
     "color_jitter": d.NON_NEGATIVE,
     "mean": d.Seq(d.PROBABILITY, min_len=1),
     "std": d.Seq(d.POSITIVE, min_len=1),
@@ -67,10 +69,11 @@ DATA: dict[str, d.Domain] = {
     "preflight_decode": d.Flag(),
 }
 MODEL: dict[str, d.Domain] = {
-    "name": d.OneOf("ltr_jax.models.resnet:ARCHITECTURES"),
+    "name": d.OneOf("ltr_jax.models.model:ARCHITECTURES"),
     "dtype": d.OneOf("ltr_jax.models.model:DTYPES"),
     "head": d.OneOf("ltr_jax.models.heads:KINDS"),
     "head_scale": d.POSITIVE,
+    "remat": d.Flag(),
 }
 TRAIN: dict[str, d.Domain] = {
     "sampling": registry.SAMPLING,
@@ -85,6 +88,7 @@ TRAIN: dict[str, d.Domain] = {
     "nesterov": d.Flag(),
     "weight_decay": d.NON_NEGATIVE,
     "warmup_epochs": d.NON_NEGATIVE,
+    "accumulate_steps": d.POSITIVE_INT,
     "schedule": d.OneOf("ltr_jax.schedules:SCHEDULES"),
     "lr_steps": d.Seq(d.Pair(d.Real(0, lo_open=True), d.POSITIVE)),
     "frozen": d.PATTERNS,
@@ -99,7 +103,9 @@ TRAIN: dict[str, d.Domain] = {
 STAGE2: dict[str, d.Domain] = {
     "methods": d.Seq(d.Text("the name of a stage-2 config entry", nonempty=True), min_len=1),
     "batch_size": d.POSITIVE_INT,
+    "feature_dtype": d.OneOf("ltr_jax.stage2.features:FEATURE_DTYPES"),
     "export": d.Seq(d.Text("'best', 'all' or the name of a method", nonempty=True)),
+    "five_crop": d.Seq(d.Text("the name of a method of stage2.methods", nonempty=True)),
 }
 DISTRIBUTED: dict[str, d.Domain] = {
     "coordinator_address": d.Text("host:port, or ''"),

@@ -48,6 +48,7 @@ class Recipe:
   lr_steps: tuple[tuple[float, float], ...] = ()
   drs_epoch: int = -1
   mixup_alpha: float = 0.0
+  accumulate_steps: int = 1  # micro-batches per step (gradient accumulation)
   frozen: tuple[str, ...] = ()
   lr_mults: tuple[tuple[str, float], ...] = ()
   eval_every_epochs: int = 1
@@ -107,30 +108,57 @@ class Constraint:
 
 def make_train_step(model: LTRModel, tx: optax.GradientTransformation, loss_fn: losses.Loss,
                     data: ml_collections.ConfigDict, mesh: Mesh, mixup_alpha: float = 0.0, seed: int = 0,
-                    constraint: Constraint | None = None,
-                    steps_per_epoch: int = 1) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+                    constraint: Constraint | None = None, steps_per_epoch: int = 1,
+                    accumulate_steps: int = 1) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """The jitted step: state replicated and donated, batch sharded on the data axis.
 
   BatchNorm runs in training mode except in the layers the model's frozen patterns freeze (ltr_jax.masks).
   With mixup_alpha > 0 the global batch is mixed (ltr_jax.mixing) with a key of (seed, step): the same
   mixing on any number of devices, and on a resumed run. A `constraint` projects the updated parameters (its
-  every_epoch steps come from steps_per_epoch).
+  every_epoch steps come from steps_per_epoch). With accumulate_steps k > 1 the batch goes through the model in k
+  micro-batches of B / k images one after the other (the memory of one), their mean gradient makes the one update
+  (BatchNorm then normalises each micro-batch by its own statistics).
   """
 
-  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    images = models.normalize(batch["image"], data.mean, data.std, model.dtype)
-    loss_on = lambda logits: loss_fn(logits, batch["label"], state.step)  # noqa: E731
+  def loss_and_grads(params, batch_stats, images, labels, step):
+    """(loss, logits, new batch_stats), gradients of the mean loss over `images`."""
+    loss_on = lambda logits: loss_fn(logits, labels, step)  # noqa: E731
     if mixup_alpha > 0:
-      key = jax.random.fold_in(jax.random.key(seed), state.step)
-      images, labels_a, labels_b, lam = mixing.mixup(key, images, batch["label"], mixup_alpha)
-      loss_on = lambda logits: mixing.mixup_loss(loss_fn, logits, labels_a, labels_b, lam, state.step)  # noqa: E731
+      key = jax.random.fold_in(jax.random.key(seed), step)
+      images, labels_a, labels_b, lam = mixing.mixup(key, images, labels, mixup_alpha)
+      loss_on = lambda logits: mixing.mixup_loss(loss_fn, logits, labels_a, labels_b, lam, step)  # noqa: E731
 
     def loss_of(params):
-      (logits, _), updates = model.apply({"params": params, "batch_stats": state.batch_stats}, images, train=True,
+      (logits, _), updates = model.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
                                          mutable=["batch_stats"])
       return loss_on(logits), (logits, updates["batch_stats"])
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    return (loss, logits, batch_stats), grads
+
+  def accumulated(params, batch_stats, images, labels, step):
+    """loss_and_grads over accumulate_steps micro-batches, one after the other: the mean loss and gradient.
+
+    Micro-batch j holds rows j, j + k, j + 2k, ... of the batch, so that each device keeps its own rows (the scanned
+    axis is not the sharded one: nothing moves between devices)."""
+    k = accumulate_steps
+    micro = lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)  # noqa: E731
+
+    def one(carry, batch):
+      batch_stats, grads = carry
+      (loss, logits, batch_stats), more = loss_and_grads(params, batch_stats, *batch, step)
+      return (batch_stats, jax.tree.map(jnp.add, grads, more)), (loss, logits)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (batch_stats, grads), (loss, logits) = jax.lax.scan(one, (batch_stats, zeros), (micro(images), micro(labels)))
+    mean = lambda x: x / accumulate_steps  # noqa: E731
+    logits = jnp.swapaxes(logits, 0, 1).reshape(-1, logits.shape[-1])  # back in the batch's row order
+    return (jnp.mean(loss), logits, batch_stats), jax.tree.map(mean, grads)
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    images = models.normalize(batch["image"], data.mean, data.std, model.dtype)
+    compute = loss_and_grads if accumulate_steps == 1 else accumulated
+    (loss, logits, batch_stats), grads = compute(state.params, state.batch_stats, images, batch["label"], state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if constraint is not None and constraint.every_epoch:
@@ -231,7 +259,7 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe, splits
 
   manager = checkpoints.Manager(paths.join(run_dir, "checkpoints"), recipe.max_checkpoints)
   meta = checkpoints.model_meta(config, splits.num_classes, stage, model.head_spec, settings, splits.names,
-                                splits.image_shape)
+                                splits.image_shape, model.peft)
   expected = {k: v for k, v in meta.items() if k != "settings"} if resume_changed else meta
   state = _initial_state(abstract, init, tx, manager, expected, mesh)
   start_step = int(state.step)
@@ -239,13 +267,14 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe, splits
   loss_fn = losses.get_loss(recipe.loss, splits.class_counts, steps_per_epoch, recipe.loss_hyper,
                             config.model.head_scale)
   train_step = make_train_step(model, tx, loss_fn, config.data, mesh, recipe.mixup_alpha, config.seed, constraint,
-                               steps_per_epoch)
+                               steps_per_epoch, recipe.accumulate_steps)
   predict = inference.make_predict(model, config.data, mesh)
   batches = pipeline.train_batches(
       splits.train, sampler,
-      transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter),
-      global_batch=recipe.batch_size, start_step=start_step, num_steps=num_steps, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(), num_workers=config.data.num_workers)
+      transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter,
+                                 config.data.interpolation), global_batch=recipe.batch_size, start_step=start_step,
+      num_steps=num_steps, seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.data.num_workers)
   writer = MetricWriter(run_dir)
   schedule = schedules.learning_rate_schedule(recipe, steps_per_epoch)
   eval_every = recipe.eval_every_epochs * steps_per_epoch

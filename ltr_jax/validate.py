@@ -40,9 +40,10 @@ def _check_loss(config: ml_collections.ConfigDict, loss: str, key: str) -> None:
                       "model.head='cosine' (its scale s is model.head_scale)")
 
 
-def _check_batch(size: int, key: str) -> None:
-  if size % jax.device_count():
-    raise ConfigError(f"config key {key} = {size} must be a multiple of the {jax.device_count()} devices")
+def _check_batch(size: int, key: str, micro_batches: int = 1) -> None:
+  if size % (micro_batches * jax.device_count()):
+    over = f"{micro_batches} micro-batches (accumulate_steps) of the " if micro_batches > 1 else "the "
+    raise ConfigError(f"config key {key} = {size} must be a multiple of {over}{jax.device_count()} devices")
 
 
 def _check_stage2(config: ml_collections.ConfigDict) -> None:
@@ -64,12 +65,18 @@ def _check_stage2(config: ml_collections.ConfigDict) -> None:
     if "loss" in hyper:
       _check_loss(config, hyper.loss, f"{key}.loss")
     if method.runs_on == registry.THROUGH_BACKBONE:
-      _check_batch(hyper.batch_size, f"{key}.batch_size")
+      _check_batch(hyper.batch_size, f"{key}.batch_size", hyper.accumulate_steps)
     if method.check is not None:
       method.check(hyper, config, key)
   for name in s2.export:
     if name not in ("best", "all", *s2.methods):
       raise ConfigError(f"config key stage2.export: {name!r} is not 'best', 'all' or a method of stage2.methods")
+  for name in s2.five_crop:
+    if name not in s2.methods:
+      raise ConfigError(f"config key stage2.five_crop: {name!r} is not a method of stage2.methods")
+  if s2.five_crop and config.data.five_crop_resize < config.data.image_size:
+    raise ConfigError(f"config key data.five_crop_resize: {config.data.five_crop_resize} is smaller than "
+                      f"data.image_size {config.data.image_size}")
 
 
 def _check_train(config: ml_collections.ConfigDict) -> None:
@@ -89,7 +96,10 @@ def _check_train(config: ml_collections.ConfigDict) -> None:
   if train.drs_epoch >= train.epochs:
     raise ConfigError(f"config key train.drs_epoch = {train.drs_epoch} must be -1 (no re-sampling) or an epoch "
                       f"before train.epochs = {train.epochs}")
-  _check_batch(train.batch_size, "train.batch_size")
+  _check_batch(train.batch_size, "train.batch_size", train.accumulate_steps)
+  if train.accumulate_steps > 1 and train.mixup_alpha > 0:
+    raise ConfigError("config key train.accumulate_steps: mixup mixes a whole batch, and accumulated micro-batches "
+                      "would each be mixed apart: set train.accumulate_steps=1 with train.mixup_alpha > 0")
   _check_batch(config.stage2.batch_size, "stage2.batch_size")
   if train.init_from and not paths.is_dir(train.init_from):
     raise ConfigError(f"config key train.init_from: {train.init_from} is not a directory")

@@ -42,11 +42,13 @@ CONFIGS = sorted(
 # (inat_r50, ResNet-50) and 90-100 s (inat_r101) on 2 busy CPU cores, nearly all of it XLA compilation;
 # ResNet-152 and ResNeXt take longer still, and ResNet-32's 15 blocks about 10 s per config. ResNet-10 has the same
 # stem, four stages and head as the ImageNet models; resnet_mini a 3x3 stem and three stages like the CIFAR ones.
-# The real architectures are covered by tests/test_models.py (parameter counts, PyTorch twins).
+# The real architectures are covered by tests/test_models.py (parameter counts, PyTorch twins). CLIP's ViT-B/16
+# (12 blocks of width 768) runs as vit_mini (4 blocks of width 64, 7-pixel patches: 28 x 28 images); its layouts are
+# covered by tests/test_vit.py and its import and stage 2 by tests/test_clip.py.
 SMALLER_MODEL = {
     **{
         name: "resnet10" for name in ("resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x4d", "resnext152_32x4d")
-    }, "resnet32": "resnet_mini", "resnet34_cifar": "resnet_mini"
+    }, "resnet32": "resnet_mini", "resnet34_cifar": "resnet_mini", "clip_vit_b16": "vit_mini"
 }
 
 NUM_CLASSES = 4
@@ -70,15 +72,21 @@ def _split_files(split, counts):
 
 def _list_dataset(data, tmp):
   """OLTR list files (`relative/path label`; the config's names, else train.txt, val.txt, test.txt) over tiny
-  JPEGs."""
+  JPEGs; a class-names file where the config names its classes (ImageNet-LT's and Places-LT's CLIP configs)."""
   names = [data[f"{split}_list"] or f"{split}.txt" for split in ("train", "val", "test")]
+  class_names = {}
+  if data.class_names:
+    os.makedirs(tmp, exist_ok=True)
+    with open(os.path.join(tmp, "class_names.txt"), "w") as f:
+      f.writelines(f"class {c}\n" for c in range(NUM_CLASSES))
+    class_names = dict(class_names="class_names.txt")
   for split, name, counts in zip(("train", "val", "test"), names, (TRAIN_COUNTS, (2,) * 4, (2,) * 4)):
     paths, labels = _split_files(split, counts)
     _write_jpegs(os.path.join(tmp, "images"), paths, seed=len(split))
     with open(os.path.join(tmp, name), "w") as f:
       f.writelines(f"{path} {label}\n" for path, label in zip(paths, labels))
   return dict(list_dir=str(tmp), image_root=os.path.join(tmp, "images"), train_list=names[0], val_list=names[1],
-              test_list=names[2])
+              test_list=names[2], **class_names)
 
 
 def _folder_dataset(data, tmp):
@@ -167,6 +175,8 @@ def _shrink(config):
   # iterator would take most of this test's time; tests/test_pipeline.py covers them.
   config.data.update(dict(image_size=min(config.data.image_size, 32), resize=36, num_workers=0))
   config.model.name = SMALLER_MODEL.get(config.model.name, config.model.name)
+  if config.model.name == "vit_mini":
+    config.data.update(dict(image_size=28, resize=32))
   config.train.update(dict(epochs=1, batch_size=8, warmup_epochs=0.0, log_every_steps=1))
   for name in config.stage2.methods:  # one epoch of every stage-2 training, on features or through the backbone
     # The values of the config's own imbalance ratio (MiSLAS's tables), not of the tiny data's.
@@ -212,7 +222,7 @@ def _distinct_runs():
 @pytest.mark.parametrize("names", _distinct_runs(), ids="+".join)
 def test_config_runs_both_stages(names, tmp_path):
   config = _shrunk(names[0])
-  methods = tuple(config.stage2.methods)
+  methods = (*config.stage2.methods, *(f"{name}_five_crop" for name in config.stage2.five_crop))
   _tiny_data(config, str(tmp_path / "data"))
   init = None
   if config.train.init_from:

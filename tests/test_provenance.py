@@ -1,8 +1,8 @@
 """configs/provenance.csv, the source of every config value that comes from one, holds for every config.
 
 The table has one row per (config, key, imbalance_ratio):
-- config: a module of configs/, every one but base.py (the defaults the others override) and quickstart.py
-  (ltr_jax's own small-scale choices);
+- config: a module of configs/, every one but base.py (the defaults the others override) and the quickstarts
+  quickstart.py and quickstart_vit.py (ltr_jax's own small-scale choices);
 - key: a dotted config key. stage2.<method>.<field> is read through ltr_jax.stage2.registry.hyper_of, so that a
   per-imbalance-ratio table (MiSLAS's CIFAR configs) resolves at data.imbalance_ratio: the config's own where the
   imbalance_ratio column is empty, else that column's (the table's other ratios);
@@ -15,8 +15,9 @@ The table has one row per (config, key, imbalance_ratio):
   'N', 'N-M', or several of those joined by ';';
 - reason: empty, unless ltr_jax departs on purpose from the source for this key, in its value or in how it applies
   it (a per-step cosine where the source steps once per epoch, i.i.d. class-balanced draws, a validation hold-out).
-Every key where a config differs from base.py has a row, unless it only says where the data are or which methods
-run (NOT_FROM_A_SOURCE), so a new override needs its source too.
+Every key where a config differs from base.py has a row, unless it only says where the data are, which methods
+run, or how a stage-2 entry is shown and which record runs it (NOT_FROM_A_SOURCE, ENTRY_KEYS), so a new override
+needs its source too.
 """
 import ast
 import csv
@@ -39,11 +40,11 @@ COLUMNS = [
     "config", "key", "imbalance_ratio", "value", "source_value", "repository", "commit", "file", "line", "reason"
 ]
 SOURCES = ("facebookresearch/classifier-balancing", "ShadeAlsha/LTR-weight-balancing", "dvlab-research/MiSLAS",
-           "kaidic/LDAM-DRW", "zhmiao/OpenLongTailRecognition-OLTR")
+           "kaidic/LDAM-DRW", "zhmiao/OpenLongTailRecognition-OLTR", "shijxcs/LIFT")
 CONFIGS = sorted(
     os.path.basename(path)[:-3]
     for path in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-    if os.path.basename(path) not in ("__init__.py", "base.py", "quickstart.py"))
+    if os.path.basename(path) not in ("__init__.py", "base.py", "quickstart.py", "quickstart_vit.py"))
 # Overrides that say where the data are, or which methods run and at what feature-extraction batch: no source's.
 NOT_FROM_A_SOURCE = {
     "data.name", "data.kind", "data.tfds_name", "data.train_list", "data.val_list", "data.test_list", "data.train_json",
@@ -102,6 +103,12 @@ def _flat(tree, prefix: str = "") -> dict:
   return out
 
 
+def _entry_key(key: str) -> bool:
+  """stage2.<method>.<type|label|paper|variant>: which record an entry runs and how reports show it."""
+  parts = key.split(".")
+  return parts[0] == "stage2" and len(parts) == 3 and parts[2] in registry.ENTRY_KEYS
+
+
 def test_the_table_is_well_formed():
   assert HEADER == COLUMNS
   problems, seen = [], set()
@@ -157,7 +164,8 @@ def test_every_override_of_base_has_a_row(name):
   keys = {row["key"] for _, row in ROWS if row["config"] == name}
   defaults, config = _flat(base.get_config()), _flat(_config(name))
   overrides = {key for key, value in config.items() if key not in defaults or value != defaults[key]}
-  missing = sorted(key for key in overrides - keys - NOT_FROM_A_SOURCE if not key.endswith(".per_imbalance_ratio"))
+  missing = sorted(key for key in overrides - keys - NOT_FROM_A_SOURCE
+                   if not key.endswith(".per_imbalance_ratio") and not _entry_key(key))
   assert not missing, f"configs/{name}.py sets {missing} without a row in configs/provenance.csv"
 
 

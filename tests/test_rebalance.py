@@ -1,15 +1,19 @@
-"""cRT, LWS and WB re-balance a head on a synthetic long-tailed Gaussian mixture: few-shot accuracy goes up."""
+"""cRT, LWS and WB re-balance a head on a synthetic long-tailed Gaussian mixture: few-shot accuracy goes up; the
+compiled epoch loop takes the steps a plain re-computation takes, and a 16-bit feature cache trains as well."""
+
+import os
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltr_jax import losses, metrics
-from ltr_jax.stage2 import classifiers
-from ltr_jax.stage2 import rebalance
+from ltr_jax import inference, losses, metrics, ops
 from ltr_jax.data.longtail import group_of_classes
 from ltr_jax.data.sampling import IndexSampler
+from ltr_jax.stage2 import classifiers, rebalance
+from ltr_jax.stage2 import features as features_lib
 
 C, D = 20, 16
 TRAIN = dict(epochs=20, batch_size=64, lr=0.1, weight_decay=5e-4, progress=False)
@@ -75,6 +79,103 @@ def test_lws_on_cached_logits_equals_lws_through_the_head(mixture):
   np.testing.assert_allclose(np.asarray(cached), np.asarray(direct), rtol=1e-5, atol=1e-6)
 
 
+def test_the_compiled_epochs_take_the_steps_of_a_plain_recomputation(mixture):
+  """cRT ("C only": from the joint head) equals SGD written out step by step in float64 numpy: the sampler's draws in
+  batches (an epoch's last draws short of a batch unused), softmax cross-entropy, weight decay added to the gradient,
+  then momentum, the cosine learning rate of every step."""
+  W0, b0 = (np.asarray(p, np.float64) for p in mixture["joint"])
+  z, y = mixture["train"], mixture["train_labels"]
+  epochs, batch, lr, decay, momentum = 3, 64, 0.1, 5e-4, 0.9
+  W, b = rebalance.train_crt(z, y, C, epochs=epochs, batch_size=batch, lr=lr, weight_decay=decay, momentum=momentum,
+                             seed=7, init=mixture["joint"], progress=False)
+  assert len(y) % batch
+  sampler = IndexSampler(y, C, "class", seed=7, num_epochs=epochs)
+  steps = len(y) // batch
+  params, velocity = [W0, b0], [np.zeros_like(W0), np.zeros_like(b0)]
+  for t in range(epochs * steps):
+    epoch, k = divmod(t, steps)
+    draws = sampler.epoch_indices(epoch)[k * batch:(k + 1) * batch]
+    zb = z[draws].astype(np.float64)
+    logits = zb @ params[0] + params[1]
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    dlogits = (p - np.eye(C)[y[draws]]) / batch
+    grads = (zb.T @ dlogits + decay * params[0], dlogits.sum(axis=0) + decay * params[1])
+    rate = lr * 0.5 * (1 + np.cos(np.pi * t / (epochs * steps)))
+    for i in range(2):
+      velocity[i] = momentum * velocity[i] + grads[i]
+      params[i] = params[i] - rate * velocity[i]
+  assert np.abs(params[0] - W0).max() > 0.1  # the steps moved the head
+  np.testing.assert_allclose(W, params[0], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(b, params[1], rtol=1e-4, atol=1e-5)
+
+
+def _extract(features, dtype, run_dir, monkeypatch):
+  """features_lib.extract of a split 'train' whose inference gives `features` (float32), cached in run_dir under
+  stage2.feature_dtype = dtype: (the features it returns, whether it ran the inference)."""
+  from configs import base
+  config = base.get_config()
+  config.stage2.feature_dtype = dtype
+  ran = []
+
+  def run_inference(predict, variables, source, *args):
+    ran.append(source)
+    out = ops.host_array(features.shape)
+    out[...] = features
+    return np.zeros(len(source), np.int32), out
+
+  monkeypatch.setattr(inference, "make_predict", lambda *args: None)
+  monkeypatch.setattr(inference, "run_inference", run_inference)
+  variables = {"params": {"backbone": {"kernel": np.ones(3, np.float32)}}, "batch_stats": {}}
+  splits = types.SimpleNamespace(train=features)
+  return features_lib.extract(None, variables, splits, config, str(run_dir), None, ("train",))["train"], bool(ran)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_16_bit_feature_cache_takes_half_the_bytes_and_trains_crt_as_well(mixture, tmp_path, monkeypatch, dtype):
+  """stage2.feature_dtype: the cache holds the features in 16 bits, a cache of another dtype is extracted again
+  (never read as this one), and cRT, NCM and the chunked predictions on 16-bit features (cast to float32 per batch
+  or chunk) land within rounding of float32's."""
+  path = tmp_path / "features" / "train.npy"
+  full, ran = _extract(mixture["train"], "float32", tmp_path, monkeypatch)
+  assert ran and full.dtype == np.float32
+  assert _extract(mixture["train"], "float32", tmp_path, monkeypatch)[1] is False  # a rerun reads the cache
+  full_bytes = os.path.getsize(path)
+  half, ran = _extract(mixture["train"], dtype, tmp_path, monkeypatch)
+  assert ran and half.dtype == features_lib.FEATURE_DTYPES[dtype]
+  assert np.load(path, mmap_mode="r").nbytes * 2 == full.nbytes
+  assert os.path.getsize(path) < 0.51 * full_bytes
+  cached, ran = _extract(mixture["train"], dtype, tmp_path, monkeypatch)
+  assert not ran and cached.dtype == half.dtype and cached.tobytes() == half.tobytes()
+  np.testing.assert_allclose(cached.astype(np.float32), mixture["train"], rtol=2**-8, atol=1e-6)
+
+  test = features_lib.as_dtype(mixture["test"], dtype)
+  accuracy, heads = {}, {}
+  for name, train in (("float32", full), (dtype, cached)):
+    heads[name] = rebalance.train_crt(train, mixture["train_labels"], C, seed=2, **TRAIN)
+    predictions = np.asarray(ops.linear_predictions(test if name == dtype else mixture["test"], *heads[name]))
+    accuracy[name] = 100.0 * np.mean(predictions == mixture["test_labels"])
+  assert abs(accuracy[dtype] - accuracy["float32"]) <= 1.0, accuracy
+  # The compiled loop casts each 16-bit batch exactly: the same head as on the 16-bit values held in float32.
+  upcast = rebalance.train_crt(cached.astype(np.float32), mixture["train_labels"], C, seed=2, **TRAIN)
+  for a, b in zip(heads[dtype], upcast):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  centroids = [classifiers.ncm_centroids(z, mixture["train_labels"], C)[0] for z in (full, cached)]
+  np.testing.assert_allclose(centroids[1], centroids[0], atol=2e-3)
+  assert _extract(mixture["train"], "float32", tmp_path, monkeypatch)[1]  # float32 again: not the 16-bit cache
+
+
+def test_the_feature_cache_fingerprint_names_its_dtype():
+  from configs import base
+  config = base.get_config()
+  assert config.stage2.feature_dtype == "float32"
+  keys = set()
+  for dtype in features_lib.FEATURE_DTYPES:
+    config.stage2.feature_dtype = dtype
+    keys.add(features_lib._fingerprint("digest", config, "train", 10))
+  assert len(keys) == len(features_lib.FEATURE_DTYPES)
+
+
 WB = dict(epochs=10, batch_size=64, lr=0.01, weight_decay=0.1, max_norm=0.1, progress=False)  # WB's CIFAR values
 
 
@@ -84,10 +185,9 @@ def test_wb_keeps_every_class_vector_in_the_maxnorm_ball_and_raises_few_shot(mix
   radius = norms0.min() + 0.1 * (norms0.max() - norms0.min())  # WB's code: thresh 0.1 between min and max.
   assert rebalance.maxnorm_radius(W, 0.1) == pytest.approx(radius)
   assert norms0.max() > 2 * radius  # The joint head starts far outside the ball.
-  trajectory = []
-  W_wb, b_wb = rebalance.train_wb(mixture["train"], mixture["train_labels"], W, b, C, seed=4,
-                                  on_step=lambda p: trajectory.append(np.linalg.norm(np.asarray(p[0]), axis=0)), **WB)
-  trajectory = np.stack(trajectory)
+  trace = rebalance.Trace(lambda p: jnp.linalg.norm(p[0], axis=0))
+  W_wb, b_wb = rebalance.train_wb(mixture["train"], mixture["train_labels"], W, b, C, seed=4, trace=trace, **WB)
+  trajectory = trace.values()
   assert trajectory.shape == (WB["epochs"] * (len(mixture["train_labels"]) // WB["batch_size"]), C)
   assert (trajectory <= radius * (1 + 1e-6)).all()  # After every step, every class.
   np.testing.assert_allclose(trajectory[-1], np.linalg.norm(np.asarray(W_wb), axis=0), rtol=1e-6)
@@ -144,11 +244,11 @@ def test_wb_projects_once_per_epoch_as_its_released_code_does(mixture):
   it), and the result is inside."""
   W, b = mixture["joint"]
   radius = rebalance.maxnorm_radius(W, 0.1)
-  trajectory = []
+  trace = rebalance.Trace(lambda p: jnp.linalg.norm(p[0], axis=0))
   W_wb, _ = rebalance.train_wb(mixture["train"], mixture["train_labels"], W, b, C, seed=4, project_every="epoch",
-                               on_step=lambda p: trajectory.append(np.linalg.norm(np.asarray(p[0]), axis=0)), **WB)
+                               trace=trace, **WB)
   steps = len(mixture["train_labels"]) // WB["batch_size"]
-  trajectory = np.stack(trajectory).reshape(WB["epochs"], steps, C)
+  trajectory = trace.values().reshape(WB["epochs"], steps, C)
   assert (trajectory[0].max(axis=1) > radius * 1.5).all()  # every step before the first projection
   assert (np.linalg.norm(np.asarray(W_wb), axis=0) <= radius * (1 + 1e-6)).all()
 

@@ -244,7 +244,8 @@ def test_finetune_variants_train_only_their_part(stage2):
   hyper = config.stage2.last_block_classifier.copy_and_resolve_references()
   hyper.epochs = 1
   setup = backbone.finetune(stage1, None, hyper, config, splits)
-  _, last = backbone.run("last_block_classifier", setup, hyper, config, workdir, stage1, splits, mesh)
+  _, last = backbone.run("last_block_classifier", setup, hyper, config, workdir, stage1,
+                         models.HeadSpec.of_config(config.model), splits, mesh)
   last, stage1 = jax.device_get((last, stage1))
   for stage in ("stem_conv", "stem_bn", "stage1", "stage2"):
     for a, b in zip(jax.tree.leaves(last["params"]["backbone"].get(stage)),

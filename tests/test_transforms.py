@@ -14,8 +14,8 @@ from PIL import Image, ImageEnhance
 
 from ltr_jax.data import sources
 from ltr_jax.data.sources import EncodedImage, ListFileSource
-from ltr_jax.data.transforms import (Identity, PadCropFlip, RandomResizedCropFlip, ResizeCenterCrop, _resized_region,
-                                     color_jitter, draft_scale, eval_transform, jitter_params)
+from ltr_jax.data.transforms import (FiveCrop, Identity, PadCropFlip, RandomResizedCropFlip, ResizeCenterCrop,
+                                     _resized_region, color_jitter, draft_scale, eval_transform, jitter_params)
 from ltr_jax.errors import ConfigError, DataError
 
 # Mean absolute difference (grey levels of 255) allowed between a crop decoded at DCT scale 1/k and then
@@ -148,13 +148,21 @@ def test_draft_decode_of_a_crop_matches_the_full_decode(photo_jpeg, box, size, k
   assert 0 < difference < DRAFT_TOLERANCE  # > 0: the crop was decoded at the reduced scale
 
 
-def _resize_center_crop(pixels: np.ndarray, resize: int = 256, size: int = 224) -> np.ndarray:
+def _resize_center_crop(pixels: np.ndarray, resize: int = 256, size: int = 224,
+                        resample=Image.Resampling.BILINEAR) -> np.ndarray:
   """torchvision's Resize(resize) + CenterCrop(size) on a PIL image, written out."""
+  return _resize_crops(pixels, resize, size, resample)[-1]
+
+
+def _resize_crops(pixels: np.ndarray, resize: int = 248, size: int = 224,
+                  resample=Image.Resampling.BILINEAR) -> list[np.ndarray]:
+  """torchvision's Resize(resize) + FiveCrop(size) on a PIL image, written out: the corners, then the centre."""
   h, w = pixels.shape[:2]
   new_w, new_h = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
-  resized = Image.fromarray(pixels).resize((new_w, new_h), Image.Resampling.BILINEAR)
+  resized = Image.fromarray(pixels).resize((new_w, new_h), resample)
   top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
-  return np.asarray(resized.crop((left, top, left + size, top + size)))
+  corners = [(0, 0), (new_w - size, 0), (0, new_h - size), (new_w - size, new_h - size), (left, top)]
+  return [np.asarray(resized.crop((x, y, x + size, y + size))) for x, y in corners]
 
 
 def test_eval_matches_resize_then_center_crop(photo, photo_jpeg, jpeg_decoder):
@@ -168,6 +176,31 @@ def test_eval_matches_resize_then_center_crop(photo, photo_jpeg, jpeg_decoder):
   for pixels in (photo, photo[:700:2, :500].transpose(1, 0, 2).copy()):  # landscape; portrait 500 x 350
     difference = np.abs(evaluate(pixels).astype(int) - _resize_center_crop(pixels))
     assert difference.max() <= 1 and difference.mean() < 0.01
+
+
+def test_bicubic_eval_matches_resize_then_center_crop_and_differs_from_bilinear(photo):
+  """data.interpolation = 'bicubic' (OpenAI CLIP's preprocessing) resizes with the bicubic filter."""
+  bicubic = ResizeCenterCrop(256, 224, "bicubic")(photo).astype(int)
+  reference = _resize_center_crop(photo, resample=Image.Resampling.BICUBIC)
+  difference = np.abs(bicubic - reference)
+  assert difference.max() <= 1 and difference.mean() < 0.01
+  assert np.abs(bicubic - _resize_center_crop(photo)).mean() > 10 * difference.mean() + 0.05
+
+
+def test_five_crop_matches_resize_then_torchvision_five_crop(photo, photo_jpeg, jpeg_decoder):
+  """FiveCrop(248, 224): the four corners and the centre of the image with its shorter side resized to 248, in
+  torchvision's order, from one decode (of a JPEG at the draft scale of the crops)."""
+  five = FiveCrop(248, 224)
+  for pixels in (photo, photo[:700:2, :500].transpose(1, 0, 2).copy()):  # landscape; portrait 500 x 350
+    out = five(pixels)
+    assert out.shape == (5, 224, 224, 3) and out.dtype == np.uint8
+    for crop, reference in zip(out, _resize_crops(pixels)):
+      difference = np.abs(crop.astype(int) - reference)
+      assert difference.max() <= 1 and difference.mean() < 0.01
+    assert all(np.abs(out[i].astype(int) - out[j]).mean() > 5 for i in range(5) for j in range(i))
+  decoded = five(photo_jpeg)
+  for crop, reference in zip(decoded, _resize_crops(photo_jpeg.decode())):
+    assert 0 < np.abs(crop.astype(int) - reference).mean() < DRAFT_TOLERANCE
 
 
 def test_jitter_params_law():

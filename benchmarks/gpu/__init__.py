@@ -2,7 +2,8 @@
 
 `bash benchmarks/gpu/run.sh` installs what the node lacks and runs `python -m benchmarks.gpu all`; `--tiny` runs the
 same code at CPU sizes. The parts, one module each: `info` (machine, versions, devices), `step` (the training step),
-`e2e` (the whole stage-1 loop on JPEGs), `stage2` (benchmarks/decouple.py on the GPU); `harness` is what they share.
+`vit_b16` (part vit: benchmarks/vit.py on the GPU, ViT-B/16 features and LIFT's AdaptFormer step), `e2e` (the whole
+stage-1 loop on JPEGs), `stage2` (benchmarks/decouple.py on the GPU); `harness` is what they share.
 """
 import os
 import sys

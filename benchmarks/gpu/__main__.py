@@ -1,16 +1,17 @@
 """ltr_jax against PyTorch on one GPU, every figure into one JSON.
 
 `python -m benchmarks.gpu all`, run from the repository root (benchmarks/gpu/run.sh installs what the node lacks,
-then calls it), is the whole run: the parts in order of value, info, step, e2e and decouple (what each measures: its
-module's docstring, benchmarks/gpu/<part>.py; decouple's is stage2.py). They share `--budget` seconds: each part gets
-its planned seconds (PLANNED, or `--budgets`) plus what the parts before it left unused, and the last one all that is
-left. The JSON is rewritten after every part and every timed configuration, so a part that fails or runs out of time
-leaves what it had. Where it goes: `--json`, by default benchmarks/results/gpu_<gpu>.json (with `--tiny`:
-<out>/gpu_tiny_<device>.json), with a copy in the output folder `--out` (default $OUT, else /tmp/ltr_gpu_out), beside
-gpu_log.txt (every process's output). A summary table ends the run.
+then calls it), is the whole run: the parts in order of value, info, step, vit, e2e and decouple (what each measures:
+its module's docstring, benchmarks/gpu/<part>.py; vit's is vit_b16.py, decouple's stage2.py). They share `--budget`
+seconds: each part gets its planned seconds (PLANNED, or `--budgets`) plus what the parts before it left unused, and
+the last one all that is left. The JSON is rewritten after every part and every timed configuration, so a part that
+fails or runs out of time leaves what it had. Where it goes: `--json`, by default benchmarks/results/gpu_<gpu>.json
+(with `--tiny`: <out>/gpu_tiny_<device>.json), with a copy in the output folder `--out` (default $OUT, else
+/tmp/ltr_gpu_out), beside gpu_log.txt (every process's output). A summary table ends the run.
 
 `--tiny` runs the same code at CPU sizes in a few minutes: resnet32 (32x32) and resnet_mini (28x28x1), batch 8 / 16,
-2 steps x 2 windows; 32 JPEGs, batch 8, resnet32 at 32x32, 6 steps; decouple.py at scale 0.01 on the CPU.
+2 steps x 2 windows; vit.py's tiny ViT (2 blocks of width 128, 32x32, batch 4); 32 JPEGs, batch 8, resnet32 at 32x32,
+6 steps; decouple.py at scale 0.01 on the CPU.
 
 The other sub-commands are the parts' own processes (`info`, `smoke`, `e2e-data`, `e2e-run`); `--help` on each.
 """
@@ -25,14 +26,14 @@ import tempfile
 import time
 import traceback
 
-from benchmarks.gpu import BENCHMARKS, e2e, info, stage2, step
+from benchmarks.gpu import BENCHMARKS, e2e, info, stage2, step, vit_b16
 from benchmarks.gpu.harness import Results, harness_command, log, read_json, run_command, tail
 
 # The parts after info, in order: each module's run(args, res, budget, log_file) and summary(section).
-PARTS = {"step": step, "e2e": e2e, "decouple": stage2}
+PARTS = {"step": step, "vit": vit_b16, "e2e": e2e, "decouple": stage2}
 # Planned seconds per part (full size: --budget 530 or so after run.sh's install and smoke test).
-PLANNED = {"info": 25, "step": 195, "e2e": 110, "decouple": 85}
-TINY_PLANNED = {"info": 60, "step": 150, "e2e": 120, "decouple": 90}
+PLANNED = {"info": 25, "step": 195, "vit": 100, "e2e": 110, "decouple": 85}
+TINY_PLANNED = {"info": 60, "step": 150, "vit": 120, "e2e": 120, "decouple": 90}
 
 
 def _json_path(args, info_json: dict) -> str:
@@ -128,7 +129,7 @@ def main() -> None:
   a.add_argument("--tiny", action="store_true", help="CPU sizes (a few minutes on 2 cores)")
   a.add_argument("--budget", type=float, default=540, help="seconds for all the parts together (default 540)")
   a.add_argument("--parts", default=",".join(PARTS), help=f"of {','.join(PARTS)} (info always runs)")
-  a.add_argument("--budgets", help="planned seconds per part, e.g. step=195,e2e=110,decouple=85")
+  a.add_argument("--budgets", help="planned seconds per part, e.g. step=195,vit=100,e2e=110,decouple=85")
   a.add_argument("--setup-json", help="run.sh's record of the install (merged into the JSON)")
   a.add_argument(
       "--peak", type=float, default=step.PEAK_BF16,
@@ -141,6 +142,8 @@ def main() -> None:
   a.add_argument(
       "--step-jobs", help="instead of the built-in order: framework:model:dtype:batch,... "
       "(framework jax, torch or torch_compile)")
+  a.add_argument("--vit-rows", help=f"rows of part vit, in order (default {','.join(vit_b16.VIT_ORDER)})")
+  a.add_argument("--vit-batch", type=int, default=128, help="part vit's batch on a GPU (default 128)")
   a.add_argument("--e2e-model", default="resnet50", help="the loop's model (default resnet50; --tiny resnet32)")
   a.add_argument("--e2e-steps", type=int, default=0, help="steps of the loop (default 160; --tiny 6)")
   a.add_argument("--e2e-images", type=int, default=0, help="distinct JPEGs to write (default 512; --tiny 32)")

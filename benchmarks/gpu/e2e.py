@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from benchmarks.gpu import step as step_part
-from benchmarks.gpu.harness import Results, harness_command, log, read_json, run_command
+from benchmarks.gpu.harness import Results, harness_command, log, read_json, run_command, with_outcome
 
 
 def _write_part(job: tuple) -> str:
@@ -188,11 +188,8 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
                           str(batch * steps), "--classes", str(classes), "--image-size", str(image_size), "--log-every",
                           str(log_every), "--pipeline-batches", str(4 if tiny else 30), "--json", out_json),
           timeout=max(5, left), log_file=log_file, env=dict(os.environ, TQDM_DISABLE="1"))
-      entry = read_json(out_json) or {"workers": w}
-      entry.update(process={k: v for k, v in r.items() if k != "output_tail"})
+      entry = with_outcome(read_json(out_json) or {"workers": w}, r)
       if r["rc"] != 0:
-        entry["error"] = "timed out" if r["timed_out"] else f"exit {r['rc']}"
-        entry["output_tail"] = r["output_tail"][-1500:]
         if "images_per_second" not in entry:  # what the loop logged before it was stopped
           entry.update(loop_windows(os.path.join(folder, f"run_w{w}"), batch), partial=True)
       # Later counts reuse the compiled step (persistent cache): about the loop's own time plus start-up.

@@ -55,6 +55,26 @@ class Results:
       os.replace(tmp, target)
 
 
+def time_left(deadline: float, entries: dict, key: str, res: Results) -> float | None:
+  """Seconds left before `deadline` (time.monotonic()); under 10, None, with entries[key] recorded as skipped."""
+  left = deadline - time.monotonic()
+  if left < 10:
+    entries[key] = {"skipped": f"time: {left:.0f} s left"}
+    res.write()
+    return None
+  return left
+
+
+def with_outcome(entry: dict, r: dict) -> dict:
+  """`entry` with the outcome of the process run_command ran (its record `r`): the record, and where it failed, why
+  and the tail of its output."""
+  entry["process"] = {k: v for k, v in r.items() if k != "output_tail"}
+  if r["rc"] != 0:
+    entry["error"] = "timed out" if r["timed_out"] else f"exit {r['rc']}"
+    entry["output_tail"] = r["output_tail"][-1500:]
+  return entry
+
+
 def kill_group(pgid: int) -> None:
   try:
     os.killpg(pgid, signal.SIGKILL)

@@ -12,7 +12,7 @@ import sys
 PACKAGES = ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda13-pjrt", "jax-cuda12-plugin", "jax-cuda12-pjrt", "flax",
             "optax", "orbax-checkpoint", "chex", "numpy", "scipy", "ml-dtypes", "grain", "array-record",
             "tensorflow-datasets", "ml-collections", "tensorboardX", "pillow", "simplejpeg", "torch", "torchvision",
-            "triton", "protobuf", "etils")
+            "triton", "timm", "protobuf", "etils")
 ENV = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "JAX_COMPILATION_CACHE_DIR",
        "PYTHONPATH", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS")
 SMI_QUERY = ("name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU harness in one command: ltr_jax against PyTorch on one GPU (the training step, the stage-1 loop on JPEGs,
-# stage 2 at iNaturalist scale), every figure into benchmarks/results/gpu_<gpu>.json, with a copy of it and
-# gpu_log.txt (every process's output) in the output folder. It installs the carried wheels, runs a smoke test, then
-# `python -m benchmarks.gpu all`; what each part measures: benchmarks/gpu/<part>.py's docstring.
+# The GPU harness in one command: ltr_jax against PyTorch on one GPU (the training step, ViT-B/16 features and LIFT's
+# AdaptFormer step, the stage-1 loop on JPEGs, stage 2 at iNaturalist scale), every figure into
+# benchmarks/results/gpu_<gpu>.json, with a copy of it and gpu_log.txt (every process's output) in the output folder.
+# It installs the carried wheels, runs a smoke test, then `python -m benchmarks.gpu all`; what each part measures:
+# benchmarks/gpu/<part>.py's docstring.
 #
 # A GPU node without network: first, on a machine with PyPI, `bash benchmarks/gpu/wheels.sh` fills the git-ignored
 # benchmarks/gpu_wheels/ (the wheels the node lacks, fallback flax/optax/orbax wheels, Fashion-MNIST); carry that

@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from benchmarks.gpu import BENCHMARKS
-from benchmarks.gpu.harness import Results, log, read_json, run_command
+from benchmarks.gpu.harness import Results, log, read_json, run_command, time_left, with_outcome
 from benchmarks.gpu.info import on_gpu
 
 # iNaturalist-scale predictions first, then NCM (3.6 GB of features to make), cRT and LWS (ImageNet-LT scale), and
@@ -29,10 +29,8 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
   folder = tempfile.mkdtemp(prefix="ltr_gpu_decouple_")
   try:
     for k, group in enumerate(GROUPS):
-      left = deadline - time.monotonic()
-      if left < 10:
-        section["groups"][group] = {"skipped": f"time: {left:.0f} s left"}
-        res.write()
+      left = time_left(deadline, section["groups"], group, res)
+      if left is None:
         continue
       # Each group may take what is left of the part: the earlier ones are the more valuable.
       out_json = os.path.join(folder, f"group{k}.json")
@@ -43,11 +41,7 @@ def run(args, res: Results, budget: float, log_file: str) -> None:
           str(scale), "--repeats", "1", "--only", group, "--device", device
       ], timeout=left, log_file=log_file, cwd=BENCHMARKS)
       got = read_json(out_json)
-      entry = got if got is not None else {}
-      entry["process"] = {key: v for key, v in r.items() if key != "output_tail"}
-      if r["rc"] != 0:
-        entry["error"] = "timed out" if r["timed_out"] else f"exit {r['rc']}"
-        entry["output_tail"] = r["output_tail"][-1500:]
+      entry = with_outcome(got if got is not None else {}, r)
       section["groups"][group] = entry
       res.write()
       if got:

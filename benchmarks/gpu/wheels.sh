@@ -39,6 +39,7 @@ WHEELS=(
   immutabledict==4.3.1 promise==2.3 simple-parsing==0.1.9 docstring_parser==0.18.0 termcolor==3.3.0 toml==0.10.2
   importlib_resources==7.1.0 tensorboardX==2.6.5
   simplejpeg==1.9.0  # the `fast` extra: libjpeg-turbo decoding (the end-to-end run decodes 500x375 JPEGs)
+  timm==1.0.31  # part vit's PyTorch side (benchmarks/vit.py); of its dependencies it needs torch, torchvision, pyyaml
   # the `test` extra (tests/test_colabs.py runs the notebooks through a kernel) and theirs
   nbclient==0.11.0 nbformat==5.11.1 ipykernel==7.4.0 ipython==9.18.1 ipython_pygments_lexers==1.1.1 jedi==0.20.1
   parso==0.8.7 matplotlib-inline==0.2.2 pexpect==4.9.0 ptyprocess==0.7.0 prompt_toolkit==3.0.53 wcwidth==0.9.4

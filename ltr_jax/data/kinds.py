@@ -99,9 +99,21 @@ def _check_listed(suffix: str, data: ml_collections.ConfigDict) -> None:
   _exists("image_root", data.image_root or ".", folder=True)
 
 
+# Class-names files ltr_jax ships (ltr_jax/data/, each naming its source), by the name config key data.class_names
+# gives them: ImageNet-1k's (ImageNet-LT's labels) and Places-365's (Places-LT's).
+SHIPPED_CLASS_NAMES = {"imagenet": "imagenet_classnames.txt", "places365": "places365_classnames.txt"}
+
+
+def shipped_file(name: str) -> str:
+  """The path of ltr_jax/data/<name>."""
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+
+
 def read_class_names(path: str) -> list[str]:
   """A class-names file: one name per line in label order, or `wnid name` lines (ImageNet's 'n01440764 tench');
-  blank lines and '#' comment lines left out."""
+  blank lines and '#' comment lines left out. A name of SHIPPED_CLASS_NAMES reads the file ltr_jax ships."""
+  if path in SHIPPED_CLASS_NAMES:
+    path = shipped_file(SHIPPED_CLASS_NAMES[path])
   try:
     with open(path, encoding="utf-8") as f:
       lines = [line.strip() for line in f]
@@ -113,7 +125,8 @@ def read_class_names(path: str) -> list[str]:
 
 def _build_listed(suffix: str, source: type[sources.ListFileSource], data: ml_collections.ConfigDict) -> Raw:
   _require_train_and_test(suffix, data)
-  names = read_class_names(_in_list_dir(data, data.class_names)) if suffix == "list" and data.class_names else None
+  names = read_class_names(data.class_names if data.class_names in SHIPPED_CLASS_NAMES else _in_list_dir(
+      data, data.class_names)) if suffix == "list" and data.class_names else None
 
   def read(split: str) -> sources.ListFileSource | None:
     name = data[f"{split}_{suffix}"]

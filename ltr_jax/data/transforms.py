@@ -4,7 +4,7 @@ A transform takes what `sources.undecoded` gives: a uint8 H x W x C array, or an
 bytes). From a file, the crop and resize transforms read the size from the header, draw the crop box, and
 decode a JPEG at the smallest DCT scale 1/k (k in 1, 2, 4, 8) at which the box still covers the output
 size, with simplejpeg where installed (the `fast` extra) or Pillow's draft mode (the same pixels, slower),
-then resize straight from the box (one antialiased bilinear pass); colour jitter works on uint8 images
+then resize straight from the box (one antialiased bilinear or bicubic pass); colour jitter works on uint8 images
 (lookup tables and one colour-matrix pass), so no full-image float copies are made.
 Mean/std normalisation happens on the device inside the jitted step, so batches cross to the device
 as uint8 (4x fewer bytes). Each random transform takes an explicit numpy Generator, which the pipeline
@@ -51,54 +51,73 @@ def draft_scale(box_width: float, box_height: float, size: tuple[int, int]) -> i
   return next((k for k in _DRAFT_SCALES if k <= fit), 1)
 
 
-def _resized(image: Image.Image, mode: str, box: Box, size: tuple[int, int]) -> Image.Image:
-  """The region `box` of `image` resized to `size` (PIL's antialiased bilinear, straight from the box), in
-  `mode`."""
+# config key data.interpolation -> Pillow's filter (antialiased when it shrinks, as torchvision's on PIL images):
+# bilinear, torchvision's default (the references', LIFT's); bicubic, OpenAI CLIP's preprocessing.
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def _resized(image: Image.Image, mode: str, boxes: list[Box], size: tuple[int, int],
+             interpolation: str) -> list[Image.Image]:
+  """Each region of `boxes` of `image` resized to `size` (straight from the box), in `mode`."""
   if image.mode not in ("L", mode):  # palette, alpha, CMYK, 16-bit, ...: as EncodedImage.decode
     image = image.convert(mode)
-  out = image.resize(size, Image.Resampling.BILINEAR, box=box)
-  return out if out.mode == mode else out.convert(mode)  # grey to RGB after the resize: 3x less work
+  outs = [image.resize(size, INTERPOLATIONS[interpolation], box=box) for box in boxes]
+  return [out if out.mode == mode else out.convert(mode) for out in outs]  # grey to RGB after the resize: 3x less
 
 
-def _resized_region(image: np.ndarray | EncodedImage, box_of: Callable[[int, int], Box],
-                    size: tuple[int, int]) -> Image.Image:
-  """The region box_of(height, width) of `image` resized to `size`, 'L' (one channel) or 'RGB'.
+def _scaled(boxes: list[Box], k: float) -> list[Box]:
+  return [(b[0] / k, b[1] / k, b[2] / k, b[3] / k) for b in boxes]
 
-  A JPEG is decoded at scale 1/draft_scale(box), the box divided accordingly: by libjpeg-turbo where
+
+def _resized_regions(image: np.ndarray | EncodedImage, boxes_of: Callable[[int, int], list[Box]], size: tuple[int, int],
+                     interpolation: str = "bilinear") -> list[Image.Image]:
+  """The regions boxes_of(height, width) of `image` resized to `size`, 'L' (one channel) or 'RGB', from one decode.
+
+  A JPEG is decoded at scale 1/draft_scale(the smallest box), the boxes divided accordingly: by libjpeg-turbo where
   `EncodedImage.decode_jpeg` applies, else by Pillow's draft mode. Both are libjpeg-turbo with the same
   settings, so the pixels are the same; simplejpeg is faster (no Python-side chunked reads). Colour is
   decoded as 3-byte RGB and copied into a Pillow 'RGB' image: Pillow resamples 3 bands of an 'RGB' image but 4
   of an 'RGBX' one (which would wrap simplejpeg's output without a copy), and the copy costs less than the
   fourth band (0.15 to 0.2 ms less per 500x375 JPEG, measured on the 2-core machine of benchmarks/results/).
-  `box_of` is called once.
+  `boxes_of` is called once.
   """
+
+  def scale(boxes: list[Box]) -> int:
+    return min(draft_scale(b[2] - b[0], b[3] - b[1], size) for b in boxes)
+
   if isinstance(image, np.ndarray):
     grey = image.shape[-1] == 1
     return _resized(Image.fromarray(image[..., 0] if grey else image), "L" if grey else "RGB",
-                    box_of(image.shape[0], image.shape[1]), size)
+                    boxes_of(image.shape[0], image.shape[1]), size, interpolation)
   mode = "L" if image.channels == 1 else "RGB"
-  box = None
+  boxes = None
   header = image.jpeg_header()
   if header is not None:
-    box = box_of(header[0], header[1])
-    k = draft_scale(box[2] - box[0], box[3] - box[1], size)
+    boxes = boxes_of(header[0], header[1])
+    k = scale(boxes)
     grey = header[2] or mode == "L"
     pixels = image.decode_jpeg("GRAY" if grey else "RGB", 8 // k)
     if pixels is not None:
       shape = (pixels.shape[1], pixels.shape[0])
       decoded = (Image.frombuffer("L", shape, pixels, "raw", "L", 0, 1) if grey else Image.frombytes(
           "RGB", shape, pixels))
-      return _resized(decoded, mode, (box[0] / k, box[1] / k, box[2] / k, box[3] / k), size)
+      return _resized(decoded, mode, _scaled(boxes, k), size, interpolation)
   with image.open() as pil:
-    if box is None:
-      box = box_of(pil.height, pil.width)
-    k = draft_scale(box[2] - box[0], box[3] - box[1], size)
+    if boxes is None:
+      boxes = boxes_of(pil.height, pil.width)
+    k = scale(boxes)
     width = pil.width
     drafted = pil.draft(mode, (pil.width // k, pil.height // k))  # None: not a JPEG
     if drafted is not None:
       k = round(width / drafted[1][2])  # Pillow picks the scale from the size asked for
-      box = (box[0] / k, box[1] / k, box[2] / k, box[3] / k)
-    return _resized(pil, mode, box, size)
+      boxes = _scaled(boxes, k)
+    return _resized(pil, mode, boxes, size, interpolation)
+
+
+def _resized_region(image: np.ndarray | EncodedImage, box_of: Callable[[int, int], Box], size: tuple[int, int],
+                    interpolation: str = "bilinear") -> Image.Image:
+  """The region box_of(height, width) of `image` resized to `size` (see _resized_regions)."""
+  return _resized_regions(image, lambda h, w: [box_of(h, w)], size, interpolation)[0]
 
 
 def jitter_params(strength: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -168,8 +187,8 @@ class RandomResizedCropFlip:
   """
 
   def __init__(self, size: int = 224, scale: tuple[float, float] = (0.08, 1.0),
-               ratio: tuple[float, float] = (3 / 4, 4 / 3), jitter: float = 0.0):
-    self.size, self.scale, self.ratio, self.jitter = size, scale, ratio, jitter
+               ratio: tuple[float, float] = (3 / 4, 4 / 3), jitter: float = 0.0, interpolation: str = "bilinear"):
+    self.size, self.scale, self.ratio, self.jitter, self.interpolation = size, scale, ratio, jitter, interpolation
 
   def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """(top, left, height, width): area fraction uniform in `scale`, log aspect ratio uniform in log `ratio`,
@@ -197,32 +216,53 @@ class RandomResizedCropFlip:
       y, x, h, w = self.crop_box(height, width, rng)
       return x, y, x + w, y + h
 
-    out = _resized_region(image, box_of, (self.size, self.size))
+    out = _resized_region(image, box_of, (self.size, self.size), self.interpolation)
     if rng.random() < 0.5:
       out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return _to_array(color_jitter(out, *jitter_params(self.jitter, rng)) if self.jitter > 0 else out)
 
 
+def _crop_boxes(height: int, width: int, resize: int, size: int, corners: bool) -> list[Box]:
+  """Boxes (left, top, right, bottom) in the image's pixels of `size` x `size` crops of the image with its shorter
+  side resized to `resize` (the longer one truncated, as torchvision's Resize): the centre crop, or torchvision's
+  FiveCrop (top-left, top-right, bottom-left, bottom-right, centre)."""
+  if width <= height:
+    new_w, new_h = resize, int(resize * height / width)
+  else:
+    new_w, new_h = int(resize * width / height), resize
+  centre = (int(round((new_w - size) / 2)), int(round((new_h - size) / 2)))
+  corners_at = [(0, 0), (new_w - size, 0), (0, new_h - size), (new_w - size, new_h - size)] if corners else []
+  # Multiplied before divided: a crop edge on the resized image's edge maps to the image's edge exactly.
+  return [(left * width / new_w, top * height / new_h, (left + size) * width / new_w, (top + size) * height / new_h)
+          for left, top in [*corners_at, centre]]
+
+
 class ResizeCenterCrop:
   """Evaluation transform, torchvision's Resize(resize) + CenterCrop(size) in one resize of the crop's box."""
 
-  def __init__(self, resize: int = 256, size: int = 224):
-    self.resize, self.size = resize, size
+  def __init__(self, resize: int = 256, size: int = 224, interpolation: str = "bilinear"):
+    self.resize, self.size, self.interpolation = resize, size, interpolation
 
   def crop_box(self, height: int, width: int) -> Box:
     """The centre crop's box (left, top, right, bottom) in the image's pixels: the shorter side resized to
     `resize` (the longer one truncated, as torchvision), then `size` x `size` from the middle."""
-    if width <= height:
-      new_w, new_h = self.resize, int(self.resize * height / width)
-    else:
-      new_w, new_h = int(self.resize * width / height), self.resize
-    top, left = int(round((new_h - self.size) / 2)), int(round((new_w - self.size) / 2))
-    # Multiplied before divided: a crop edge on the resized image's edge maps to the image's edge exactly.
-    return (left * width / new_w, top * height / new_h, (left + self.size) * width / new_w,
-            (top + self.size) * height / new_h)
+    return _crop_boxes(height, width, self.resize, self.size, corners=False)[0]
 
   def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator | None = None) -> np.ndarray:
-    return _to_array(_resized_region(image, self.crop_box, (self.size, self.size)))
+    return _to_array(_resized_region(image, self.crop_box, (self.size, self.size), self.interpolation))
+
+
+class FiveCrop:
+  """Test-time ensembling's transform, torchvision's Resize(resize) + FiveCrop(size): uint8 [5, size, size, C], the
+  four corners and the centre (LIFT's five-crop test: shijxcs/LIFT @ 661ead9, trainer.py:116-122)."""
+
+  def __init__(self, resize: int = 248, size: int = 224, interpolation: str = "bilinear"):
+    self.resize, self.size, self.interpolation = resize, size, interpolation
+
+  def __call__(self, image: np.ndarray | EncodedImage, rng: np.random.Generator | None = None) -> np.ndarray:
+    crops = _resized_regions(image, lambda h, w: _crop_boxes(h, w, self.resize, self.size, corners=True),
+                             (self.size, self.size), self.interpolation)
+    return np.stack([_to_array(crop) for crop in crops])
 
 
 class Identity:
@@ -236,23 +276,23 @@ TRAIN_TRANSFORMS = ("pad_crop_flip", "random_resized_crop")  # config key data.t
 EVAL_TRANSFORMS = ("identity", "resize_center_crop")  # config key data.eval_transform
 
 
-def train_transform(kind: str, image_size: int, jitter: float = 0.0) -> Transform:
+def train_transform(kind: str, image_size: int, jitter: float = 0.0, interpolation: str = "bilinear") -> Transform:
   """The training augmentation named by config key `data.train_transform` (one of TRAIN_TRANSFORMS)."""
   if kind == "pad_crop_flip":
     return PadCropFlip(image_size)
   if kind == "random_resized_crop":
-    return RandomResizedCropFlip(image_size, jitter=jitter)
+    return RandomResizedCropFlip(image_size, jitter=jitter, interpolation=interpolation)
   raise ConfigError(f"config key data.train_transform: unknown transform {kind!r} (expected one of "
                     f"{', '.join(TRAIN_TRANSFORMS)})")
 
 
-def eval_transform(kind: str, image_size: int, resize: int = 256) -> Transform:
+def eval_transform(kind: str, image_size: int, resize: int = 256, interpolation: str = "bilinear") -> Transform:
   """The evaluation transform named by config key `data.eval_transform` (one of EVAL_TRANSFORMS)."""
   if kind == "identity":
     return Identity()
   if kind == "resize_center_crop":
     if resize < image_size:
       raise ConfigError(f"config key data.resize: {resize} is smaller than data.image_size {image_size}")
-    return ResizeCenterCrop(resize, image_size)
+    return ResizeCenterCrop(resize, image_size, interpolation)
   raise ConfigError(f"config key data.eval_transform: unknown transform {kind!r} (expected one of "
                     f"{', '.join(EVAL_TRANSFORMS)})")

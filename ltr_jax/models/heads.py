@@ -1,6 +1,7 @@
 """The classifier head, defined once: logits = scale * (t(z) @ kernel) + bias, t(z) a transform of the features.
 
-t(z) = z; with a `center`, z - center; then, with `normalize`, divided by its L2 norm. Three things use this module,
+t(z) = z; with a `projection` P, z P (CLIP's image embedding, for its zero-shot head); with a `center`, minus it;
+then, with `normalize`, divided by its L2 norm. Three things use this module,
 each under its own name:
 - `HeadSpec`: the typed description of what a head computes (kind, cosine scale, bias, learned per-class scales,
   the transform). Checkpoints record it in their meta, models are built from it, exports write it.
@@ -37,9 +38,11 @@ def _xp(*arrays):
   return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
 
 
-def transform(z, center=None, normalize: bool = False):
-  """t(z): z - center (if given), then divided by its L2 norm (if normalize)."""
-  xp = _xp(z, center)
+def transform(z, center=None, normalize: bool = False, projection=None):
+  """t(z): z @ projection (if given), minus center (if given), then divided by its L2 norm (if normalize)."""
+  xp = _xp(z, center, projection)
+  if projection is not None:
+    z = z @ projection
   if center is not None:
     z = z - center
   if normalize:
@@ -53,9 +56,9 @@ def unit_columns(kernel):
   return kernel / xp.maximum(xp.linalg.norm(kernel, axis=0, keepdims=True), EPS)
 
 
-def logits(z, kernel, bias=None, *, center=None, normalize: bool = False, scale=None):
+def logits(z, kernel, bias=None, *, center=None, normalize: bool = False, scale=None, projection=None):
   """scale * (t(z) @ kernel) + bias [..., C]; a missing scale or bias is left out (not multiplied by 1)."""
-  out = transform(z, center, normalize) @ kernel
+  out = transform(z, center, normalize, projection) @ kernel
   if scale is not None:
     out = scale * out
   return out if bias is None else out + bias
@@ -69,14 +72,16 @@ def cosine_kernel(kernel, scale: float):
 @dataclasses.dataclass(frozen=True)
 class HeadSpec:
   """What a classifier head computes. kind: 'linear' (t(z) W + b) or 'cosine' (s cos(t(z), w_j)); scale: s of a
-  cosine head; bias: whether the head has one; lws: learned per-class scales (init 1) multiply the logits; center,
-  normalize: the transform t (an exported NCM head: centred and normalised features)."""
+  cosine head; bias: whether the head has one; lws: learned per-class scales (init 1) multiply the logits; project,
+  center, normalize: the transform t (CLIP's zero-shot head: projected and normalised features; an exported NCM
+  head: centred and normalised ones)."""
   kind: str = "linear"
   scale: float = 1.0
   bias: bool = True
   lws: bool = False
   center: bool = False
   normalize: bool = False
+  project: int = 0  # the width E of a projection [d, E] before the transform; 0: none
 
   @classmethod
   def of_config(cls, model: Any, lws: bool = False) -> HeadSpec:
@@ -100,8 +105,9 @@ class HeadSpec:
 
 
 class ClassifierHead(nn.Module):
-  """The classifier g(z) as a Flax module, computing `logits` (the one definition). Params: kernel [d, C], bias [C]
-  (spec.bias), center [d] (spec.center), lws [C] (spec.lws). dtype: the compute dtype (params stay float32)."""
+  """The classifier g(z) as a Flax module, computing `logits` (the one definition). Params: kernel [d or E, C], bias
+  [C] (spec.bias), projection [d, E] (spec.project), center (spec.center), lws [C] (spec.lws). dtype: the compute
+  dtype (params stay float32)."""
   num_classes: int
   spec: HeadSpec = HeadSpec()
   dtype: Any = jnp.float32
@@ -109,6 +115,8 @@ class ClassifierHead(nn.Module):
   @nn.compact
   def __call__(self, z: jnp.ndarray) -> jnp.ndarray:
     spec = self.spec
+    if spec.project:  # a projection only arrives in a checkpoint (CLIP's zero-shot head): its init does not matter
+      z = z @ self.param("projection", nn.initializers.zeros, (z.shape[-1], spec.project), jnp.float32)
     kernel = self.param("kernel", KERNEL_INIT, (z.shape[-1], self.num_classes), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.num_classes,), jnp.float32) if spec.bias else None
     center = self.param("center", nn.initializers.zeros, (z.shape[-1],), jnp.float32) if spec.center else None
@@ -132,11 +140,12 @@ class Classifier:
 
   `extras` holds what a method chose (e.g. tau and its validation / test curves), reported beside its accuracy.
   """
-  kernel: np.ndarray  # [d, C]
+  kernel: np.ndarray  # [d (E with a projection), C]
   bias: np.ndarray  # [C]
   center: np.ndarray | None = None  # [d]
   normalize: bool = False
   extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+  projection: np.ndarray | None = None  # [d, E]
 
   @classmethod
   def of_model(cls, params: dict[str, Any], spec: HeadSpec) -> Classifier:
@@ -147,23 +156,25 @@ class Classifier:
     num_classes = kernel.shape[1]
     scales = np.asarray(params.get("lws", np.ones(num_classes)), np.float32)
     bias = np.asarray(params["bias"], np.float32) if spec.bias else np.zeros(num_classes, np.float32)
-    center = params.get("center")
-    center = None if center is None else np.asarray(center, np.float32)
+    center, projection = (
+        None if params.get(k) is None else np.asarray(params[k], np.float32) for k in ("center", "projection"))
     if spec.kind == "cosine":
-      return cls(cosine_kernel(kernel, np.float32(spec.scale)) * scales, bias * scales, center, normalize=True)
-    return cls(kernel * scales, bias * scales, center, normalize=spec.normalize)
+      return cls(
+          cosine_kernel(kernel, np.float32(spec.scale)) * scales, bias * scales, center, normalize=True,
+          projection=projection)
+    return cls(kernel * scales, bias * scales, center, normalize=spec.normalize, projection=projection)
 
   @property
   def linear(self) -> bool:
     """Logits linear in the raw features (what a plain linear model head holds)."""
-    return self.center is None and not self.normalize
+    return self.center is None and not self.normalize and self.projection is None
 
   def inputs(self, z) -> np.ndarray:
     """t(z), float32."""
-    return transform(np.asarray(z, np.float32), self.center, self.normalize)
+    return transform(np.asarray(z, np.float32), self.center, self.normalize, self.projection)
 
   def logits(self, z) -> np.ndarray:
-    return logits(np.asarray(z, np.float32), self.kernel, self.bias, center=self.center, normalize=self.normalize)
+    return self.inputs(z) @ self.kernel + self.bias
 
   def predict(self, z) -> np.ndarray:
     """Top-1 predictions [N] (int32), chunk by chunk of rows."""
@@ -175,10 +186,12 @@ class Classifier:
   def params(self) -> dict[str, np.ndarray]:
     """The params of the ClassifierHead of `spec()`, which computes these logits."""
     params = {"kernel": self.kernel.astype(np.float32), "bias": self.bias.astype(np.float32)}
-    if self.center is not None:
-      params["center"] = self.center.astype(np.float32)
+    for name, value in (("center", self.center), ("projection", self.projection)):
+      if value is not None:
+        params[name] = value.astype(np.float32)
     return params
 
   def spec(self) -> HeadSpec:
     """The HeadSpec of a ClassifierHead that computes these logits from `params()`."""
-    return HeadSpec("linear", center=self.center is not None, normalize=self.normalize)
+    return HeadSpec("linear", center=self.center is not None, normalize=self.normalize,
+                    project=0 if self.projection is None else self.projection.shape[1])

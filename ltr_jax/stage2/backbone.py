@@ -20,22 +20,27 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh
 
 from ltr_jax import checkpoints, losses, models, parallel, paths, train
 from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
-from ltr_jax.models import Classifier, HeadSpec
+from ltr_jax.models import Classifier, HeadSpec, heads, vit
 from ltr_jax.stage2 import rebalance
 
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
   """What a method through the backbone starts from: the head parameters (None: a new head, initialised with seed
-  config.seed), learned per-class logit scales on the head (init 1), and a projection after its updates."""
+  config.seed), learned per-class logit scales on the head (init 1), a projection after its updates, the head
+  (default: the stage-1 head's where it starts from its parameters, else config key model.head's) and a ViT's
+  parameter-efficient modules (new, initialised with seed config.seed)."""
   head: dict[str, Any] | None
   head_lws: bool = False
   constraint: train.Constraint | None = None
+  head_spec: HeadSpec | None = None
+  peft: models.Peft = models.Peft()
 
 
 def finetune(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
@@ -61,6 +66,26 @@ def wb(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict, c
                                                                            every_epoch=hyper.project_every == "epoch"))
 
 
+def lift(stage1: Variables, joint: Classifier, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+         splits: datasets.Splits) -> Setup:
+  """LIFT (Shi et al., ICML 2024): the frozen ViT with parameter-efficient modules in every block (hyper.adapter:
+  'adaptformer', beside each MLP; 'lora', on the queries and values; 'none', the frozen patterns alone choose what
+  trains, e.g. BitFit's biases), of bottleneck hyper.adapter_dim (0: LIFT's
+  2^floor(log2(C / 2L)) for C classes and L blocks), and a cosine head of scale hyper.head_scale without bias on the
+  class token's features, its class vectors those of the joint classifier mapped onto the features and normalised.
+  On an imported CLIP the joint classifier is its zero-shot head (text embeddings T of the class prompts over the
+  projected features z P), so the head starts at normalise(normalise(T) P^T), LIFT's text initialisation; on a
+  trained linear head, at its own normalised columns. What trains is the entry's (hyper.frozen: every backbone
+  parameter but the modules')."""
+  layers = sum(k.startswith("resblocks_") for k in stage1["params"]["backbone"]["transformer"])
+  dim = hyper.adapter_dim or vit.lift_bottleneck(splits.num_classes, layers)
+  peft = {"adaptformer": models.Peft(adaptformer_dim=dim), "lora": models.Peft(lora_rank=dim), "none": models.Peft()}
+  peft = peft[hyper.adapter]
+  kernel = joint.kernel if joint.projection is None else joint.projection @ joint.kernel
+  return Setup({"kernel": heads.unit_columns(np.asarray(kernel, np.float32))},
+               head_spec=HeadSpec("cosine", hyper.head_scale, bias=False), peft=peft)
+
+
 def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigDict) -> train.Recipe:
   """The loop's recipe for a method with config entry `hyper`, from the keys it names: its schedule (lr at its batch
   size, cosine to 0, no warm-up, SGD momentum 0.9 as in the sources), sampling, loss (with the loss hyper-parameters
@@ -68,8 +93,9 @@ def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigD
   validation, checkpoints and logging (config keys train.*_every_*, train.max_checkpoints)."""
   return train.Recipe(sampling=hyper.sampling, epochs=hyper.epochs, batch_size=hyper.batch_size,
                       base_lr=hyper.lr * 256 / hyper.batch_size, weight_decay=hyper.weight_decay, loss=hyper.loss,
-                      loss_hyper=losses.LossHyper.of(hyper), frozen=tuple(hyper.frozen), lr_mults=tuple(
-                          tuple(pair) for pair in hyper.lr_mults), eval_every_epochs=config.train.eval_every_epochs,
+                      loss_hyper=losses.LossHyper.of(hyper), accumulate_steps=hyper.accumulate_steps,
+                      frozen=tuple(hyper.frozen), lr_mults=tuple(tuple(pair) for pair in hyper.lr_mults),
+                      eval_every_epochs=config.train.eval_every_epochs,
                       checkpoint_every_epochs=config.train.checkpoint_every_epochs,
                       max_checkpoints=config.train.max_checkpoints, log_every_steps=config.train.log_every_steps)
 
@@ -82,23 +108,30 @@ def settings(name: str, hyper: ml_collections.ConfigDict, stage1: Variables) -> 
 
 
 def run(name: str, setup: Setup, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir: str,
-        stage1: Variables, splits: datasets.Splits, mesh: Mesh) -> tuple[models.LTRModel, Variables]:
-  """Trains method `name` from the stage-1 variables in workdir/stage2/<name>; returns (model, its variables).
+        stage1: Variables, stage1_head: HeadSpec, splits: datasets.Splits,
+        mesh: Mesh) -> tuple[models.LTRModel, Variables]:
+  """Trains method `name` from the stage-1 variables (their head computing `stage1_head`) in workdir/stage2/<name>;
+  returns (model, its variables).
 
   A run there with the same settings (its entry's values and the stage-1 model) is resumed, or reused when
   finished; one made under other settings is moved to workdir/stage2/<name>-previous (replacing an older one there)
   and the method starts afresh, saying so in one line.
   """
   recipe = loop_recipe(config, hyper)
-  model = models.from_config(config.model, splits.num_classes, recipe.frozen,
-                             HeadSpec.of_config(config.model, lws=setup.head_lws))
+  head_spec = setup.head_spec or (HeadSpec.of_config(config.model) if setup.head is None else stage1_head)
+  head_spec = head_spec.replace(lws=head_spec.lws or setup.head_lws)
+  model = models.from_config(config.model, splits.num_classes, recipe.frozen, head_spec, setup.peft)
 
   def init() -> Variables:
     head = models.init_head(model, config.seed) if setup.head is None else dict(setup.head)
     if setup.head_lws:
       head.setdefault("lws", jnp.ones(splits.num_classes, jnp.float32))
-    head = jax.device_put(head, jax.tree.leaves(stage1)[0].sharding)
-    return {"params": {**stage1["params"], "head": head}, "batch_stats": stage1["batch_stats"]}
+    sharding = jax.tree.leaves(stage1)[0].sharding
+    params = {**stage1["params"], "head": jax.device_put(head, sharding)}
+    if setup.peft != models.Peft():  # the new modules' initial params, beside stage 1's
+      new = model.init(jax.random.key(config.seed), jnp.zeros((1, *splits.image_shape), model.dtype), train=False)
+      params["backbone"] = _with(jax.device_put(new["params"]["backbone"], sharding), stage1["params"]["backbone"])
+    return {"params": params, "batch_stats": stage1["batch_stats"]}
 
   directory, shaped_by = run_dir(workdir, name), settings(name, hyper, stage1)
 
@@ -118,6 +151,13 @@ def run(name: str, setup: Setup, hyper: ml_collections.ConfigDict, config: ml_co
     parallel.barrier("stage-2 run moved aside")
     state = trained()
   return model, state.variables
+
+
+def _with(fresh: dict[str, Any], loaded: dict[str, Any]) -> dict[str, Any]:
+  """The params tree `fresh` with every leaf that `loaded` also has taken from `loaded`."""
+  return {
+      k: (_with(v, loaded[k]) if isinstance(v, dict) else loaded[k]) if k in loaded else v for k, v in fresh.items()
+  }
 
 
 def run_dir(workdir: str, name: str) -> str:

@@ -62,14 +62,15 @@ def ncm(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
 
 def crt(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
         config: ml_collections.ConfigDict) -> Classifier:
-  """cRT on the cached features: a new classifier of the stage-1 head's kind (linear, or on a cosine head a cosine
-  classifier with the same s) trained with hyper.sampling (class-balanced: the method)."""
-  cosine = config.model.head_scale if head.normalize else None
+  """cRT on the cached features: a new classifier of config key model.head's kind (linear, or a cosine classifier
+  with s = model.head_scale) trained with hyper.sampling (class-balanced: the method; instance-balanced: a linear
+  probe)."""
+  cosine = config.model.head_scale if config.model.head == "cosine" else None
   kernel, bias = rebalance.train_crt(
       head.inputs(features.train) if cosine else features.train, features.labels("train"), features.splits.num_classes,
       epochs=hyper.epochs, batch_size=hyper.batch_size, lr=hyper.lr, weight_decay=hyper.weight_decay,
       sampling=hyper.sampling, seed=config.seed, cosine_scale=cosine)
-  return Classifier(np.asarray(kernel), np.asarray(bias), normalize=head.normalize)
+  return Classifier(np.asarray(kernel), np.asarray(bias), normalize=cosine is not None)
 
 
 def tau_norm(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
@@ -110,10 +111,12 @@ def wb(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
        config: ml_collections.ConfigDict) -> Classifier:
   """Weight balancing's stage 2 (Alshammari et al. 2022) on the cached features: the joint head fine-tuned with a
   class-balanced loss, weight decay and MaxNorm (ltr_jax.stage2.rebalance.train_wb), the loss built from the keys of
-  `hyper` as the stage-1 loop builds it for WB through the backbone. Linear heads only."""
-  kernel, bias = rebalance.train_wb(features.train, features.labels("train"), head.kernel, head.bias,
+  `hyper` as the stage-1 loop builds it for WB through the backbone. Linear heads only (config key model.head),
+  over the joint head's inputs t(z) (CLIP's zero-shot head: the projected, normalised features)."""
+  inputs = features.train if head.linear else head.inputs(features.train)
+  kernel, bias = rebalance.train_wb(inputs, features.labels("train"), head.kernel, head.bias,
                                     features.splits.num_classes, epochs=hyper.epochs, batch_size=hyper.batch_size,
                                     lr=hyper.lr, weight_decay=hyper.weight_decay, max_norm=hyper.max_norm,
                                     loss=hyper.loss, loss_hyper=losses.LossHyper.of(hyper), sampling=hyper.sampling,
                                     project_every=hyper.project_every, seed=config.seed)
-  return Classifier(np.asarray(kernel), np.asarray(bias))
+  return head.replace(kernel=np.asarray(kernel), bias=np.asarray(bias))

@@ -1,14 +1,17 @@
 """Classifier re-balancing on cached features: cRT and LWS (paper Sec. 4) and weight balancing (WB), with optax.
 
 cRT and LWS draw class-balanced batches (IndexSampler, strategy 'class': i.i.d. draws, N // batch steps per
-epoch), WB instance-balanced ones with a class-balanced loss. Batches are gathered on the host from the feature
-matrix (numpy or jax; only the batch is moved per step) and fed to a jitted step: the loss (cross-entropy
-unless stated), SGD with momentum, cosine learning rate from the base lr to 0 at the last step, and for WB a
-projection of the head after every step or every epoch. Weight decay is added to the gradient before momentum, as
-torch.optim.SGD does in the references.
+epoch), WB instance-balanced ones with a class-balanced loss. The feature matrix (numpy or jax, in its dtype: a
+16-bit cache stays 16-bit) and the labels are put on the device once; each epoch is one compiled program, a scan over
+its steps, which the host only hands the epoch's sampled indices [steps, batch] and reads the loss back from. A step
+gathers its batch on the device (cast to float32), and takes the loss (cross-entropy unless stated), SGD with
+momentum, cosine learning rate from the base lr to 0 at the last step, and for WB a projection of the head after
+every step or every epoch. Weight decay is added to the gradient before momentum, as torch.optim.SGD does in the
+references.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -32,47 +35,77 @@ def _mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+@dataclasses.dataclass
+class Trace:
+  """fn(params) after every step of `_fit` (after the step's projection, before the epoch's), computed inside the
+  compiled epoch and read back with its loss; `values()` stacks them over the steps of every epoch."""
+  fn: Callable[[object], jax.Array]
+  per_epoch: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+  def values(self) -> np.ndarray:
+    """[epochs * steps_per_epoch, ...] in step order."""
+    return np.concatenate(self.per_epoch)
+
+
 def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int, *, epochs: int, batch_size: int,
          lr: float, weight_decay: float, momentum: float, seed: int, sampling: str, progress: bool, name: str,
          loss: BatchLoss = _mean_cross_entropy, project: Callable[[object], object] | None = None,
-         project_every: str = "step", on_step: Callable[[object], None] | None = None):
+         project_every: str = "step", trace: Trace | None = None):
   """Minimise loss(logits_fn(params, frozen, z), y) over sampled batches; returns params.
 
-  `frozen` (arrays not trained) is an argument of the jitted step, not a constant baked into it.
+  `frozen` (arrays not trained) and the features are arguments of the compiled epoch, not constants baked into it.
   `project` maps params back onto a constraint set after every update, inside the step (projected gradient
-  descent; project_every='step'), or once after the last step of every epoch ('epoch'); `on_step`, if given,
-  sees the params after every step (one host sync per step).
+  descent; project_every='step'), or once after the last step of every epoch ('epoch'); `trace`, if given, records
+  a function of the params after every step.
   """
   labels = np.asarray(labels, dtype=np.int64)
   if labels.shape != (features.shape[0],):
     raise DataError(f"{name}: {labels.shape[0]} labels for {features.shape[0]} training features")
   sampler = IndexSampler(labels, num_classes, sampling, seed=seed, num_epochs=epochs)
   steps_per_epoch = max(1, len(labels) // batch_size)
+  drawn = steps_per_epoch * min(batch_size, len(labels))  # the first draws of an epoch, batch after batch
   schedule = optax.cosine_decay_schedule(lr, decay_steps=epochs * steps_per_epoch)
   tx = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum))
 
   @jax.jit
-  def step(params, opt_state, frozen, z, y):
-    value, grads = jax.value_and_grad(lambda p: loss(logits_fn(p, frozen, z), y))(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return (project(params) if project is not None and project_every == "step" else params), opt_state, value
+  def run_epoch(params, opt_state, frozen, features, labels, batches):
+    """The epoch's steps, one per row of batches [steps, batch]: (params, opt_state, last loss, traced values)."""
 
+    def step(carry, batch):
+      params, opt_state = carry
+      z, y = features[batch], labels[batch]
+      z = (jax.lax.bitcast_convert_type(z, jnp.bfloat16) if bits else z).astype(jnp.float32)
+      value, grads = jax.value_and_grad(lambda p: loss(logits_fn(p, frozen, z), y))(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      if project is not None and project_every == "step":
+        params = project(params)
+      return (params, opt_state), (value, None if trace is None else trace.fn(params))
+
+    (params, opt_state), (values, traced) = jax.lax.scan(step, (params, opt_state), batches)
+    if project is not None and project_every == "epoch":
+      params = project(params)
+    return params, opt_state, values[-1], traced
+
+  # XLA:CPU gathers bfloat16 rows from a float32 copy of the whole matrix, made before the loop: bfloat16 features
+  # go to the device as their bits (uint16; a view of a host array), and a step gathers bits.
+  bits = features.dtype == jnp.bfloat16
+  features = jax.device_put(features.view(np.uint16) if bits else features)
+  device_labels = jax.device_put(labels.astype(np.int32))
   opt_state = tx.init(params)
+  indices = sampler.epoch_indices(0)
   with progress_bar(epochs * steps_per_epoch, name, disable=not progress) as bar:
     for epoch in range(epochs):
-      indices = sampler.epoch_indices(epoch)
-      for k in range(steps_per_epoch):
-        batch = indices[k * batch_size:(k + 1) * batch_size]
-        params, opt_state, value = step(params, opt_state, frozen, features[batch], labels[batch].astype(np.int32))
-        if on_step is not None:
-          on_step(params)
-        bar.update()
-      if project is not None and project_every == "epoch":
-        params = jax.jit(project)(params)
+      batches = indices[:drawn].reshape(steps_per_epoch, -1).astype(np.int32)
+      params, opt_state, value, traced = run_epoch(params, opt_state, frozen, features, device_labels, batches)
+      if epoch + 1 < epochs:
+        indices = sampler.epoch_indices(epoch + 1)  # Drawn on the host while the device runs this epoch.
       value = float(value)  # One host sync per epoch.
+      bar.update(steps_per_epoch)
       if not np.isfinite(value):
         raise TrainingError(f"{name}: loss is {value} in epoch {epoch}; lower the learning rate")
+      if trace is not None:
+        trace.per_epoch.append(np.asarray(traced))
       bar.set_postfix(loss=f"{value:.4f}")
   return params
 
@@ -163,7 +196,7 @@ def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, 
              weight_decay: float, max_norm: float, loss: str = "cb_softmax_bce",
              loss_hyper: losses.LossHyper = losses.LossHyper(), momentum: float = 0.9, seed: int = 0,
              sampling: str = "instance", project_every: str = "step", progress: bool = True,
-             on_step: Callable[[tuple[jax.Array, jax.Array]], None] | None = None) -> tuple[jax.Array, jax.Array]:
+             trace: Trace | None = None) -> tuple[jax.Array, jax.Array]:
   """Weight balancing's stage 2 (Alshammari et al. 2022) on cached features: the stage-1 head fine-tuned with a
   class-balanced loss, weight decay and MaxNorm.
 
@@ -171,7 +204,8 @@ def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, 
   'cb_ce', Cui et al.'s softmax CB loss, both with Cui's beta), as the stage-1 loop builds it through the backbone. Each class vector is projected onto ||w_j|| <= r, r =
   maxnorm_radius(W, max_norm) of the initial head, after every step (project_every='step', the paper) or after
   the last step of every epoch ('epoch', WB's released code); the bias is unconstrained, as in WB's code. Weight
-  decay covers W and b. Batches are instance-balanced (WB's code shuffles the long-tailed set).
+  decay covers W and b. Batches are instance-balanced (WB's code shuffles the long-tailed set). `trace` records a
+  function of the head (W, b) after every step.
   """
   if project_every not in PROJECT_EVERY:
     raise ConfigError(f"WB project_every {project_every!r} is not one of {', '.join(PROJECT_EVERY)}")
@@ -187,4 +221,4 @@ def train_wb(features, labels, W: jax.Array, b: jax.Array, num_classes: int, *, 
   return _fit(params, None, _linear, features, labels, num_classes, epochs=epochs, batch_size=batch_size, lr=lr,
               weight_decay=weight_decay, momentum=momentum, seed=seed, sampling=sampling, progress=progress, name="WB",
               loss=lambda z, y: loss_fn(z, y, None), project=lambda p: (maxnorm_project(p[0], radius), p[1]),
-              project_every=project_every, on_step=on_step)
+              project_every=project_every, trace=trace)

@@ -45,9 +45,14 @@ SCHEDULE_KEYS: dict[str, d.Domain] = {
     "epochs": d.POSITIVE_INT, "batch_size": d.POSITIVE_INT, "lr": d.POSITIVE, "weight_decay": d.NON_NEGATIVE
 }
 THROUGH_BACKBONE_KEYS: dict[str, d.Domain] = {
-    **SCHEDULE_KEYS, "sampling": SAMPLING, "frozen": d.PATTERNS, "lr_mults": d.LR_MULTS, "loss": LOSS
+    **SCHEDULE_KEYS, "sampling": SAMPLING, "frozen": d.PATTERNS, "lr_mults": d.LR_MULTS, "loss": LOSS,
+    "accumulate_steps": d.POSITIVE_INT
 }
 MAXNORM_KEYS: dict[str, d.Domain] = {"max_norm": d.Real(0, 1), "project_every": d.OneOf(PROJECT_EVERY)}
+# LIFT's parameter-efficient modules: an AdaptFormer per block, LoRA on queries and values, or none (then the entry's
+# frozen patterns alone say what trains: BitFit, the biases; LayerNorm tuning, the LayerNorms).
+ADAPTERS = ("adaptformer", "lora", "none")
+LIFT_KEYS: dict[str, d.Domain] = {"adapter": d.OneOf(ADAPTERS), "adapter_dim": d.COUNT, "head_scale": d.POSITIVE}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +96,19 @@ METHODS: dict[str, Method] = {
     "finetune": Method(THROUGH_BACKBONE, "backbone:finetune",
                        {**THROUGH_BACKBONE_KEYS, "reinit_head": d.Flag(), "head_lws": d.Flag()}),
     "wb": Method(THROUGH_BACKBONE, "backbone:wb", {**THROUGH_BACKBONE_KEYS, **MAXNORM_KEYS}, linear_only=True),
+    # LIFT (Shi et al. 2024): a ViT's parameter-efficient modules and a new cosine head, the rest frozen.
+    "lift": Method(THROUGH_BACKBONE, "backbone:lift", {**THROUGH_BACKBONE_KEYS, **LIFT_KEYS},
+                   check=lambda hyper, config, key: _vit_backbone(config, key)),
 }
 # A per-data.imbalance_ratio table of values (MiSLAS's CIFAR configs): ((ratio, {key: value}), ...).
 RATIO_TABLE = "per_imbalance_ratio"
+
+
+def _vit_backbone(config: ml_collections.ConfigDict, key: str) -> None:
+  from ltr_jax.models import vit  # the table of ViTs, read when a method that needs one is checked
+  if config.model.name not in vit.ARCHITECTURES:
+    raise ConfigError(f"config key {key}: adds modules to a ViT's blocks, and config key model.name is "
+                      f"{config.model.name!r}: use it with one of {', '.join(vit.ARCHITECTURES)}")
 
 
 def method_of(config: ml_collections.ConfigDict, name: str) -> Method:

@@ -25,16 +25,23 @@ from ltr_jax.stage2 import backbone, features as features_lib
 from ltr_jax.stage2.on_features import groups_of
 from ltr_jax.stage2.registry import ON_FEATURES, Method, hyper_of, method_of
 
+FIVE_CROP = "_five_crop"  # results["methods"] key of a method's five-crop row: <name>_five_crop
+
 
 def entry(method: Method, hyper: ml_collections.ConfigDict, head: Classifier, feats: dict[str, np.ndarray],
           splits: datasets.Splits) -> dict[str, Any]:
   """A method's results: label, paper, variant (from its config entry `hyper`), where it ran and its
-  hyper-parameters; test All / Many / Medium /
-  Few, per-class test accuracy, calibration of its softmax on test (ECE over 15 bins and NLL, with the
+  hyper-parameters; test All / Many / Medium / Few (on test features [N, d], or on the mean logits of K crops of
+  each image, [N, K, d]), per-class test accuracy, calibration of its softmax on test (ECE over 15 bins and NLL, with the
   reliability bins; and both after temperature scaling with T fit on validation, comparable across methods whose
   logit scales are arbitrary, which it marks); validation groups."""
-  test = head.predict(feats["test"])
-  logits = head.logits(feats["test"])
+  test_features = feats["test"]
+  if test_features.ndim == 3:  # crops of each test image [N, K, d]: their logits averaged (test-time ensembling)
+    flat = head.logits(test_features.reshape(-1, test_features.shape[-1]))
+    logits = flat.reshape(*test_features.shape[:2], -1).mean(axis=1)
+    test = logits.argmax(axis=1)
+  else:
+    test, logits = head.predict(test_features), head.logits(test_features)
   bins = metrics.reliability_bins(logits, splits.test.labels)
   scaled = {"temperature": None, "ece_ts": None, "nll_ts": None}
   if feats.get("val") is not None:
@@ -74,9 +81,8 @@ def export(name: str, head: Classifier, variables: Variables, config: ml_collect
 
 def _exported(config: ml_collections.ConfigDict, results: dict[str, Any]) -> list[str]:
   """The methods to export (config key stage2.export: names, 'best' (by validation All) or 'all')."""
-  methods = results["methods"]
   if "all" in config.stage2.export:
-    return list(methods)
+    return list(config.stage2.methods)
   names = [name for name in config.stage2.export if name != "best"]
   if "best" in config.stage2.export and results["best"] is not None:
     names.append(results["best"])
@@ -84,8 +90,13 @@ def _exported(config: ml_collections.ConfigDict, results: dict[str, Any]) -> lis
 
 
 def best(results: dict[str, Any]) -> str | None:
-  """The method with the best validation All (the first on ties; test is never looked at), None without one."""
-  val_all = {name: r["val"]["all"] for name, r in results["methods"].items() if r.get("val", {}).get("all") is not None}
+  """The method with the best validation All (the first on ties; test is never looked at; a five-crop row is its
+  method's), None without one."""
+  val_all = {
+      name: r["val"]["all"]
+      for name, r in results["methods"].items()
+      if r.get("val", {}).get("all") is not None and not name.endswith(FIVE_CROP)
+  }
   return max(val_all, key=val_all.get) if val_all else None
 
 
@@ -110,20 +121,29 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   heads: dict[str, tuple[Classifier, Variables]] = {}
   for name in config.stage2.methods:
     method, hyper = method_of(config, name), hyper_of(config, name)
+    method_model, run_dir = model, workdir
     if method.runs_on == ON_FEATURES:
       head, variables, method_feats = method.resolve()(features, joint, hyper, config), stage1, feats
     else:
       setup = method.resolve()(stage1, joint, hyper, config, splits)
-      tuned_model, variables = backbone.run(name, setup, hyper, config, workdir, stage1, splits, mesh)
-      head = Classifier.of_model(variables["params"]["head"], tuned_model.head_spec)
-      method_feats = feats if features_lib.backbone_digest(variables) == stage1_digest else features_lib.extract(
-          tuned_model, variables, splits, config, backbone.run_dir(workdir, name), mesh, ("val", "test"))
+      method_model, variables = backbone.run(name, setup, hyper, config, workdir, stage1, model.head_spec, splits, mesh)
+      head = Classifier.of_model(variables["params"]["head"], method_model.head_spec)
+      if features_lib.backbone_digest(variables) == stage1_digest:
+        method_feats = feats
+      else:
+        run_dir = backbone.run_dir(workdir, name)
+        method_feats = features_lib.extract(method_model, variables, splits, config, run_dir, mesh, ("val", "test"))
     heads[name] = head, variables
     results["methods"][name] = entry(method, hyper, head, method_feats, splits)
     if "tau_curve" in head.extras:
       results["tau_curves"][name] = head.extras["tau_curve"]
     if head.linear and (name == "joint" or not np.array_equal(head.kernel, joint.kernel)):  # Fig. 2 (left)
       results["weight_norms"][name] = np.linalg.norm(head.kernel, axis=0).tolist()
+    if name in config.stage2.five_crop:  # its own row: the same head on five crops of each test image
+      crops = features_lib.extract(method_model, variables, splits, config, run_dir, mesh, ("test",), five_crop=True)
+      five = hyper.copy_and_resolve_references()
+      five.label = f"{hyper.label}, five-crop test"
+      results["methods"][f"{name}{FIVE_CROP}"] = entry(method, five, head, {**method_feats, **crops}, splits)
 
   results["best"] = best(results)
   results["exported"] = {}
