@@ -19,6 +19,7 @@ import gc
 import hashlib
 import inspect
 import json
+import logging
 import sys
 import warnings
 from typing import Any
@@ -110,11 +111,23 @@ def settings_changes(then: dict[str, Any], now: dict[str, Any]) -> list[tuple[st
   return [(key, then.get(key), now.get(key)) for key in sorted(set(then) | set(now)) if then.get(key) != now.get(key)]
 
 
+_RESTORED_FROM: set[str] = set()  # the checkpoint directories this process has restored from
+
+
+def _abandoned_read(exception: BaseException | None) -> bool:
+  """Whether `exception` is a failed read of a checkpoint restored here (Orbax's wrapper or TensorStore's error)."""
+  text = str(exception) if exception is not None else ""
+  return "while reading array index" in text or any(directory in text for directory in _RESTORED_FROM)
+
+
 def _mute_abandoned_reads() -> None:
-  """When one array of a restore cannot be read, Orbax leaves the reads of the others behind; each, closed later (when
-  TensorStore finishes it, or at exit), prints an 'Exception ignored in: <coroutine ...>' traceback: hundreds of lines
-  after the one-line error. From the first failed restore on, the process drops those reports (of Orbax's abandoned
-  array reads, and of their closed event loop) and reports every other unraisable exception as before."""
+  """When one array of a restore cannot be read, Orbax leaves the reads of the others behind, and they report
+  themselves as they end, some while the restore is still raising, some later or at exit: asyncio logs 'unhandled
+  exception during asyncio.run() shutdown' and 'Future exception was never retrieved', TensorStore's finished reads
+  find their event loop closed, coroutines are collected unawaited; hundreds of traceback lines after the one-line
+  error. Installed before every restore (once per process), this drops those reports (of reads of the checkpoints
+  restored here, and of their closed event loop) and lets every other unraisable exception and asyncio record through
+  as before."""
   previous = sys.unraisablehook
   if getattr(previous, "mutes_abandoned_reads", False):
     return
@@ -122,14 +135,16 @@ def _mute_abandoned_reads() -> None:
   def hook(unraisable) -> None:
     name = getattr(unraisable.object, "__qualname__", "") if inspect.iscoroutine(unraisable.object) else ""
     closed_loop = isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)
-    if not (name.startswith("_read_array") or closed_loop):
+    if not (name.startswith("_read_array") or closed_loop or _abandoned_read(unraisable.exc_value)):
       previous(unraisable)
+
+  def keep(record: logging.LogRecord) -> bool:
+    exception = record.exc_info[1] if record.exc_info else None
+    return not (_abandoned_read(exception) or "_read_array" in record.getMessage())
 
   hook.mutes_abandoned_reads = True
   sys.unraisablehook = hook
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... was never awaited"
-    gc.collect()
+  logging.getLogger("asyncio").addFilter(keep)
 
 
 class Manager:
@@ -193,6 +208,8 @@ class Manager:
   def _restore(self, step: int, meta: dict[str, Any], **items: Any) -> dict[str, Any]:
     """The items at `step`, their arrays checked against the checksums in `meta` (where it has them)."""
     failure = None
+    _RESTORED_FROM.add(str(self.directory))
+    _mute_abandoned_reads()
     try:
       restored = self._manager.restore(
           step,
@@ -201,7 +218,9 @@ class Manager:
       mismatch = isinstance(e, KeyError) or isinstance(e, ValueError) and "shape" in str(e).lower()
       failure = (mismatch, first_line(e))
     if failure is not None:
-      _mute_abandoned_reads()
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... was never awaited"
+        gc.collect()  # the abandoned reads, reported (and dropped) now rather than at a later step
       mismatch, cause = failure
       if mismatch:
         raise CheckpointError(f"the checkpoint at {self.directory / str(step)} does not match this model's "
@@ -300,16 +319,17 @@ def default_checkpoint(workdir: str) -> str:
 
 
 def restore_for_inference(config: ml_collections.ConfigDict, directory: str, mesh: Mesh,
-                          image_shape: tuple[int, ...] | None = None) -> tuple[LTRModel, Variables, dict[str, Any]]:
+                          image_shape: tuple[int, ...] | None = None,
+                          given_as: str = "--checkpoint") -> tuple[LTRModel, Variables, dict[str, Any]]:
   """(model, variables, meta) of the latest checkpoint in `directory`, any of ltr_jax's (stage 1, a stage-2 method's,
-  imported weights), with the head its meta records. The input's shape: `image_shape`, else the meta's, else config
-  key data.image_size with 3 channels."""
+  imported weights), with the head and modules its meta records. The input's shape: `image_shape`, else the meta's,
+  else config key data.image_size with 3 channels. `given_as` names where the directory came from, in errors."""
   if not paths.is_dir(directory):
-    raise CheckpointError(f"--checkpoint={directory}: no such directory")
+    raise CheckpointError(f"{given_as}: {directory} is not a directory")
   manager = Manager(directory, read_only=True)
   meta = manager.read_meta()
   if meta["model"] != config.model.name:
-    raise CheckpointError(f"{directory} holds model {meta['model']!r}, but config key model.name is "
+    raise CheckpointError(f"{given_as}: {directory} holds model {meta['model']!r}, but config key model.name is "
                           f"{config.model.name!r}: use the config that made this checkpoint")
   shape = image_shape or tuple(meta.get("image_shape") or (config.data.image_size, config.data.image_size, 3))
   model = models.from_config(config.model, meta["num_classes"], head_spec=head_spec_of(meta),
@@ -324,14 +344,5 @@ def load_backbone(config: ml_collections.ConfigDict, directory: str, image_shape
   E.g. ImageNet-pretrained weights imported with ltr_jax.import_torch, for Places-LT. The head is not
   loaded: the checkpoint may have another class count.
   """
-  if not paths.is_dir(directory):
-    raise CheckpointError(f"config key train.init_from: {directory} is not a directory")
-  manager = Manager(directory, read_only=True)
-  meta = manager.read_meta()
-  if meta["model"] != config.model.name:
-    raise CheckpointError(f"config key train.init_from: {directory} holds model {meta['model']!r}, but "
-                          f"config key model.name is {config.model.name!r}")
-  model = models.from_config(config.model, meta["num_classes"], head_spec=head_spec_of(meta),
-                             peft=models.Peft.from_dict(meta.get("peft")))
-  variables = manager.restore_model(abstract_variables(model, image_shape, mesh))
+  _, variables, _ = restore_for_inference(config, directory, mesh, image_shape, given_as="config key train.init_from")
   return {"params": {"backbone": variables["params"]["backbone"]}, "batch_stats": variables["batch_stats"]}

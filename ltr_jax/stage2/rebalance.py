@@ -66,6 +66,9 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
   drawn = steps_per_epoch * min(batch_size, len(labels))  # the first draws of an epoch, batch after batch
   schedule = optax.cosine_decay_schedule(lr, decay_steps=epochs * steps_per_epoch)
   tx = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(schedule, momentum=momentum))
+  # XLA:CPU gathers bfloat16 rows from a float32 copy of the whole matrix, made before the loop: bfloat16 features
+  # go to the device as their bits (uint16; a view of a host array), and a step gathers bits.
+  bits = features.dtype == jnp.bfloat16
 
   @jax.jit
   def run_epoch(params, opt_state, frozen, features, labels, batches):
@@ -87,9 +90,6 @@ def _fit(params, frozen, logits_fn: LogitsFn, features, labels, num_classes: int
       params = project(params)
     return params, opt_state, values[-1], traced
 
-  # XLA:CPU gathers bfloat16 rows from a float32 copy of the whole matrix, made before the loop: bfloat16 features
-  # go to the device as their bits (uint16; a view of a host array), and a step gathers bits.
-  bits = features.dtype == jnp.bfloat16
   features = jax.device_put(features.view(np.uint16) if bits else features)
   device_labels = jax.device_put(labels.astype(np.int32))
   opt_state = tx.init(params)
