@@ -10,7 +10,7 @@ import ml_collections
 BACKBONE_PARAMS = "backbone/.*/(kernel|scale|bias)"
 BACKBONE = "backbone/.*"
 TAUS = tuple(i / 10 for i in range(21))  # the reference's tau sweep, linspace(0, 2, 21)
-CACHED = "on cached, un-augmented features with BatchNorm in inference mode (fast)"  # what the fast variants change
+CACHED = "on cached, un-augmented features of the backbone in inference mode (fast)"  # what the fast variants change
 
 
 def entry(type: str, label: str, paper: bool = True, variant: str = "", **values) -> ml_collections.ConfigDict:
