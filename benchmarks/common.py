@@ -23,6 +23,24 @@ def machine(*software: str) -> str:
   ])
 
 
+def load_average() -> list[float]:
+  """The 1-, 5- and 15-minute load averages, rounded: what a result records before and after its timing."""
+  return [round(x, 2) for x in os.getloadavg()]
+
+
+def status_kb(field: str) -> int:
+  """A field of /proc/self/status in kB (VmRSS: resident memory now; VmHWM: its peak)."""
+  with open("/proc/self/status") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak() -> int:
+  """Resets the kernel's peak-RSS counter (VmHWM) to the current RSS; returns that RSS (kB)."""
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+  return status_kb("VmRSS")
+
+
 def write_json(path: str, result: dict) -> None:
   """Writes a benchmark's result file (creating its folder) and says where."""
   import json

@@ -50,7 +50,7 @@ from functools import partial
 
 import numpy as np
 
-from common import machine, write_json
+from common import machine, reset_peak, status_kb, write_json
 
 COMPUTATIONS = ("argmax", "matmul", "ncm", "tau_one", "tau_sweep", "crt", "lws")
 STEADY = ("argmax", "matmul")  # timed as the median of repeated calls after a warm-up
@@ -80,11 +80,6 @@ def _sync():
   if _on_gpu():
     import torch
     torch.cuda.synchronize()
-
-
-def _status_kb(field: str) -> int:
-  with open("/proc/self/status") as f:
-    return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
 def _long_tail_counts(num_classes: int, total: int, n_max: int, n_min: int) -> np.ndarray:
@@ -270,9 +265,7 @@ def run_one(spec: str, scale: float) -> dict:
       torch.zeros(8, device="cuda").add_(1)
       torch.cuda.synchronize()
   x = _inputs(computation, scale)
-  with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-  base_kb = _status_kb("VmRSS")
+  base_kb = reset_peak()
   variants = {}
   if computation in STEADY:
     variants = {name: _median_timed(call) for name, call in _steady_variants(framework, computation, x).items()}
@@ -281,7 +274,7 @@ def run_one(spec: str, scale: float) -> dict:
     seconds, cpu_seconds = _timed(lambda: (run(computation, x), _sync()))
   out = {
       "seconds": seconds, "cpu_seconds": cpu_seconds, "variants": variants,
-      "peak_memory_gb": (_status_kb("VmHWM") - base_kb) / 2**20
+      "peak_memory_gb": (status_kb("VmHWM") - base_kb) / 2**20
   }
   if _on_gpu():
     out["peak_device_memory_gb"] = _peak_device_memory(framework) / 2**30
@@ -305,9 +298,7 @@ def run_cache(dtype: str, scale: float) -> dict:
     path = os.path.join(tmp, "train.npy")
     features_lib.save(path, features_lib.as_dtype(_features(rng, len(labels), CACHE_D), dtype))
     cached = features_lib.load(path, dtype)
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    base_kb = _status_kb("VmRSS")
+    base_kb = reset_peak()
 
     def crt(epochs: int):
       return jax.block_until_ready(
@@ -316,7 +307,7 @@ def run_cache(dtype: str, scale: float) -> dict:
     seconds = [_timed(partial(crt, epochs))[0] for epochs in (CACHE_EPOCHS[0], *CACHE_EPOCHS)][1:]  # after a warm-up
     steps = len(labels) // CRT["batch_size"]
     steady = (CACHE_EPOCHS[1] - CACHE_EPOCHS[0]) * steps / (seconds[1] - seconds[0])
-    peak_gb = (_status_kb("VmHWM") - base_kb) / 2**20
+    peak_gb = (status_kb("VmHWM") - base_kb) / 2**20
     return {
         "rows": len(labels), "classes": classes, "steps_per_epoch": steps, "cache_bytes": cached.nbytes,
         "itemsize": cached.itemsize, "file_bytes": os.path.getsize(path),

@@ -1,4 +1,4 @@
-"""PyTorch twins of the ltr_jax backbones, for the speed benchmark and the weight-import test.
+"""PyTorch twins of the ltr_jax backbones and LIFT's AdaptFormer, for the speed benchmarks and the twin tests.
 
 `build_torch_model(name, num_classes)` builds the architecture `name` of `ltr_jax.models.resnet.ARCHITECTURES`
 (the same table the Flax models use) with torchvision's module layout and state_dict keys (conv1, bn1,
@@ -7,6 +7,7 @@ rather than imported from torchvision so that resnet10, the 32x4d ResNeXt-101/15
 exist too. Input NCHW; `forward` returns logits, `features` the pooled features.
 """
 
+import math
 from typing import Optional
 
 import torch
@@ -128,3 +129,22 @@ def build_torch_model(name: str, num_classes: int, in_channels: int = 3) -> ResN
   if name not in ARCHITECTURES:
     raise ValueError(f'unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}')
   return ResNet(num_classes, **ARCHITECTURES[name], in_channels=in_channels)
+
+
+class AdaptFormer(nn.Module):
+  """LIFT's AdaptFormer (shijxcs/LIFT @ 661ead9, models/peft_modules.py:54-78): scale * up(relu(down(ln x))); down
+  kaiming_normal_(a=sqrt(5)), up and both biases zero, the scale a learned scalar starting at 1. Beside each ViT
+  block's MLP in benchmarks/vit.py and in the LIFT twin of tests/test_lift_twin.py."""
+
+  def __init__(self, dim: int, bottleneck: int):
+    super().__init__()
+    self.ln = nn.LayerNorm(dim)
+    self.down_proj = nn.Linear(dim, bottleneck)
+    self.up_proj = nn.Linear(bottleneck, dim)
+    self.scale = nn.Parameter(torch.ones(1))
+    nn.init.kaiming_normal_(self.down_proj.weight, a=math.sqrt(5))
+    for p in (self.up_proj.weight, self.down_proj.bias, self.up_proj.bias):
+      nn.init.zeros_(p)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.up_proj(torch.relu(self.down_proj(self.ln(x)))) * self.scale

@@ -268,8 +268,7 @@ def through_backbone(stage1, head, params: list[torch.Tensor], images: torch.Ten
 
 
 def groups(predictions: torch.Tensor, labels: torch.Tensor, splits) -> dict[str, float]:
-  per_class = metrics.per_class_accuracy(predictions.numpy(), labels.numpy(), splits.num_classes)
-  return metrics.group_accuracy(per_class, splits.groups)
+  return metrics.groups_of(predictions.numpy(), labels.numpy(), splits)
 
 
 def run_seed(config, splits, tensors: dict, seed: int) -> dict:

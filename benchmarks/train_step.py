@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from configs import base, quickstart  # noqa: E402
 from ltr_jax import losses, masks, models, parallel, train  # noqa: E402
 from torch_models import build_torch_model  # noqa: E402
-from common import machine  # noqa: E402
+from common import load_average, machine  # noqa: E402
 
 
 def machine_info() -> str:
@@ -65,10 +65,6 @@ MODELS = {
 }
 MOMENTUM, WEIGHT_DECAY, LR = 0.9, 5e-4, 0.1
 WARMUP = 3
-
-
-def load_average() -> list[float]:
-  return [round(x, 2) for x in os.getloadavg()]
 
 
 def model_config(name: str, size: int, batch: int, dtype: str = "float32") -> ml_collections.ConfigDict:

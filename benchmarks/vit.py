@@ -73,7 +73,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import machine, write_json  # noqa: E402
+from common import load_average, machine, reset_peak, status_kb, write_json  # noqa: E402
 
 ROWS = ("features_float32", "features_bfloat16", "adaptformer_float32", "adaptformer_bfloat16")
 CPU_ROWS = ("features_float32", "features_bfloat16", "adaptformer_float32")
@@ -85,22 +85,6 @@ HEAD_SCALE = 25.0  # LIFT's cosine classifier scale (utils/config.py:30)
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4  # LIFT's configs/model/clip_vit_b16.yaml
 HEAD_KEY = "lift_head.weight"  # the cosine classifier's weight [C, D] in the saved weights
 OP_REPEATS = 5
-
-
-def _status_kb(field: str) -> int:
-  with open("/proc/self/status") as f:
-    return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def _reset_peak() -> int:
-  """Resets VmHWM to the current RSS; returns that RSS (kB)."""
-  with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-  return _status_kb("VmRSS")
-
-
-def load_average() -> list[float]:
-  return [round(x, 2) for x in os.getloadavg()]
 
 
 def wait_for_idle(threshold: float, max_wait: float, poll: float = 30.0) -> dict:
@@ -133,27 +117,8 @@ def bottleneck_of(cfg: dict) -> int:
 def torch_model(cfg: dict, adaptformer: bool):
   """timm's ViT (no classifier: pooled features out); with `adaptformer`, every block carries LIFT's AdaptFormer."""
   import timm
-  import torch
   from timm.models.vision_transformer import Block
-  from torch import nn
-
-  class AdaptFormer(nn.Module):
-    """LIFT's AdaptFormer (models/peft_modules.py:54-78): scale * up(relu(down(ln(x)))); down kaiming_normal_
-    (a=sqrt(5)), up and both biases zero, the scale a learned scalar starting at 1."""
-
-    def __init__(self, dim: int, bottleneck: int):
-      super().__init__()
-      self.ln = nn.LayerNorm(dim)
-      self.down_proj = nn.Linear(dim, bottleneck)
-      self.up_proj = nn.Linear(bottleneck, dim)
-      self.scale = nn.Parameter(torch.ones(1))
-      nn.init.kaiming_normal_(self.down_proj.weight, a=math.sqrt(5))
-      nn.init.zeros_(self.up_proj.weight)
-      nn.init.zeros_(self.down_proj.bias)
-      nn.init.zeros_(self.up_proj.bias)
-
-    def forward(self, x):
-      return self.up_proj(torch.relu(self.down_proj(self.ln(x)))) * self.scale
+  from torch_models import AdaptFormer
 
   class AdaptFormerBlock(Block):
     """timm's Block with the adapter beside the MLP, on the block's input after attention (LIFT
@@ -403,8 +368,8 @@ def _worker(conn, framework: str, row: str, cfg: dict) -> None:
         build = time.perf_counter() - t0
         import gc
         gc.collect()
-        rss_built = _status_kb("VmRSS")
-        base = _reset_peak()
+        rss_built = status_kb("VmRSS")
+        base = reset_peak()
         runner.reset_device_peak()
         calls, outputs = [], []
         for _ in range(cfg["warmup"]):
@@ -413,8 +378,8 @@ def _worker(conn, framework: str, row: str, cfg: dict) -> None:
           runner.sync(out)
           calls.append(time.perf_counter() - t0)
           outputs.append(runner.value(out))
-        hwm_warmup = _status_kb("VmHWM")
-        _reset_peak()
+        hwm_warmup = status_kb("VmHWM")
+        reset_peak()
         conn.send({
             "import_seconds": imports, "build_seconds": build, "warmup_call_seconds": calls,
             "rss_after_build_gb": rss_built / 2**20,
@@ -432,7 +397,7 @@ def _worker(conn, framework: str, row: str, cfg: dict) -> None:
         timed_calls += msg[1]
         timed_faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
       elif msg == "finish":
-        hwm = _status_kb("VmHWM")
+        hwm = status_kb("VmHWM")
         conn.send({
             "peak_memory_gb": (hwm - base) / 2**20,
             "peak_memory_with_compile_gb": (max(hwm, hwm_warmup) - base) / 2**20,

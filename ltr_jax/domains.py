@@ -180,26 +180,6 @@ class Maybe(Domain):
 
 
 @dataclasses.dataclass(frozen=True)
-class AnyOf(Domain):
-  """A member of any of `options` (e.g. 0 or a number >= 1)."""
-  options: tuple[Domain, ...]
-
-  def __str__(self) -> str:
-    return " or ".join(map(str, self.options))
-
-  def error(self, value: Any) -> str | None:
-    errors = [o.error(value) for o in self.options]
-    return None if any(e is None for e in errors) else errors[-1]
-
-  def outside(self) -> tuple[Any, ...]:
-    return tuple(v for o in self.options for v in o.outside() if self.error(v))
-
-
-def exactly(value: Any) -> OneOf:
-  return OneOf((value,))
-
-
-@dataclasses.dataclass(frozen=True)
 class Seq(Domain):
   """A tuple (or list) of members of `item`, at least `min_len` long."""
   item: Domain

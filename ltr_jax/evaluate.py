@@ -39,8 +39,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh, splits: dat
                                         config, mesh, "test")
   head = Classifier.of_model(jax.device_get(variables["params"]["head"]), model.head_spec)
   predictions = head.predict(features)
-  per_class = metrics.per_class_accuracy(predictions, splits.test.labels, splits.num_classes)
-  test = metrics.group_accuracy(per_class, splits.groups)
+  test = metrics.groups_of(predictions, splits.test.labels, splits)
   result = {"checkpoint": str(directory), "stage": meta["stage"], "method": name, "test": test}
   if jax.process_index() == 0:
     classes, probabilities = inference.top_k(head, features)

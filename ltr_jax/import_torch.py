@@ -30,7 +30,6 @@ torch is imported only here, inside functions: it stays an optional dependency.
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Any, Mapping
 
 import jax
@@ -64,17 +63,6 @@ def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
   return tuple(shape[a] for a in np.argsort(_FROM_TORCH[len(shape)]))
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-  if hasattr(value, "detach"):  # a torch.Tensor (possibly half precision)
-    value = value.detach().cpu().float().numpy()
-  return np.asarray(value, np.float32)
-
-
-def _describe(keys: list[str]) -> str:
-  shown = ", ".join(repr(k) for k in keys[:5])
-  return shown + (f" (and {len(keys) - 5} more)" if len(keys) > 5 else "")
-
-
 def torch_state_dict_to_variables(state_dict: Mapping[str, Any], model: LTRModel, image_shape: tuple[int, int, int],
                                   head: bool = True) -> dict[str, Any]:
   """{'params', 'batch_stats'} of `model` from a torchvision-layout state_dict.
@@ -96,12 +84,12 @@ def torch_state_dict_to_variables(state_dict: Mapping[str, Any], model: LTRModel
   missing = sorted(set(expected) - set(state_dict))
   unexpected = sorted(set(state_dict) - set(expected) - skipped)
   if missing:
-    raise CheckpointError(f"missing key {_describe(missing)}, which the model needs")
+    raise CheckpointError(f"missing key {import_vit.describe_keys(missing)}, which the model needs")
   if unexpected:
-    raise CheckpointError(f"unexpected key {_describe(unexpected)}, which the model has no variable for")
+    raise CheckpointError(f"unexpected key {import_vit.describe_keys(unexpected)}, which the model has no variable for")
   variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
   for key, (collection, names, shape) in expected.items():
-    value = _to_numpy(state_dict[key])
+    value = import_vit.to_numpy(state_dict[key])
     if value.shape != _torch_shape(shape):
       raise CheckpointError(f"key {key!r} has shape {value.shape}, but the model expects {_torch_shape(shape)}")
     node = variables[collection]
@@ -111,27 +99,6 @@ def torch_state_dict_to_variables(state_dict: Mapping[str, Any], model: LTRModel
   return variables
 
 
-def _torch_load(path: str, allow_pickle: bool) -> Any:
-  """torch.load on the CPU; tensors and plain containers only unless `allow_pickle`."""
-  import torch
-  if not os.path.isfile(path):
-    raise CheckpointError(f"{path}: no such file")
-  try:
-    return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-  except pickle.UnpicklingError as e:
-    if allow_pickle:
-      raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from e
-    lines = str(e).splitlines()
-    detail = next(
-        (line.split("error: ", 1)[1].split(". Please")[0] for line in lines if "WeightsUnpickler error: " in line),
-        lines[0])
-    raise CheckpointError(
-        f"{path}: holds Python objects besides tensors, which torch.load(weights_only=True) refuses "
-        f"({detail}); if you trust the file, rerun with --allow_pickle (it runs code stored in the file)") from e
-  except (RuntimeError, KeyError, EOFError, ValueError) as e:
-    raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
-
-
 def _strip_module(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Drops nn.DataParallel's 'module.' prefix."""
   return {k.removeprefix("module."): v for k, v in state_dict.items()}
@@ -139,7 +106,7 @@ def _strip_module(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_reference_checkpoint(path: str, allow_pickle: bool = False) -> dict[str, Any]:
   """The torchvision-named state_dict (feat_model + classifier) of a classifier-balancing checkpoint."""
-  obj = _torch_load(path, allow_pickle)
+  obj = import_vit.torch_load(path, allow_pickle)
   entry = next((k for k in ("state_dict_best", "state_dict") if isinstance(obj, Mapping) and k in obj), None)
   if entry is None:
     found = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
@@ -159,7 +126,7 @@ def load_reference_checkpoint(path: str, allow_pickle: bool = False) -> dict[str
 
 def load_torchvision_checkpoint(path: str, allow_pickle: bool = False) -> dict[str, Any]:
   """A plain torchvision-layout state_dict file ('module.' prefixes dropped)."""
-  obj = _torch_load(path, allow_pickle)
+  obj = import_vit.torch_load(path, allow_pickle)
   if not isinstance(obj, Mapping) or not all(hasattr(v, "shape") for v in obj.values()):
     raise CheckpointError(f"{path}: not a state_dict (a mapping of tensor names to tensors); "
                           "--kind=reference reads classifier-balancing checkpoints")

@@ -78,7 +78,34 @@ _TIMM_BLOCK = dict(ln_1="norm1", ln_2="norm2", qkv_weight="attn.qkv.weight", qkv
                    fc="mlp.fc1", proj="mlp.fc2")
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def torch_load(path: str, allow_pickle: bool) -> Any:
+  """torch.load on the CPU; tensors and plain containers only unless `allow_pickle`."""
+  import torch
+  if not os.path.isfile(path):
+    raise CheckpointError(f"{path}: no such file")
+  try:
+    return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+  except pickle.UnpicklingError as e:
+    if allow_pickle:
+      raise CheckpointError(f"{path}: not a PyTorch checkpoint ({str(e).splitlines()[0]})") from e
+    lines = str(e).splitlines()
+    detail = next(
+        (line.split("error: ", 1)[1].split(". Please")[0] for line in lines if "WeightsUnpickler error: " in line),
+        lines[0])
+    raise CheckpointError(
+        f"{path}: holds Python objects besides tensors, which torch.load(weights_only=True) refuses "
+        f"({detail}); if you trust the file, rerun with --allow_pickle (it runs code stored in the file)") from e
+  except (RuntimeError, KeyError, EOFError, ValueError) as e:
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def describe_keys(keys: list[str]) -> str:
+  """The first five of `keys` (and how many more), for an error message."""
+  shown = ", ".join(repr(k) for k in keys[:5])
+  return shown + (f" (and {len(keys) - 5} more)" if len(keys) > 5 else "")
+
+
+def to_numpy(value: Any) -> np.ndarray:
   """float32 numpy for floating tensors / arrays (float16 and bfloat16 cast), numpy as is for the rest."""
   if hasattr(value, "detach"):  # a torch.Tensor
     value = value.detach().cpu()
@@ -123,20 +150,16 @@ def load_torch_weights(path: str, allow_pickle: bool = False) -> dict[str, np.nd
     if path.endswith(".safetensors"):
       from safetensors.torch import load_file
       state = load_file(path, device="cpu")
-    else:
+    elif _is_torchscript(path):
       import torch
-      if _is_torchscript(path):
-        state = torch.jit.load(path, map_location="cpu").state_dict()
-      else:
-        state = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+      state = torch.jit.load(path, map_location="cpu").state_dict()
+    else:
+      state = torch_load(path, allow_pickle)
   except ImportError as e:
     raise CheckpointError(f"{path}: reading it needs {e.name}: pip install -e '.[torch]'") from e
-  except pickle.UnpicklingError as e:
-    raise CheckpointError(f"{path}: holds Python objects besides tensors, which torch.load(weights_only=True) refuses "
-                          f"({str(e).splitlines()[0][:200]}); if you trust the file, pass allow_pickle=True") from e
   except (RuntimeError, KeyError, EOFError, ValueError, OSError) as e:
     raise CheckpointError(f"{path}: not a PyTorch weights file ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-  return {k: _to_numpy(v) for k, v in _unwrap(state, path).items()}
+  return {k: to_numpy(v) for k, v in _unwrap(state, path).items()}
 
 
 class _Reader:
@@ -155,7 +178,7 @@ class _Reader:
     return tuple(self.state[key].shape)
 
   def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    value = _to_numpy(self.state[key]) if key in self.state else None
+    value = to_numpy(self.state[key]) if key in self.state else None
     if value is None:
       raise CheckpointError(f"missing key {key!r}, which the model needs")
     if shape is not None and value.shape != tuple(shape):
@@ -175,8 +198,7 @@ class _Reader:
   def finish(self, ignored: frozenset[str] = frozenset()) -> None:
     left = sorted(k for k in self.state if k not in self.taken and k not in ignored)
     if left:
-      shown = ", ".join(repr(k) for k in left[:5]) + (f" (and {len(left) - 5} more)" if len(left) > 5 else "")
-      raise CheckpointError(f"unexpected key {shown}, which the model has no parameter for")
+      raise CheckpointError(f"unexpected key {describe_keys(left)}, which the model has no parameter for")
 
 
 def _count_blocks(reader: _Reader, prefix: str) -> int:

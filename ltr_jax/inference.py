@@ -47,8 +47,7 @@ def run_inference(predict: Predict, variables: Variables, source: Source, config
   key data.eval_transform, or `transform`. A transform that gives K crops of an image (FiveCrop) gives each crop's:
   predictions [N, K], features [N, K, d]."""
   batch_size = config.stage2.batch_size
-  transform = transform or transforms.eval_transform(config.data.eval_transform, config.data.image_size,
-                                                     config.data.resize, config.data.interpolation)
+  transform = transform or transforms.eval_transform_of(config.data)
   batches = pipeline.eval_batches(source, transform, global_batch=batch_size, process_index=jax.process_index(),
                                   process_count=jax.process_count(), num_workers=config.data.num_workers)
   predictions, features = None, None
@@ -102,5 +101,4 @@ def evaluate_split(predict: Predict, variables: Variables, source: Source, split
                    config: ml_collections.ConfigDict, mesh: Mesh, desc: str = "eval") -> dict[str, float | None]:
   """Top-1 All / Many / Medium / Few (percent) of the model's own head on `source`."""
   predictions, _ = run_inference(predict, variables, source, config, mesh, desc)
-  per_class = metrics.per_class_accuracy(predictions, source.labels, splits.num_classes)
-  return metrics.group_accuracy(per_class, splits.groups)
+  return metrics.groups_of(predictions, source.labels, splits)

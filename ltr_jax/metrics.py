@@ -68,6 +68,12 @@ def group_accuracy(per_class_acc: np.ndarray, groups: np.ndarray) -> dict[str, f
   return result
 
 
+def groups_of(predictions, labels, splits) -> dict[str, float | None]:
+  """Top-1 All / Many / Medium / Few (percent) of `predictions` over the classes of `splits` (its num_classes and
+  groups: a datasets.Splits)."""
+  return group_accuracy(per_class_accuracy(predictions, labels, splits.num_classes), splits.groups)
+
+
 def _softmax_rows(logits, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(confidence max_j p_j, prediction argmax_j p_j, -log p_y) per row, in float64, chunks of ~4M entries."""
   labels = np.asarray(labels)

@@ -39,14 +39,7 @@ def image_files(location: str) -> list[str]:
   """The images at `location`: a folder (recursively; hidden files and folders left out), or a list file."""
   if os.path.isdir(location):
     extensions = sources.image_extensions()
-    found = []
-    for folder, subfolders, names in os.walk(location):
-      subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-      found += [
-          os.path.join(folder, n)
-          for n in sorted(names)
-          if not n.startswith(".") and os.path.splitext(n)[1].lower() in extensions
-      ]
+    found = [p for p in sources.visible_files(location) if os.path.splitext(p)[1].lower() in extensions]
     if not found:
       raise DataError(f"--images={location}: no image files in this folder or below it")
     return found

@@ -60,12 +60,12 @@ class Recipe:
   def of_train(cls, train: ml_collections.ConfigDict) -> Recipe:
     """Stage 1's recipe: every field from config key train (its loss hyper-parameters included)."""
     fields = {f.name for f in dataclasses.fields(cls)} - {"loss_hyper"}
-    return cls(**{name: _tuples(train[name]) for name in fields}, loss_hyper=losses.LossHyper.of(train))
+    return cls(**{name: as_tuples(train[name]) for name in fields}, loss_hyper=losses.LossHyper.of(train))
 
 
-def _tuples(value: Any) -> Any:
+def as_tuples(value: Any) -> Any:
   """Lists (as overrides may give them) as tuples, nested: a Recipe is hashable and compares by value."""
-  return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+  return tuple(as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @flax.struct.dataclass
@@ -269,12 +269,10 @@ def train(model: LTRModel, init: Callable[[], Variables], recipe: Recipe, splits
   train_step = make_train_step(model, tx, loss_fn, config.data, mesh, recipe.mixup_alpha, config.seed, constraint,
                                steps_per_epoch, recipe.accumulate_steps)
   predict = inference.make_predict(model, config.data, mesh)
-  batches = pipeline.train_batches(
-      splits.train, sampler,
-      transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter,
-                                 config.data.interpolation), global_batch=recipe.batch_size, start_step=start_step,
-      num_steps=num_steps, seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.data.num_workers)
+  batches = pipeline.train_batches(splits.train, sampler, transforms.train_transform_of(config.data),
+                                   global_batch=recipe.batch_size, start_step=start_step, num_steps=num_steps,
+                                   seed=config.seed, process_index=jax.process_index(),
+                                   process_count=jax.process_count(), num_workers=config.data.num_workers)
   writer = MetricWriter(run_dir)
   schedule = schedules.learning_rate_schedule(recipe, steps_per_epoch)
   eval_every = recipe.eval_every_epochs * steps_per_epoch

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltr_jax import losses, masks, models, paths, schema
-from ltr_jax.data import kinds
+from ltr_jax.data import kinds, transforms
 from ltr_jax.errors import ConfigError
 from ltr_jax.stage2 import registry
 
@@ -111,8 +111,7 @@ def _check_data(data: ml_collections.ConfigDict, with_data: bool) -> None:
                       f"{data.many_threshold} (Many > many_threshold >= Medium >= few_threshold > Few)")
   if len(data.mean) != len(data.std):
     raise ConfigError(f"config key data.std has {len(data.std)} channels, data.mean {len(data.mean)}")
-  if data.eval_transform == "resize_center_crop" and data.resize < data.image_size:
-    raise ConfigError(f"config key data.resize = {data.resize} is smaller than data.image_size = {data.image_size}")
+  transforms.eval_transform_of(data)  # its checks (data.resize >= data.image_size)
   if data.n_max and not data.imbalance_ratio:
     raise ConfigError(f"config key data.n_max = {data.n_max} shapes a long-tailed profile: set "
                       "data.imbalance_ratio too (0 keeps the data as they are)")

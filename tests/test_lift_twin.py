@@ -77,6 +77,7 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `configs`, as plain `pytest` runs
+from benchmarks.torch_models import AdaptFormer  # noqa: E402
 from configs import base, quickstart_vit  # noqa: E402
 
 F = torch.nn.functional
@@ -90,24 +91,6 @@ LOSS_ATOL, PARAM_ATOL = 1e-5, 2e-6  # see the module docstring
 ARCH_NAME = "lift_twin_tiny_clip"
 
 # --- LIFT in plain PyTorch -------------------------------------------------------------------------------------
-
-
-class AdaptFormer(torch.nn.Module):
-  """LIFT models/peft_modules.py:54-78: scale * up(relu(down(ln x))); down kaiming_normal_(a=sqrt(5)), up and both
-  biases zero, scale one."""
-
-  def __init__(self, dim: int, bottleneck: int):
-    super().__init__()
-    self.ln = torch.nn.LayerNorm(dim)
-    self.down_proj = torch.nn.Linear(dim, bottleneck)
-    self.up_proj = torch.nn.Linear(bottleneck, dim)
-    self.scale = torch.nn.Parameter(torch.ones(1))
-    torch.nn.init.kaiming_normal_(self.down_proj.weight, a=math.sqrt(5))
-    for p in (self.up_proj.weight, self.down_proj.bias, self.up_proj.bias):
-      torch.nn.init.zeros_(p)
-
-  def forward(self, x):
-    return self.up_proj(F.relu(self.down_proj(self.ln(x)))) * self.scale
 
 
 class CosineClassifier(torch.nn.Module):

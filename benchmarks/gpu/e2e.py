@@ -82,7 +82,7 @@ def cmd_run(args) -> None:
 
   # The input pipeline alone (no JAX work): the loop's source, transform, batch and workers.
   source = sources.ListFileSource(os.path.join(args.dir, "train.txt"), args.dir, args.classes)
-  transform = transforms.train_transform(config.data.train_transform, config.data.image_size, config.data.color_jitter)
+  transform = transforms.train_transform_of(config.data)
   if args.pipeline_batches:
     ips, first, share = pipeline_bench.time_pipeline(source, transform, args.batch, args.pipeline_batches, args.workers)
     out["pipeline_alone"] = {

@@ -301,6 +301,14 @@ def image_extensions() -> frozenset[str]:
   return frozenset(ext.lower() for ext in Image.registered_extensions())
 
 
+def visible_files(folder: str) -> Iterator[str]:
+  """The paths of the files in `folder` and below it, hidden files and folders left out, in sorted order (a folder's
+  files before its subfolders')."""
+  for here, subfolders, names in os.walk(folder):
+    subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+    yield from (os.path.join(here, n) for n in sorted(names) if not n.startswith("."))
+
+
 def class_folders(folder: str) -> list[str]:
   """The sorted names of the class folders in `folder` (hidden ones left out); DataError for two names that differ
   only in case (one class on a case-insensitive file system, two here)."""
@@ -340,14 +348,11 @@ class FolderSource(ListFileSource):
         raise DataError(f"{os.path.join(self.list_file, name)}: a class folder that the training split lacks (its "
                         f"classes: {', '.join(self.class_names[:10])}{', ...' if len(self.class_names) > 10 else ''})")
       files = []
-      for folder, subfolders, names in os.walk(os.path.join(self.list_file, name)):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        for file in sorted(n for n in names if not n.startswith(".")):
-          path = os.path.join(folder, file)
-          if os.path.splitext(file)[1].lower() not in extensions:
-            raise DataError(f"{path}: not an image file (Pillow reads {', '.join(sorted(extensions)[:8])}, ...): "
-                            "move it out of the class folder")
-          files.append(os.path.relpath(path, image_root))
+      for path in visible_files(os.path.join(self.list_file, name)):
+        if os.path.splitext(path)[1].lower() not in extensions:
+          raise DataError(f"{path}: not an image file (Pillow reads {', '.join(sorted(extensions)[:8])}, ...): "
+                          "move it out of the class folder")
+        files.append(os.path.relpath(path, image_root))
       if not files:
         raise DataError(f"{os.path.join(self.list_file, name)}: an empty class folder (no image files)")
       self.paths += files

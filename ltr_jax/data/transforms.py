@@ -14,7 +14,7 @@ a resumed run sees the same pixels as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 from PIL import Image
@@ -296,3 +296,13 @@ def eval_transform(kind: str, image_size: int, resize: int = 256, interpolation:
     return ResizeCenterCrop(resize, image_size, interpolation)
   raise ConfigError(f"config key data.eval_transform: unknown transform {kind!r} (expected one of "
                     f"{', '.join(EVAL_TRANSFORMS)})")
+
+
+def train_transform_of(data: Any) -> Transform:
+  """The training transform of config section `data` (train_transform, image_size, color_jitter, interpolation)."""
+  return train_transform(data.train_transform, data.image_size, data.color_jitter, data.interpolation)
+
+
+def eval_transform_of(data: Any) -> Transform:
+  """The evaluation transform of config section `data` (eval_transform, image_size, resize, interpolation)."""
+  return eval_transform(data.eval_transform, data.image_size, data.resize, data.interpolation)

@@ -19,7 +19,7 @@ the same as OpenAI CLIP's ImageNet notebook, :100-106 there). LIFT (shijxcs/LIFT
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -84,13 +84,6 @@ TEXT_ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
-def create_text_model(name: str, **fields: Any) -> CLIPTextTransformer:
-  """The text tower of CLIP model `name` (a key of TEXT_ARCHITECTURES), `fields` overriding the table."""
-  if name not in TEXT_ARCHITECTURES:
-    raise ValueError(f"unknown CLIP text tower {name!r}; choose one of {sorted(TEXT_ARCHITECTURES)}")
-  return CLIPTextTransformer(**{**TEXT_ARCHITECTURES[name], **fields})
-
-
 def read_list(path: str) -> list[str]:
   """The entries of a list file of ltr_jax/data (imagenet_classnames.txt, imagenet_templates.txt): one per line,
   '#' comment lines skipped."""
@@ -98,22 +91,28 @@ def read_list(path: str) -> list[str]:
     return [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
 
 
-def encode_texts(model: CLIPTextTransformer, params: Any, texts: Sequence[str], tokenizer: ClipTokenizer | None = None,
-                 batch_size: int = 256, bar: Any = None) -> np.ndarray:
-  """Unnormalised text embeddings [len(texts), E] float32, in fixed-size batches (one compilation); `bar` (a
-  progress bar) advances by the texts of each batch."""
+def text_encoder(model: CLIPTextTransformer, params: Any, tokenizer: ClipTokenizer | None = None,
+                 batch_size: int = 256) -> Callable[[Sequence[str], Any], np.ndarray]:
+  """encode(texts, bar): unnormalised text embeddings [len(texts), E] float32, in batches of `batch_size` (the last
+  one padded: one compilation for every call); `bar` (a progress bar or None) advances by the texts of each batch.
+  The tokenizer, the compiled tower and its parameters on the device are made once, for all the calls."""
   tokenizer = tokenizer or ClipTokenizer(context_length=model.context_length)
-  tokens = tokenizer(texts, context_length=model.context_length)
-  size = min(batch_size, len(tokens))
   apply = jax.jit(lambda p, t: model.apply({"params": p}, t))
-  out = []
-  for start in range(0, len(tokens), size):
-    chunk = tokens[start:start + size]
-    padded = np.concatenate([chunk, np.zeros((size - len(chunk), chunk.shape[1]), chunk.dtype)])
-    out.append(np.asarray(apply(params, padded))[:len(chunk)])
-    if bar is not None:
-      bar.update(len(chunk))
-  return np.concatenate(out).astype(np.float32)
+  params = jax.device_put(params)
+
+  def encode(texts: Sequence[str], bar: Any = None) -> np.ndarray:
+    tokens = tokenizer(texts, context_length=model.context_length)
+    size = min(batch_size, len(tokens))
+    out = []
+    for start in range(0, len(tokens), size):
+      chunk = tokens[start:start + size]
+      padded = np.concatenate([chunk, np.zeros((size - len(chunk), chunk.shape[1]), chunk.dtype)])
+      out.append(np.asarray(apply(params, padded))[:len(chunk)])
+      if bar is not None:
+        bar.update(len(chunk))
+    return np.concatenate(out).astype(np.float32)
+
+  return encode
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -133,11 +132,12 @@ def class_text_embeddings(model: CLIPTextTransformer, params: Any, classnames: S
   for template in templates:
     if template.count("{}") != 1:
       raise ConfigError(f"prompt template {template!r} must contain '{{}}' (the class name) exactly once")
+  encode = text_encoder(model, params, tokenizer, batch_size)
   total = np.zeros((len(classnames), model.embed_dim), np.float64)
   with progress.bar(len(templates) * len(classnames), "text embeddings", unit="prompt") as bar:
     for template in templates:
       prompts = [template.replace("{}", name) for name in classnames]
-      total += _unit_rows(encode_texts(model, params, prompts, tokenizer, batch_size, bar).astype(np.float64))
+      total += _unit_rows(encode(prompts, bar).astype(np.float64))
   return _unit_rows(total / len(templates)).astype(np.float32)
 
 

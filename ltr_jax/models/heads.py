@@ -56,9 +56,10 @@ def unit_columns(kernel):
   return kernel / xp.maximum(xp.linalg.norm(kernel, axis=0, keepdims=True), EPS)
 
 
-def logits(z, kernel, bias=None, *, center=None, normalize: bool = False, scale=None, projection=None):
-  """scale * (t(z) @ kernel) + bias [..., C]; a missing scale or bias is left out (not multiplied by 1)."""
-  out = transform(z, center, normalize, projection) @ kernel
+def logits(z, kernel, bias=None, *, scale=None):
+  """scale * (z @ kernel) + bias [..., C] over transformed features z = t(.); a missing scale or bias is left out
+  (not multiplied by 1)."""
+  out = z @ kernel
   if scale is not None:
     out = scale * out
   return out if bias is None else out + bias
@@ -170,11 +171,14 @@ class Classifier:
     return self.center is None and not self.normalize and self.projection is None
 
   def inputs(self, z) -> np.ndarray:
-    """t(z), float32."""
+    """t(z), float32; z itself where t is the identity (a linear head), so that 16-bit cached features stay 16-bit
+    and each consumer casts a chunk or batch of rows at a time (exactly)."""
+    if self.linear:
+      return z
     return transform(np.asarray(z, np.float32), self.center, self.normalize, self.projection)
 
   def logits(self, z) -> np.ndarray:
-    return self.inputs(z) @ self.kernel + self.bias
+    return logits(np.asarray(self.inputs(z)), self.kernel, self.bias)  # on the host, float32
 
   def predict(self, z) -> np.ndarray:
     """Top-1 predictions [N] (int32), chunk by chunk of rows."""

@@ -19,7 +19,7 @@ patterns such as '.*/bias' or '.*/ln_[^/]*/.*').
 
 Computation (pre-norm blocks): x = x + attn(ln_1 x); x = x + mlp(ln_2 x) [+ adapter(x)]. The pooled feature is
 ln_post of the class token ('token') or of the mean patch token ('avg'), returned in float32 BEFORE `proj`: LIFT's
-head reads it without `proj`, zero-shot classification applies `ViT.project` (z @ proj).
+head reads it without `proj`; CLIP's zero-shot head holds `proj` as its projection (z @ proj, ltr_jax.models.heads).
 
 Sources (repository @ commit, file:line):
 - OpenAI / open_clip visual tower, mlfoundations/open_clip v3.3.0 @ 30573618fc375b12f094ef64cb3a1391cf611c45,
@@ -332,12 +332,6 @@ class ViT(nn.Module):
     if not self.proj_dim:
       raise ValueError("this ViT has no proj (proj_dim=0)")
     return z.astype(jnp.float32) @ self.get_variable("params", "proj")
-
-
-def project(variables: Any, z: jnp.ndarray) -> jnp.ndarray:
-  """z @ proj from a ViT's variables (or params) without a module: {'params': {'proj': ...}} or {'proj': ...}."""
-  params = variables.get("params", variables)
-  return jnp.asarray(z, jnp.float32) @ params["proj"]
 
 
 _CLIP = dict(act="quick_gelu", ln_eps=LN_EPS_CLIP, ln_pre=True, patch_bias=False, pool="token")

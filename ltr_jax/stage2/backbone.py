@@ -94,28 +94,29 @@ def loop_recipe(config: ml_collections.ConfigDict, hyper: ml_collections.ConfigD
   return train.Recipe(sampling=hyper.sampling, epochs=hyper.epochs, batch_size=hyper.batch_size,
                       base_lr=hyper.lr * 256 / hyper.batch_size, weight_decay=hyper.weight_decay, loss=hyper.loss,
                       loss_hyper=losses.LossHyper.of(hyper), accumulate_steps=hyper.accumulate_steps,
-                      frozen=tuple(hyper.frozen), lr_mults=tuple(tuple(pair) for pair in hyper.lr_mults),
+                      frozen=train.as_tuples(hyper.frozen), lr_mults=train.as_tuples(hyper.lr_mults),
                       eval_every_epochs=config.train.eval_every_epochs,
                       checkpoint_every_epochs=config.train.checkpoint_every_epochs,
                       max_checkpoints=config.train.max_checkpoints, log_every_steps=config.train.log_every_steps)
 
 
-def settings(name: str, hyper: ml_collections.ConfigDict, stage1: Variables) -> dict[str, Any]:
+def settings(name: str, hyper: ml_collections.ConfigDict, stage1_checksum: str) -> dict[str, Any]:
   """What shapes method `name`'s run: the values of its entry (not how reports label it) and the stage-1 model it
-  starts from (a checksum of its arrays)."""
+  starts from (checkpoints.checksum of its arrays)."""
   values = {f"stage2.{name}.{k}": v for k, v in hyper.to_dict().items() if k not in ("label", "paper", "variant")}
-  return {**values, "stage 1 checkpoint": checkpoints.checksum(stage1)}
+  return {**values, "stage 1 checkpoint": stage1_checksum}
 
 
 def run(name: str, setup: Setup, hyper: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir: str,
-        stage1: Variables, stage1_head: HeadSpec, splits: datasets.Splits,
-        mesh: Mesh) -> tuple[models.LTRModel, Variables]:
+        stage1: Variables, stage1_head: HeadSpec, splits: datasets.Splits, mesh: Mesh,
+        stage1_checksum: str | None = None) -> tuple[models.LTRModel, Variables]:
   """Trains method `name` from the stage-1 variables (their head computing `stage1_head`) in workdir/stage2/<name>;
   returns (model, its variables).
 
   A run there with the same settings (its entry's values and the stage-1 model) is resumed, or reused when
   finished; one made under other settings is moved to workdir/stage2/<name>-previous (replacing an older one there)
-  and the method starts afresh, saying so in one line.
+  and the method starts afresh, saying so in one line. `stage1_checksum`: checkpoints.checksum(stage1), where the
+  caller has it (one hash of the stage-1 model for all of its methods).
   """
   recipe = loop_recipe(config, hyper)
   head_spec = setup.head_spec or (HeadSpec.of_config(config.model) if setup.head is None else stage1_head)
@@ -133,7 +134,7 @@ def run(name: str, setup: Setup, hyper: ml_collections.ConfigDict, config: ml_co
       params["backbone"] = _with(jax.device_put(new["params"]["backbone"], sharding), stage1["params"]["backbone"])
     return {"params": params, "batch_stats": stage1["batch_stats"]}
 
-  directory, shaped_by = run_dir(workdir, name), settings(name, hyper, stage1)
+  directory, shaped_by = run_dir(workdir, name), settings(name, hyper, stage1_checksum or checkpoints.checksum(stage1))
 
   def trained() -> train.TrainState:
     return train.train(model, init, recipe, splits, config, directory, mesh, stage=f"stage2/{name}",

@@ -80,11 +80,12 @@ def load(path: str, dtype: str) -> np.ndarray:
 
 
 def extract(model: LTRModel, variables: Variables, splits: datasets.Splits, config: ml_collections.ConfigDict,
-            run_dir: str, mesh: Mesh, split_names: tuple[str, ...] = SPLITS,
-            five_crop: bool = False) -> dict[str, np.ndarray]:
+            run_dir: str, mesh: Mesh, split_names: tuple[str, ...] = SPLITS, five_crop: bool = False,
+            digest: str | None = None) -> dict[str, np.ndarray]:
   """{split: features [N, d]} in config key stage2.feature_dtype of the splits that exist, from run_dir/features
   when the backbone is the same; with `five_crop`, those of the five crops of each image ([N, 5, d], the cache's
-  <split>_five_crop.npy: inference.five_crop_transform).
+  <split>_five_crop.npy: inference.five_crop_transform). `digest`: backbone_digest(variables), where the caller has
+  it.
 
   A cache counts as a hit only if every process has it (their workdirs need not be shared): otherwise every
   process runs the inference, whose gathers they all take part in. Process 0 writes the cache.
@@ -92,7 +93,7 @@ def extract(model: LTRModel, variables: Variables, splits: datasets.Splits, conf
   predict = inference.make_predict(model, config.data, mesh)
   cache_dir = paths.join(run_dir, "features")
   features = {}
-  backbone = backbone_digest(variables)
+  backbone = digest or backbone_digest(variables)
   dtype = config.stage2.feature_dtype
   for split in split_names:
     source = getattr(splits, split)

@@ -17,12 +17,6 @@ from ltr_jax.stage2 import classifiers, rebalance
 from ltr_jax.stage2.features import Features
 
 
-def groups_of(predictions: np.ndarray, labels: np.ndarray, splits) -> dict[str, float | None]:
-  """Top-1 All / Many / Medium / Few (percent) of `predictions`."""
-  per_class = metrics.per_class_accuracy(predictions, labels, splits.num_classes)
-  return metrics.group_accuracy(per_class, splits.groups)
-
-
 def select_tau(features: Features, sweep: Callable[[np.ndarray], np.ndarray], taus) -> tuple[float, dict[str, Any]]:
   """The tau of `taus` with the best validation All (first on ties), never chosen on test.
 
@@ -33,7 +27,7 @@ def select_tau(features: Features, sweep: Callable[[np.ndarray], np.ndarray], ta
     raise DataError("tau is selected on the validation split, and this dataset has none: set config key "
                     "data.val_list / data.val_split / data.val_per_class, or drop the method from stage2.methods")
   curves = {
-      split: [groups_of(p, features.labels(split), features.splits) for p in np.asarray(sweep(z))]
+      split: [metrics.groups_of(p, features.labels(split), features.splits) for p in np.asarray(sweep(z))]
       for split, z in (("val", features.val), ("test", features.test))
   }
   tau = float(taus[int(np.argmax([c["all"] for c in curves["val"]]))])
@@ -113,8 +107,7 @@ def wb(features: Features, head: Classifier, hyper: ml_collections.ConfigDict,
   class-balanced loss, weight decay and MaxNorm (ltr_jax.stage2.rebalance.train_wb), the loss built from the keys of
   `hyper` as the stage-1 loop builds it for WB through the backbone. Linear heads only (config key model.head),
   over the joint head's inputs t(z) (CLIP's zero-shot head: the projected, normalised features)."""
-  inputs = features.train if head.linear else head.inputs(features.train)
-  kernel, bias = rebalance.train_wb(inputs, features.labels("train"), head.kernel, head.bias,
+  kernel, bias = rebalance.train_wb(head.inputs(features.train), features.labels("train"), head.kernel, head.bias,
                                     features.splits.num_classes, epochs=hyper.epochs, batch_size=hyper.batch_size,
                                     lr=hyper.lr, weight_decay=hyper.weight_decay, max_norm=hyper.max_norm,
                                     loss=hyper.loss, loss_hyper=losses.LossHyper.of(hyper), sampling=hyper.sampling,

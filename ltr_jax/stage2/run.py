@@ -22,19 +22,30 @@ from ltr_jax.checkpoints import Variables
 from ltr_jax.data import datasets
 from ltr_jax.models import Classifier
 from ltr_jax.stage2 import backbone, features as features_lib
-from ltr_jax.stage2.on_features import groups_of
 from ltr_jax.stage2.registry import ON_FEATURES, Method, hyper_of, method_of
 
 FIVE_CROP = "_five_crop"  # results["methods"] key of a method's five-crop row: <name>_five_crop
 
 
+def validation(head: Classifier, val_features: np.ndarray | None, splits: datasets.Splits) -> dict[str, Any]:
+  """What a head's results take from validation: the temperature T of its softmax fit there and its validation
+  groups ({} without a validation split)."""
+  if val_features is None:
+    return {}
+  return {
+      "temperature": metrics.fit_temperature(head.logits(val_features), splits.val.labels),
+      "val": metrics.groups_of(head.predict(val_features), splits.val.labels, splits)
+  }
+
+
 def entry(method: Method, hyper: ml_collections.ConfigDict, head: Classifier, feats: dict[str, np.ndarray],
-          splits: datasets.Splits) -> dict[str, Any]:
+          splits: datasets.Splits, validated: dict[str, Any] | None = None) -> dict[str, Any]:
   """A method's results: label, paper, variant (from its config entry `hyper`), where it ran and its
   hyper-parameters; test All / Many / Medium / Few (on test features [N, d], or on the mean logits of K crops of
   each image, [N, K, d]), per-class test accuracy, calibration of its softmax on test (ECE over 15 bins and NLL, with the
   reliability bins; and both after temperature scaling with T fit on validation, comparable across methods whose
-  logit scales are arbitrary, which it marks); validation groups."""
+  logit scales are arbitrary, which it marks); validation groups. `validated`: the head's `validation`, where the
+  caller has it (a five-crop row: its method's)."""
   test_features = feats["test"]
   if test_features.ndim == 3:  # crops of each test image [N, K, d]: their logits averaged (test-time ensembling)
     flat = head.logits(test_features.reshape(-1, test_features.shape[-1]))
@@ -43,9 +54,10 @@ def entry(method: Method, hyper: ml_collections.ConfigDict, head: Classifier, fe
   else:
     test, logits = head.predict(test_features), head.logits(test_features)
   bins = metrics.reliability_bins(logits, splits.test.labels)
+  validated = validation(head, feats.get("val"), splits) if validated is None else validated
   scaled = {"temperature": None, "ece_ts": None, "nll_ts": None}
-  if feats.get("val") is not None:
-    temperature = metrics.fit_temperature(head.logits(feats["val"]), splits.val.labels)
+  if validated:
+    temperature = validated["temperature"]
     scaled = {
         "temperature": temperature, "ece_ts": metrics.expected_calibration_error(logits / np.float32(temperature),
                                                                                  splits.test.labels),
@@ -53,15 +65,15 @@ def entry(method: Method, hyper: ml_collections.ConfigDict, head: Classifier, fe
     }
   result = {
       "label": hyper.label, "paper": hyper.paper, "variant": hyper.variant, "runs_on": method.runs_on,
-      "hyper": hyper.to_dict(), **{k: v for k, v in head.extras.items() if k != "tau_curve"}, **groups_of(
+      "hyper": hyper.to_dict(), **{k: v for k, v in head.extras.items() if k != "tau_curve"}, **metrics.groups_of(
           test, splits.test.labels, splits), "ece": metrics.expected_calibration_error(logits, splits.test.labels),
       "nll": metrics.nll(logits, splits.test.labels),
       **scaled, "arbitrary_logit_scale": method.arbitrary_logit_scale or head.normalize,
       "reliability": {k: np.nan_to_num(v, nan=0.0).tolist() for k, v in bins.items()
                      }, "per_class": metrics.per_class_accuracy(test, splits.test.labels, splits.num_classes).tolist()
   }
-  if feats.get("val") is not None:
-    result["val"] = groups_of(head.predict(feats["val"]), splits.val.labels, splits)
+  if validated:
+    result["val"] = validated["val"]
   return result
 
 
@@ -109,8 +121,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
   stage1_dir = paths.join(workdir, "checkpoints")
   model, stage1 = checkpoints.restore_stage1(config, stage1_dir, splits.num_classes, splits.image_shape, mesh)
   step = checkpoints.Manager(stage1_dir, read_only=True).latest_step()
-  feats = features_lib.extract(model, stage1, splits, config, workdir, mesh)
   stage1_digest = features_lib.backbone_digest(stage1)
+  feats = features_lib.extract(model, stage1, splits, config, workdir, mesh, digest=stage1_digest)
   features = features_lib.Features(splits, feats["train"], feats.get("val"), feats["test"])
   joint = Classifier.of_model(stage1["params"]["head"], model.head_spec)
 
@@ -119,31 +131,38 @@ def run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh | None = Non
       "groups": splits.groups.tolist(), "weight_norms": {}, "tau_curves": {}
   }
   heads: dict[str, tuple[Classifier, Variables]] = {}
+  stage1_checksum = None  # of the whole stage-1 model, for the settings of the methods through the backbone
   for name in config.stage2.methods:
     method, hyper = method_of(config, name), hyper_of(config, name)
-    method_model, run_dir = model, workdir
+    method_model, run_dir, digest = model, workdir, stage1_digest
     if method.runs_on == ON_FEATURES:
       head, variables, method_feats = method.resolve()(features, joint, hyper, config), stage1, feats
     else:
       setup = method.resolve()(stage1, joint, hyper, config, splits)
-      method_model, variables = backbone.run(name, setup, hyper, config, workdir, stage1, model.head_spec, splits, mesh)
+      stage1_checksum = stage1_checksum or checkpoints.checksum(stage1)
+      method_model, variables = backbone.run(name, setup, hyper, config, workdir, stage1, model.head_spec, splits, mesh,
+                                             stage1_checksum)
       head = Classifier.of_model(variables["params"]["head"], method_model.head_spec)
-      if features_lib.backbone_digest(variables) == stage1_digest:
+      digest = features_lib.backbone_digest(variables)
+      if digest == stage1_digest:
         method_feats = feats
       else:
         run_dir = backbone.run_dir(workdir, name)
-        method_feats = features_lib.extract(method_model, variables, splits, config, run_dir, mesh, ("val", "test"))
+        method_feats = features_lib.extract(method_model, variables, splits, config, run_dir, mesh, ("val", "test"),
+                                            digest=digest)
     heads[name] = head, variables
-    results["methods"][name] = entry(method, hyper, head, method_feats, splits)
+    validated = validation(head, method_feats.get("val"), splits)
+    results["methods"][name] = entry(method, hyper, head, method_feats, splits, validated)
     if "tau_curve" in head.extras:
       results["tau_curves"][name] = head.extras["tau_curve"]
     if head.linear and (name == "joint" or not np.array_equal(head.kernel, joint.kernel)):  # Fig. 2 (left)
       results["weight_norms"][name] = np.linalg.norm(head.kernel, axis=0).tolist()
     if name in config.stage2.five_crop:  # its own row: the same head on five crops of each test image
-      crops = features_lib.extract(method_model, variables, splits, config, run_dir, mesh, ("test",), five_crop=True)
+      crops = features_lib.extract(method_model, variables, splits, config, run_dir, mesh, ("test",), five_crop=True,
+                                   digest=digest)
       five = hyper.copy_and_resolve_references()
       five.label = f"{hyper.label}, five-crop test"
-      results["methods"][f"{name}{FIVE_CROP}"] = entry(method, five, head, {**method_feats, **crops}, splits)
+      results["methods"][f"{name}{FIVE_CROP}"] = entry(method, five, head, {**method_feats, **crops}, splits, validated)
 
   results["best"] = best(results)
   results["exported"] = {}
