@@ -328,13 +328,14 @@ def initial_variables(model: LTRModel, config: ml_collections.ConfigDict, image_
   return {"params": {**variables["params"], **loaded["params"]}, "batch_stats": loaded["batch_stats"]}
 
 
-# Keys that do not change what stage 1 trains: where data are read from, how, and what is checked first; how often it
-# logs, validates and checkpoints. Every other key of data, model and train, and the seed, shapes the model: a rerun
-# in a workdir with a stage-1 checkpoint made under other values stops (config key train.resume_changed continues).
+# Keys that do not change what stage 1 trains: where data are read from, how, and what is checked first; how images
+# are evaluated (stage 2's five-crop resize too); how often it logs, validates and checkpoints. Every other key of
+# data, model and train, and the seed, shapes the model: a rerun in a workdir with a stage-1 checkpoint made under
+# other values stops (config key train.resume_changed continues).
 RERUN_FREE = ("data.name", "data.data_dir", "data.list_dir", "data.image_root", "data.download", "data.num_workers",
               "data.preflight", "data.preflight_decode", "data.many_threshold", "data.few_threshold",
-              "data.eval_transform", "data.resize", "train.eval_every_epochs", "train.checkpoint_every_epochs",
-              "train.max_checkpoints", "train.log_every_steps", "train.resume_changed")
+              "data.eval_transform", "data.resize", "data.five_crop_resize", "train.eval_every_epochs",
+              "train.checkpoint_every_epochs", "train.max_checkpoints", "train.log_every_steps", "train.resume_changed")
 
 
 def stage1_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:

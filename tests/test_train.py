@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import quickstart
 from ltr_jax import checkpoints, models, parallel, train
 from ltr_jax.errors import CheckpointError, TrainingError
 
@@ -239,3 +240,14 @@ def test_unknown_config_key_is_an_error():
   ], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
   assert "lr_base" in out.stderr and "Traceback" not in out.stderr[-2000:], out.stderr[-2000:]
+
+
+def test_a_key_of_evaluation_alone_does_not_stop_a_stage_1_rerun():
+  """data.five_crop_resize shapes stage 2's five-crop test rows only: another value leaves stage 1's settings (what a
+  rerun in the same workdir compares) as they are; a key that shapes the model changes them."""
+  config = quickstart.get_config()
+  before = train.stage1_settings(config)
+  config.data.five_crop_resize += 8
+  assert train.stage1_settings(config) == before
+  config.data.image_size += 4
+  assert train.stage1_settings(config) != before
